@@ -1,0 +1,71 @@
+import os
+import sys
+
+from setuptools import find_packages, setup
+
+
+__version__ = '0.1.0'
+
+install_requires = [
+    'torch>=2.4',
+    'torch-geometric>=2.6',
+    'torch-cluster>=1.6',
+    'numpy',
+    'tqdm',
+    'h5py',
+]
+
+extras_require = {
+    'scatter': ['torch-scatter'],
+    'test': ['pytest'],
+}
+
+
+
+def extension_build():
+    r"""The XNOR-popcount C++ extension (``torch_geometric_binary.deploy.
+    _xnor``), built when ``import torch`` works here (install with
+    ``--no-build-isolation``) unless ``TORCH_GEOMETRIC_BINARY_NO_EXT`` is set.
+    Without it the package uses its pure-PyTorch kernels."""
+    if os.environ.get('TORCH_GEOMETRIC_BINARY_NO_EXT'):
+        return [], {}
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError:
+        return [], {}
+
+    if sys.platform == 'win32':
+        cflags, lflags = ['/O2', '/openmp'], []
+    elif sys.platform == 'darwin':  # Apple clang has no -fopenmp.
+        cflags, lflags = ['-O3'], []
+    else:
+        cflags, lflags = ['-O3', '-g0', '-fopenmp'], ['-fopenmp']
+    csrc = 'torch_geometric_binary/deploy/csrc'
+    ext = CppExtension(
+        'torch_geometric_binary.deploy._xnor',
+        [f'{csrc}/xnor.cpp'],
+        depends=[f'{csrc}/{f}' for f in
+                 ('xnor.h', 'xnor_driver.inc', 'xnor_scalar.inc')],
+        extra_compile_args=cflags,
+        extra_link_args=lflags,
+    )
+    return [ext], {'build_ext': BuildExtension.with_options(use_ninja=False)}
+
+
+ext_modules, cmdclass = extension_build()
+
+setup(
+    name='torch_geometric_binary',
+    version=__version__,
+    description='Binary (1-bit) point-cloud networks for PyTorch Geometric '
+    '(BiPointNet: EMA and LSR), with bit-packed inference',
+    long_description=open('README.md').read(),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.9',
+    install_requires=install_requires,
+    extras_require=extras_require,
+    packages=find_packages(include=['torch_geometric_binary',
+                                    'torch_geometric_binary.*']),
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)

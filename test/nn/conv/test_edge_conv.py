@@ -1,0 +1,83 @@
+import pytest
+import torch
+import torch_cluster
+from torch_geometric.nn import EdgeConv
+from torch_geometric.utils import degree
+
+from torch_geometric_binary.nn import (BiDynamicEdgeConv, BiEdgeConv, BiMLP,
+                                       EMAMaxAggregation)
+from torch_geometric_binary.nn.functional import ema_delta
+
+
+def test_edge_conv_forward_backward_and_offsets(cloud_batch):
+    data = cloud_batch
+    conv = BiEdgeConv(BiMLP([2 * 3, 16, 16], first_fp=True,
+                            plain_last=False))
+    edge_index = torch_cluster.knn_graph(data.pos, 6, data.batch)
+    out = conv(data.pos, edge_index)
+    assert out.shape == (data.num_nodes, 16)
+    out.square().mean().backward()
+    for name, param in conv.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+    conv.eval()
+    ref = EdgeConv(conv.nn).eval()
+    deg = degree(edge_index[1], data.num_nodes).long()
+    expected = ref(data.pos, edge_index) - ema_delta(deg).view(-1, 1)
+    assert torch.allclose(conv(data.pos, edge_index), expected, atol=1e-5)
+
+
+def test_dynamic_edge_conv_matches_edge_conv_on_knn_graph(cloud_batch):
+    data = cloud_batch
+    k = 20  # larger than the 9-point and 17-point clouds of the batch
+    conv = BiDynamicEdgeConv(BiMLP([2 * 4, 32, 32], first_fp=True,
+                                   plain_last=False), k=k)
+    assert isinstance(conv.aggr_module, EMAMaxAggregation)
+    assert 'k=20' in str(conv)
+    out = conv(data.x, data.batch)
+    assert out.shape == (data.num_nodes, 32)
+    out.square().mean().backward()
+    for name, param in conv.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+    conv.eval()
+    edge_index = torch_cluster.knn(data.x, data.x, k, data.batch,
+                                   data.batch).flip([0])
+    # Neighbourhoods include the point itself, never cross clouds, and
+    # small clouds give smaller groups.
+    assert bool((edge_index[0] == edge_index[1]).any())
+    assert torch.equal(data.batch[edge_index[0]], data.batch[edge_index[1]])
+    deg = degree(edge_index[1], data.num_nodes).long()
+    sizes = torch.bincount(data.batch)
+    assert torch.equal(deg, sizes.clamp(max=k)[data.batch])
+    expected = BiEdgeConv(conv.nn).eval()(data.x, edge_index)
+    assert torch.allclose(conv(data.x, data.batch), expected, atol=1e-5)
+
+
+def test_bad_inputs_raise(cloud_batch):
+    data = cloud_batch
+    conv = BiDynamicEdgeConv(BiMLP([2 * 4, 8], plain_last=False), k=4)
+    with pytest.raises(ValueError, match="'batch' has 3 entries"):
+        conv(data.x, data.batch[:3])
+    x = data.x.clone()
+    x[0, 0] = float('inf')
+    with pytest.raises(ValueError, match='NaN or Inf'):
+        conv(x, data.batch)
+    with pytest.raises(ValueError, match='k >= 1'):
+        BiDynamicEdgeConv(conv.nn, k=0)
+    with pytest.raises(ValueError, match='expects inputs with 8 channels'):
+        conv(data.x[:, :3], data.batch)
+
+
+def test_compile_matches_eager(cloud_batch):
+    data = cloud_batch
+    edge_index = torch_cluster.knn_graph(data.x, 5, data.batch)
+    cases = [(BiEdgeConv(BiMLP([8, 16], plain_last=False)), edge_index),
+             (BiDynamicEdgeConv(BiMLP([8, 16], plain_last=False), k=5),
+              data.batch)]
+    for conv, arg in cases:
+        conv(data.x, arg)  # LSR init
+        conv.eval()
+        compiled = torch.compile(conv)
+        assert torch.allclose(compiled(data.x, arg), conv(data.x, arg),
+                              atol=1e-5)

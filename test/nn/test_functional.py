@@ -1,0 +1,79 @@
+import math
+
+import pytest
+import torch
+
+from torch_geometric_binary.nn.functional import (binarize, binarize_weight,
+                                                  ema_delta, sign)
+
+
+def test_sign_of_zero_is_plus_one():
+    x = torch.tensor([-1.5, -0.0, 0.0, 1e-30, -1e-30, 3.0])
+    assert sign(x).tolist() == [-1.0, 1.0, 1.0, 1.0, -1.0, 1.0]
+    assert binarize(x).tolist() == sign(x).tolist()
+    assert sign(x.double()).dtype == torch.float64
+
+
+def test_ste_gradient_clipped():
+    x = torch.tensor([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 1.0001, 7.0],
+                     requires_grad=True)
+    upstream = torch.arange(1.0, 9.0)
+    binarize(x).backward(upstream)
+    inside = (x.detach().abs() <= 1).float()
+    assert torch.equal(x.grad, upstream * inside)
+    assert x.grad[0] == 0 and x.grad[-1] == 0 and x.grad[3] == 4.0
+
+
+def test_binarize_weight_centers_on_layer_mean():
+    w = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    out = binarize_weight(w)  # mean 2.5: only 3 and 4 are above it
+    assert out.tolist() == [[-1.0, -1.0], [1.0, 1.0]]
+    out.sum().backward()
+    # The STE passes where |w - mean| <= 1 (2 and 3), then the centering
+    # subtracts the mean of that gradient from every entry.
+    assert w.grad.tolist() == [[-0.5, 0.5], [0.5, -0.5]]
+
+
+@pytest.mark.parametrize('n,expected', [(20, 1.8268), (64, 2.2983),
+                                        (1024, 3.2041)])
+def test_ema_delta_paper_values(n, expected):
+    # The paper's table is rounded (its n=20 entry is 2.6e-3 above the exact
+    # quantile 1.82416); the exact property is tested below.
+    assert abs(ema_delta(n) - expected) < 5e-3
+    assert abs(float(ema_delta(torch.tensor([n]))[0]) - expected) < 5e-3
+
+
+@pytest.mark.parametrize('n', [1, 2, 3, 20, 1000, 10**5, 10**7, 10**9])
+def test_ema_delta_defining_property(n):
+    # Phi(delta(n))^n = 1/2: the pooled max of n N(0,1) is above delta(n)
+    # with probability exactly one half.
+    delta = torch.tensor(ema_delta(n), dtype=torch.float64)
+    log_cdf = torch.special.log_ndtr(delta)
+    assert math.isclose(float(n * log_cdf), math.log(0.5), rel_tol=1e-6)
+
+
+def test_ema_delta_matches_scipy():
+    stats = pytest.importorskip('scipy.stats')
+    for n in [1, 7, 50, 4096, 123457]:
+        assert math.isclose(ema_delta(n), stats.norm.ppf(2**(-1 / n)),
+                            rel_tol=1e-6, abs_tol=1e-9)
+
+
+def test_ema_delta_one_and_invalid():
+    assert ema_delta(1) == 0.0
+    with pytest.raises(ValueError, match='group size'):
+        ema_delta(0)
+    sizes = torch.tensor([1, 20, 64, 1024])
+    assert torch.allclose(ema_delta(sizes),
+                          torch.tensor([ema_delta(int(n)) for n in sizes]))
+
+
+def test_ema_balances_pooled_sign():
+    # EMA-max of N(0,1) features is positive about half of the time, plain
+    # max almost always, for each group size.
+    for n in [20, 64, 1024]:
+        x = torch.randn(4000, n)
+        plain = (x.max(dim=1).values >= 0).float().mean()
+        ema = (x.max(dim=1).values - ema_delta(n) >= 0).float().mean()
+        assert plain > 0.99
+        assert abs(ema - 0.5) < 0.04, (n, float(ema))

@@ -1,0 +1,148 @@
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from torch_geometric_binary.nn import BiLinear
+from torch_geometric_binary.nn.functional import sign
+
+
+def test_forward_is_scaled_sign_product():
+    lin = BiLinear(16, 8, bias=True)
+    with torch.no_grad():
+        lin.scale.fill_(0.25)
+        lin.bias.uniform_()
+    lin.scale_initialized = True
+    x = torch.randn(10, 16)
+    w = sign(lin.weight - lin.weight.mean())
+    expected = 0.25 * (sign(x) @ w.t()) + lin.bias
+    assert torch.allclose(lin(x), expected)
+    assert str(lin) == ('BiLinear(16, 8, bias=True, scale=True, '
+                        'method=bipointnet)')
+
+
+def test_plain_layer_without_scale_gives_integers():
+    lin = BiLinear(33, 5, scale=False)
+    assert lin.scale is None and 'scale' not in lin.state_dict()
+    out = lin(torch.randn(7, 33))
+    assert torch.equal(out, out.round())
+    assert bool(((out + 33) % 2 == 0).all())  # K - 2 * popcount: same parity
+
+
+def test_lsr_initialized_from_first_training_batch():
+    lin = BiLinear(64, 32)
+    x = torch.randn(256, 64) * 3
+    fp_std = (x @ lin.weight.t()).std()
+    bin_std = (sign(x) @ sign(lin.weight - lin.weight.mean()).t()).std()
+    lin.train()
+    out = lin(x)
+    assert lin.scale_initialized
+    assert torch.allclose(lin.scale, fp_std / bin_std, rtol=1e-5)
+    assert torch.allclose(out.std(), fp_std, rtol=1e-4)
+    # A second batch does not re-initialize it.
+    first = lin.scale.item()
+    lin(torch.randn(256, 64) * 100)
+    assert lin.scale.item() == first
+
+
+def test_lsr_scale_trains_and_is_a_parameter():
+    lin = BiLinear(8, 4)
+    assert any(p is lin.scale for p in lin.parameters())
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    x, target = torch.randn(32, 8), torch.randn(32, 4)
+    lin(x)  # initialization batch
+    before = lin.scale.item()
+    for _ in range(3):
+        opt.zero_grad()
+        loss = ((lin(x) - target)**2).mean()
+        loss.backward()
+        assert lin.scale.grad is not None and lin.scale.grad != 0
+        assert lin.weight.grad.abs().sum() > 0
+        opt.step()
+    assert lin.scale.item() != before
+
+
+def test_eval_mode_does_not_initialize():
+    lin = BiLinear(8, 4).eval()
+    lin(torch.randn(5, 8))
+    assert not lin.scale_initialized and lin.scale.item() == 1.0
+    lin.init_scale(torch.randn(64, 8))
+    assert lin.scale_initialized and lin.scale.item() != 1.0
+
+
+def test_state_dict_and_deepcopy_keep_the_scale():
+    lin = BiLinear(8, 4)
+    lin(torch.randn(32, 8))
+    clone = copy.deepcopy(lin)
+    assert clone.scale_initialized and torch.equal(clone.scale, lin.scale)
+    fresh = BiLinear(8, 4)
+    fresh.load_state_dict(lin.state_dict())
+    assert fresh.scale_initialized
+    x = torch.randn(3, 8)
+    fresh.train()
+    assert torch.equal(fresh(x), lin(x))  # no re-initialization on load
+
+
+def test_gradients_reach_input_and_weight_through_ste():
+    lin = BiLinear(6, 3)
+    x = (torch.rand(20, 6) * 4 - 2).requires_grad_()
+    lin(x).sum().backward()
+    outside = x.detach().abs() > 1
+    assert torch.all(x.grad[outside] == 0)
+    assert x.grad[~outside].abs().sum() > 0
+    assert lin.weight.grad.abs().sum() > 0
+
+
+def test_bad_inputs_raise():
+    lin = BiLinear(6, 3)
+    with pytest.raises(ValueError, match='expects inputs with 6 channels'):
+        lin(torch.randn(4, 5))
+    with pytest.raises(ValueError, match='positive channel'):
+        BiLinear(0, 3)
+    with pytest.raises(ValueError, match="binary method"):
+        BiLinear(3, 3, method='fp')
+
+
+def test_compile_matches_eager():
+    lin = BiLinear(16, 8, bias=True)
+    x = torch.randn(12, 16)
+    lin(x)
+    lin.eval()
+    compiled = torch.compile(lin)
+    assert torch.allclose(compiled(x), lin(x))
+
+
+DDP_WORKER = """
+import json, os, sys, torch
+from torch_geometric_binary.nn import BiLinear
+torch.distributed.init_process_group('gloo')
+rank = torch.distributed.get_rank()
+torch.manual_seed(0)  # same initial weights on every rank
+lin = BiLinear(16, 8)
+model = torch.nn.parallel.DistributedDataParallel(lin)
+torch.manual_seed(100 + rank)  # a different batch on every rank
+x = torch.randn(64, 16) * (rank + 1)
+model(x).sum().backward()
+with open(os.path.join(sys.argv[1], f'{rank}.json'), 'w') as f:
+    json.dump([lin.scale.item(), lin.scale.grad.item()], f)
+torch.distributed.destroy_process_group()
+"""
+
+
+def test_scale_initialization_agrees_across_ddp_ranks(tmp_path):
+    script = tmp_path / 'worker.py'
+    script.write_text(DDP_WORKER)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    subprocess.run([sys.executable, '-m', 'torch.distributed.run',
+                    '--standalone', '--nproc_per_node=2', str(script),
+                    str(tmp_path)], check=True, env=env, timeout=120,
+                   capture_output=True)
+    (s0, g0), (s1, g1) = [json.loads((tmp_path / f'{r}.json').read_text())
+                          for r in range(2)]
+    # Each rank saw another batch, yet both hold the averaged scale.
+    assert s0 == pytest.approx(s1) and s0 != 1.0
+    assert g0 == pytest.approx(g1)  # DDP averaged the scale's gradient

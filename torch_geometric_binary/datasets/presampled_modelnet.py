@@ -1,0 +1,453 @@
+import glob
+import json
+import os
+import os.path as osp
+import re
+import warnings
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from torch_geometric.data import Data, InMemoryDataset
+
+MODELNET40_CLASSES = [
+    'airplane', 'bathtub', 'bed', 'bench', 'bookshelf', 'bottle', 'bowl',
+    'car', 'chair', 'cone', 'cup', 'curtain', 'desk', 'door', 'dresser',
+    'flower_pot', 'glass_box', 'guitar', 'keyboard', 'lamp', 'laptop',
+    'mantel', 'monitor', 'night_stand', 'person', 'piano', 'plant', 'radio',
+    'range_hood', 'sink', 'sofa', 'stairs', 'stool', 'table', 'tent',
+    'toilet', 'tv_stand', 'vase', 'wardrobe', 'xbox'
+]
+
+MODELNET10_CLASSES = [
+    'bathtub', 'bed', 'chair', 'desk', 'dresser', 'monitor', 'night_stand',
+    'sofa', 'table', 'toilet'
+]
+
+LAYOUTS = {
+    'npy': "'<class>/{train,test}/*.npy' (one folder per class, arrays of "
+    "shape [N, 3] or [N, 6])",
+    'txt': "'modelnet40_normal_resampled' ('modelnet{40,10}_shape_names.txt',"
+    " 'modelnet{40,10}_{train,test}.txt' and '<class>/<shape_id>.txt' with "
+    "rows 'x,y,z[,nx,ny,nz]')",
+    'h5': "HDF5 ('ply_data_train*.h5' / 'ply_data_test*.h5' with keys 'data',"
+    " 'label' and optionally 'normal')",
+}
+
+
+def default_cache_dir() -> str:
+    r"""Returns the base folder of processed caches:
+    :obj:`$TORCH_GEOMETRIC_BINARY_HOME`, else
+    :obj:`$XDG_CACHE_HOME/torch_geometric_binary`, else
+    :obj:`~/.cache/torch_geometric_binary`."""
+    home = os.environ.get('TORCH_GEOMETRIC_BINARY_HOME')
+    if home:
+        return osp.expanduser(home)
+    xdg = os.environ.get('XDG_CACHE_HOME') or osp.join('~', '.cache')
+    return osp.join(osp.expanduser(xdg), 'torch_geometric_binary')
+
+
+def _sanitize(path: str) -> str:
+    name = re.sub(r'[^A-Za-z0-9._-]+', '_', osp.abspath(path)).strip('_')
+    return name or 'root'
+
+
+def _natural_key(s: str) -> List:
+    return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', s)]
+
+
+def _read_lines(path: str) -> List[str]:
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+_NPY_HEADER = re.compile(
+    r"\{'descr': '([<|]f[48])', 'fortran_order': False, "
+    r"'shape': \((\d+), (\d+)\), \}")
+
+
+def _load_npy(path: str) -> np.ndarray:
+    r"""Loads a 2D :obj:`.npy` array. Fast path for the common C-ordered
+    float case (avoids :meth:`np.load`'s :obj:`ast` header parsing), falls
+    back to :meth:`numpy.load` for anything else."""
+    with open(path, 'rb') as f:
+        buf = f.read()
+    if buf[:8] == b'\x93NUMPY\x01\x00':
+        hlen = int.from_bytes(buf[8:10], 'little')
+        m = _NPY_HEADER.match(buf[10:10 + hlen].decode('latin1'))
+        if m is not None:
+            dtype = np.dtype(m.group(1))
+            rows, cols = int(m.group(2)), int(m.group(3))
+            if len(buf) - 10 - hlen == rows * cols * dtype.itemsize:
+                return np.frombuffer(buf, dtype=dtype, offset=10 + hlen,
+                                     count=rows * cols).reshape(rows, cols)
+    return np.load(path, allow_pickle=False)
+
+
+def _to_data(points: np.ndarray, label: int, source: str) -> Data:
+    r"""Validates a [N, 3] / [N, 6] array and converts it to a :obj:`Data`."""
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] not in (3, 6):
+        raise ValueError(f"Expected points of shape [N, 3] or [N, 6] in "
+                         f"'{source}' (got shape {tuple(points.shape)})")
+    if points.shape[0] == 0:
+        raise ValueError(f"Point cloud '{source}' contains no points")
+    if not np.issubdtype(points.dtype, np.number):
+        raise ValueError(f"Point cloud '{source}' has non-numeric dtype "
+                         f"{points.dtype}")
+    points = np.array(points, dtype=np.float32, order='C')  # Writable copy.
+    if not np.isfinite(points).all():
+        raise ValueError(f"Point cloud '{source}' contains NaN or Inf values")
+    points = torch.from_numpy(points)
+    data = Data(pos=points[:, :3].contiguous(),
+                y=torch.tensor([label], dtype=torch.long))
+    if points.size(1) == 6:
+        data.normal = points[:, 3:].contiguous()
+    return data
+
+
+class PreSampledModelNet(InMemoryDataset):
+    r"""Pre-sampled point clouds of the ModelNet10/40 datasets from the
+    `"3D ShapeNets: A Deep Representation for Volumetric Shapes"
+    <https://people.csail.mit.edu/khosla/papers/cvpr2015_wu.pdf>`_ paper,
+    read from a local folder (nothing is downloaded).
+
+    In contrast to :class:`torch_geometric.datasets.ModelNet`, which holds
+    meshes, every example already is a point cloud: a
+    :class:`~torch_geometric.data.Data` object with :obj:`pos` (float32
+    :obj:`[N, 3]`), :obj:`y` (long :obj:`[1]`), :obj:`x=None` and, when the
+    source provides them, :obj:`normal` (float32 :obj:`[N, 3]`).
+
+    The layout of :obj:`root` (or of one of its direct sub-folders) is
+    detected automatically:
+
+    1. **npy**: one folder per class with :obj:`train/` and :obj:`test/`
+       sub-folders of :obj:`.npy` arrays of shape :obj:`[N, 3]` or
+       :obj:`[N, 6]` (xyz + normals), *e.g.*,
+       :obj:`ModelNet40/airplane/train/airplane_0001.npy`.
+       The class index is the rank of the class folder name in sorted order.
+    2. **txt** (:obj:`modelnet40_normal_resampled`):
+       :obj:`<class>/<class>_<id>.txt` with comma-separated rows
+       :obj:`x,y,z,nx,ny,nz` (or :obj:`x,y,z`), split files
+       :obj:`modelnet40_train.txt` / :obj:`modelnet40_test.txt` (or
+       :obj:`modelnet10_*`) listing shape ids, and
+       :obj:`modelnet40_shape_names.txt` giving the class order.
+    3. **h5** (:obj:`modelnet40_ply_hdf5_2048`): :obj:`ply_data_train*.h5`
+       / :obj:`ply_data_test*.h5` with keys :obj:`data` :obj:`[B, N, 3]`,
+       :obj:`label` :obj:`[B, 1]` and optionally :obj:`normal`; class names
+       are read from :obj:`shape_names.txt` if present (otherwise the
+       standard ModelNet40/10 names are used when there are 40/10 labels,
+       else :obj:`"class_<i>"`).
+
+    Processing reads both splits once and validates them: an empty point
+    cloud or one holding NaN/Inf values raises a :class:`ValueError` naming
+    the file.
+    Because :obj:`root` may be read-only (or shared), processed files are
+    never written into it: they go to :obj:`processed_dir` if given, else to
+    :obj:`~/.cache/torch_geometric_binary/<sanitized absolute root>/processed`
+    (the base folder can be changed via :obj:`$TORCH_GEOMETRIC_BINARY_HOME`
+    or :obj:`$XDG_CACHE_HOME`).
+
+    Args:
+        root (str): The folder holding the raw (pre-sampled) data.
+        name (str, optional): :obj:`"40"` uses all classes found,
+            :obj:`"10"` selects the ModelNet10 split: the
+            :obj:`modelnet10_*` split files of the txt layout if present,
+            otherwise the ten ModelNet10 classes of a larger tree
+            (re-indexed :obj:`0..9` in sorted order).
+            (default: :obj:`"40"`)
+        train (bool, optional): If :obj:`True`, loads the training set,
+            otherwise the test set. (default: :obj:`True`)
+        transform (callable, optional): A function/transform that takes in a
+            :class:`~torch_geometric.data.Data` object and returns a
+            transformed version, applied on every access.
+            (default: :obj:`None`)
+        pre_transform (callable, optional): A function/transform applied
+            before the data is saved to disk. (default: :obj:`None`)
+        pre_filter (callable, optional): A function that takes in a
+            :class:`~torch_geometric.data.Data` object and returns whether it
+            should be included in the final dataset. (default: :obj:`None`)
+        processed_dir (str, optional): Where to store the processed files.
+            (default: :obj:`None`, see above)
+        force_reload (bool, optional): Whether to re-process the dataset.
+            (default: :obj:`False`)
+        log (bool, optional): Whether to print console output while
+            processing. (default: :obj:`True`)
+    """
+    def __init__(
+        self,
+        root: str,
+        name: str = '40',
+        train: bool = True,
+        transform: Optional[Callable] = None,
+        pre_transform: Optional[Callable] = None,
+        pre_filter: Optional[Callable] = None,
+        processed_dir: Optional[str] = None,
+        force_reload: bool = False,
+        log: bool = True,
+    ) -> None:
+        name = str(name)
+        if name not in ('10', '40'):
+            raise ValueError(f"'name' must be '10' or '40' (got '{name}')")
+        self.name = name
+        self.train = train
+        root = osp.abspath(osp.expanduser(root))
+        if processed_dir is None:
+            processed_dir = osp.join(default_cache_dir(), _sanitize(root),
+                                     'processed')
+        self._processed_dir = osp.abspath(osp.expanduser(processed_dir))
+        self._layout: Optional[Tuple[str, str]] = None
+
+        paths = [osp.join(self._processed_dir, f)
+                 for f in self.processed_file_names]
+        if force_reload or not all(osp.exists(p) for p in paths):
+            # Fail early with a clear message (before any folder is created):
+            self._layout = self.detect_layout(root)
+
+        super().__init__(root, transform, pre_transform, pre_filter, log=log,
+                         force_reload=force_reload)
+
+        with open(self.processed_paths[2]) as f:
+            meta = json.load(f)
+        self.classes: List[str] = list(meta['classes'])
+        self.layout: str = meta['layout']
+        self.load(self.processed_paths[0 if train else 1])
+
+    # Paths ###################################################################
+
+    @property
+    def raw_dir(self) -> str:
+        return self.root
+
+    @property
+    def processed_dir(self) -> str:
+        return self._processed_dir
+
+    @property
+    def raw_file_names(self) -> List[str]:
+        return []
+
+    @property
+    def processed_file_names(self) -> List[str]:
+        prefix = f'modelnet{self.name}'
+        return [f'{prefix}_train.pt', f'{prefix}_test.pt', f'{prefix}.json']
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    # Layout detection ########################################################
+
+    @staticmethod
+    def _match(folder: str) -> Optional[str]:
+        if glob.glob(osp.join(folder, 'ply_data_train*.h5')):
+            return 'h5'
+        for n in ('40', '10'):
+            if osp.isfile(osp.join(folder, f'modelnet{n}_shape_names.txt')) \
+                    and osp.isfile(osp.join(folder, f'modelnet{n}_train.txt')):
+                return 'txt'
+        for entry in os.scandir(folder):
+            if entry.is_dir() and not entry.name.startswith('.'):
+                for split in ('train', 'test'):
+                    if glob.glob(osp.join(entry.path, split, '*.npy')):
+                        return 'npy'
+        return None
+
+    @classmethod
+    def detect_layout(cls, root: str) -> Tuple[str, str]:
+        r"""Returns :obj:`(layout, folder)` where :obj:`layout` is one of
+        :obj:`"npy"`, :obj:`"txt"` or :obj:`"h5"`, looking at :obj:`root`
+        and then at its direct sub-folders."""
+        looked_for = '; '.join(f'{k}: {v}' for k, v in LAYOUTS.items())
+        if not osp.isdir(root):
+            raise FileNotFoundError(
+                f"ModelNet root folder '{root}' does not exist (expected one "
+                f"of the layouts {looked_for})")
+        layout = cls._match(root)
+        if layout is not None:
+            return layout, root
+        for entry in sorted(os.scandir(root), key=lambda e: e.name):
+            if entry.is_dir() and not entry.name.startswith('.'):
+                layout = cls._match(entry.path)
+                if layout is not None:
+                    return layout, entry.path
+        raise ValueError(
+            f"Could not detect a pre-sampled ModelNet layout in '{root}' or "
+            f"its direct sub-folders. Looked for: {looked_for}")
+
+    # Processing ##############################################################
+
+    def process(self) -> None:
+        if self._layout is None:  # `process()` called by hand.
+            self._layout = self.detect_layout(self.root)
+        layout, folder = self._layout
+        fn = {
+            'npy': self._read_npy,
+            'txt': self._read_txt,
+            'h5': self._read_h5
+        }[layout]
+        classes, splits = fn(folder)
+
+        for i, split in enumerate(['train', 'test']):
+            data_list = splits[split]
+            if len(data_list) == 0:
+                raise ValueError(f"Found no '{split}' examples of the "
+                                 f"ModelNet{self.name} classes in '{folder}'")
+            if len({'normal' in d for d in data_list}) > 1:
+                warnings.warn(
+                    f"Only some point clouds in '{folder}' have normals; "
+                    f"dropping the normals of the '{split}' split",
+                    stacklevel=2)
+                for d in data_list:
+                    if 'normal' in d:
+                        del d.normal
+            if self.pre_filter is not None:
+                data_list = [d for d in data_list if self.pre_filter(d)]
+            if self.pre_transform is not None:
+                data_list = [self.pre_transform(d) for d in data_list]
+            self.save(data_list, self.processed_paths[i])
+
+        with open(self.processed_paths[2], 'w') as f:
+            json.dump({'classes': classes, 'layout': layout,
+                       'root': folder}, f, indent=1)
+
+    def _select(self, classes: List[str]) -> Dict[str, int]:
+        r"""Maps the class names to keep onto their new indices."""
+        if self.name == '10' and not set(classes) <= set(MODELNET10_CLASSES):
+            kept = sorted(set(classes) & set(MODELNET10_CLASSES))
+            if len(kept) == 0:
+                raise ValueError(
+                    f"name='10' but none of the ModelNet10 classes "
+                    f"{MODELNET10_CLASSES} exists in '{self.root}' "
+                    f"(classes found: {classes})")
+            return {c: i for i, c in enumerate(kept)}
+        return {c: i for i, c in enumerate(classes)}
+
+    def _read_npy(self, folder: str) -> Tuple[List[str], Dict[str, List]]:
+        classes = sorted(
+            e.name for e in os.scandir(folder)
+            if e.is_dir() and not e.name.startswith('.') and any(
+                osp.isdir(osp.join(e.path, s)) for s in ('train', 'test')))
+        mapping = self._select(classes)
+        splits: Dict[str, List[Data]] = {'train': [], 'test': []}
+        for c, label in mapping.items():
+            for split in ('train', 'test'):
+                split_dir = osp.join(folder, c, split)
+                if not osp.isdir(split_dir):
+                    continue
+                names = sorted((f for f in os.listdir(split_dir)
+                                if f.endswith('.npy')), key=_natural_key)
+                for f in names:
+                    path = osp.join(split_dir, f)
+                    points = _load_npy(path)
+                    splits[split].append(_to_data(points, label, path))
+        return list(mapping), splits
+
+    def _read_txt(self, folder: str) -> Tuple[List[str], Dict[str, List]]:
+        prefixes = ['modelnet10', 'modelnet40'] if self.name == '10' else [
+            'modelnet40', 'modelnet10'
+        ]
+        for prefix in prefixes:
+            files = [
+                osp.join(folder, f'{prefix}_{s}.txt')
+                for s in ('shape_names', 'train', 'test')
+            ]
+            if all(osp.isfile(f) for f in files):
+                break
+        else:
+            raise FileNotFoundError(
+                f"Missing split files in '{folder}': expected "
+                f"'modelnet{{40,10}}_{{shape_names,train,test}}.txt'")
+        classes = _read_lines(files[0])
+        mapping = self._select(classes)
+
+        splits: Dict[str, List[Data]] = {'train': [], 'test': []}
+        for split, split_file in zip(('train', 'test'), files[1:]):
+            for shape_id in _read_lines(split_file):
+                c = shape_id.rsplit('_', 1)[0]
+                if c not in classes:
+                    raise ValueError(f"Shape '{shape_id}' listed in "
+                                     f"'{split_file}' has an unknown class "
+                                     f"'{c}' (see '{files[0]}')")
+                if c not in mapping:
+                    continue
+                path = osp.join(folder, c, f'{shape_id}.txt')
+                if not osp.isfile(path):
+                    raise FileNotFoundError(
+                        f"Shape '{shape_id}' listed in '{split_file}' not "
+                        f"found at '{path}'")
+                with warnings.catch_warnings():
+                    warnings.simplefilter('ignore')  # Empty-file warning.
+                    points = np.loadtxt(path, delimiter=',', ndmin=2,
+                                        dtype=np.float32)
+                if points.size == 0:
+                    points = points.reshape(0, 3)
+                splits[split].append(_to_data(points, mapping[c], path))
+        return list(mapping), splits
+
+    def _read_h5(self, folder: str) -> Tuple[List[str], Dict[str, List]]:
+        import h5py
+
+        names_file = osp.join(folder, 'shape_names.txt')
+        raw = {}
+        max_label = -1
+        for split in ('train', 'test'):
+            pattern = osp.join(folder, f'ply_data_{split}*.h5')
+            paths = sorted(glob.glob(pattern), key=_natural_key)
+            if len(paths) == 0:
+                raise FileNotFoundError(
+                    f"Found no 'ply_data_{split}*.h5' files in '{folder}'")
+            raw[split] = []
+            for path in paths:
+                with h5py.File(path, 'r') as f:
+                    for key in ('data', 'label'):
+                        if key not in f:
+                            raise ValueError(f"HDF5 file '{path}' has no "
+                                             f"'{key}' dataset")
+                    pos = np.asarray(f['data'])
+                    label = np.asarray(f['label']).reshape(-1).astype(np.int64)
+                    normal = np.asarray(f['normal']) if 'normal' in f else None
+                if pos.ndim != 3 or pos.shape[-1] != 3:
+                    raise ValueError(f"Expected 'data' of shape [B, N, 3] in "
+                                     f"'{path}' (got {tuple(pos.shape)})")
+                if label.shape[0] != pos.shape[0] or (
+                        normal is not None and normal.shape != pos.shape):
+                    raise ValueError(f"Mismatching 'data'/'label'/'normal' "
+                                     f"shapes in '{path}'")
+                if label.size and label.min() < 0:
+                    raise ValueError(f"Negative labels in '{path}'")
+                max_label = max(max_label, int(label.max(initial=-1)))
+                raw[split].append((path, pos, label, normal))
+
+        if osp.isfile(names_file):
+            classes = _read_lines(names_file)
+            if max_label >= len(classes):
+                raise ValueError(f"Label {max_label} out of range of the "
+                                 f"{len(classes)} names in '{names_file}'")
+        elif max_label + 1 == 40:
+            classes = list(MODELNET40_CLASSES)
+        elif max_label + 1 == 10:
+            classes = list(MODELNET10_CLASSES)
+        else:
+            classes = [f'class_{i}' for i in range(max_label + 1)]
+        mapping = self._select(classes)
+        remap = np.full(len(classes), -1, dtype=np.int64)
+        for c, i in mapping.items():
+            remap[classes.index(c)] = i
+
+        splits: Dict[str, List[Data]] = {'train': [], 'test': []}
+        for split, items in raw.items():
+            for path, pos, label, normal in items:
+                pts = pos if normal is None else np.concatenate(
+                    [pos, normal], axis=-1)
+                for j in range(pts.shape[0]):
+                    new = int(remap[label[j]])
+                    if new < 0:
+                        continue
+                    splits[split].append(
+                        _to_data(pts[j], new, f'{path}[{j}]'))
+        return list(mapping), splits
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}{self.name}({len(self)})'

@@ -1,0 +1,140 @@
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torch_geometric.nn.aggr import Aggregation
+from torch_geometric.utils import scatter
+
+from torch_geometric_binary.nn.functional import ema_delta
+
+
+def group_sizes(index: Optional[Tensor], ptr: Optional[Tensor],
+                dim_size: int, device: torch.device) -> Tensor:
+    r"""The number of elements in each of the :obj:`dim_size` groups given
+    by :obj:`ptr` (CSR offsets) or :obj:`index` (a group id per element)."""
+    if ptr is not None:
+        return ptr[1:] - ptr[:-1]
+    assert index is not None
+    ones = torch.ones(index.numel(), dtype=torch.long, device=device)
+    return scatter(ones, index, 0, dim_size, reduce='sum')
+
+
+def ema_max(x: Tensor, index: Optional[Tensor] = None,
+            ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
+            dim: int = -2, reduce_fn=None) -> Tensor:
+    r"""Entropy-Maximizing max: :math:`\max_{i \in g} \mathbf{x}_i -
+    \delta(|g|)` for every group :math:`g`, with
+    :math:`\delta(n) = \Phi^{-1}(2^{-1/n})` of that group's own size
+    (:func:`~torch_geometric_binary.nn.functional.ema_delta`).
+
+    Empty groups give :obj:`0`, as PyG's max aggregation does.
+    :obj:`reduce_fn(x, index, ptr, dim_size, dim)` computes the plain max
+    (defaults to :func:`torch_geometric.utils.scatter` / segment max).
+    """
+    dim = x.dim() + dim if dim < 0 else dim
+    if index is None and ptr is None:
+        index = torch.zeros(x.size(dim), dtype=torch.long, device=x.device)
+    if dim_size is None:
+        if ptr is not None:
+            dim_size = ptr.numel() - 1
+        else:
+            dim_size = int(index.max()) + 1 if index.numel() > 0 else 0
+    if index is not None and index.numel() != x.size(dim):
+        raise ValueError(f"EMA max: got {index.numel()} group indices for "
+                         f"{x.size(dim)} elements along dimension {dim}")
+
+    if reduce_fn is None:
+        out = scatter(x, index, dim, dim_size, reduce='max')
+    else:
+        out = reduce_fn(x, index, ptr, dim_size, dim)
+
+    count = group_sizes(index, ptr, dim_size, x.device)
+    delta = ema_delta(count.clamp(min=1)).to(x.dtype)
+    delta = torch.where(count > 0, delta, torch.zeros_like(delta))
+    out = out - delta.view([-1] + [1] * (out.dim() - dim - 1))
+
+    if not torch.compiler.is_compiling() and not torch.isfinite(out).all():
+        raise ValueError("EMA max: non-finite values (NaN or Inf) in the "
+                         "features of at least one group would poison the "
+                         "pooled result")
+    return out
+
+
+class EMAMaxAggregation(Aggregation):
+    r"""Entropy-Maximizing Aggregation (EMA) from the `"BiPointNet: Binary
+    Neural Network for Point Clouds" <https://arxiv.org/abs/2010.05501>`_
+    paper: a max aggregation shifted by the offset that maximizes the
+    entropy of the binarized result.
+
+    .. math::
+        \mathrm{ema\_max}(\mathcal{X}) = \max_{\mathbf{x}_i \in \mathcal{X}}
+        \mathbf{x}_i - \delta(|\mathcal{X}|), \qquad
+        \delta(n) = \Phi^{-1}\left(2^{-1/n}\right),
+
+    where :math:`\Phi^{-1}` is the standard normal quantile. For
+    BatchNorm-normalized features, :math:`\mathrm{sign}` of the result is
+    :math:`+1` with probability :math:`1/2` instead of
+    :math:`1 - 2^{-n}` for the plain max. :math:`n` is the size of *each*
+    group (taken from :obj:`ptr` or :obj:`index`), so groups of different
+    sizes in one batch (neighbourhoods, clouds) each get their own offset.
+    Empty groups give :obj:`0`, as in
+    :class:`~torch_geometric.nn.aggr.MaxAggregation`.
+    """
+    def forward(self, x: Tensor, index: Optional[Tensor] = None,
+                ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
+                dim: int = -2) -> Tensor:
+        return ema_max(x, index, ptr, dim_size, dim, reduce_fn=self._max)
+
+    def _max(self, x: Tensor, index: Optional[Tensor], ptr: Optional[Tensor],
+             dim_size: Optional[int], dim: int) -> Tensor:
+        return self.reduce(x, index, ptr, dim_size, dim, reduce='max')
+
+
+def global_ema_max_pool(x: Tensor, batch: Optional[Tensor],
+                        size: Optional[int] = None) -> Tensor:
+    r"""Returns batch-wise graph-level outputs by taking the channel-wise
+    maximum across the node dimension of each cloud, minus the EMA offset
+    :math:`\delta(N_i)` of that cloud's number of points :math:`N_i`:
+
+    .. math::
+        \mathbf{r}_i = \max_{n=1}^{N_i} \, \mathbf{x}_n - \delta(N_i).
+
+    The EMA counterpart of :func:`torch_geometric.nn.global_max_pool`.
+
+    Args:
+        x (torch.Tensor): Node feature matrix
+            :math:`\mathbf{X} \in \mathbb{R}^{(N_1 + \ldots + N_B) \times F}`.
+        batch (torch.Tensor, optional): The batch vector
+            :math:`\mathbf{b} \in {\{ 0, \ldots, B-1\}}^N`, which assigns
+            each node to a specific example (:obj:`None` for one cloud).
+        size (int, optional): The number of examples :math:`B`.
+            Automatically calculated if not given. (default: :obj:`None`)
+
+    Raises:
+        ValueError: for mismatched :obj:`x`/:obj:`batch` lengths, an empty
+            input or an empty cloud, and non-finite features.
+    """
+    dim = -1 if x.dim() == 1 else -2
+    if not torch.compiler.is_compiling():
+        if x.size(dim) == 0:
+            raise ValueError("global_ema_max_pool: got an empty input "
+                             "(no points)")
+        if batch is not None and batch.numel() != x.size(dim):
+            raise ValueError(f"global_ema_max_pool: 'batch' has "
+                             f"{batch.numel()} entries but 'x' has "
+                             f"{x.size(dim)} points")
+    if batch is None:
+        out = x.max(dim=dim, keepdim=True)[0] - ema_delta(x.size(dim))
+        if not torch.compiler.is_compiling() and not torch.isfinite(
+                out).all():
+            raise ValueError("global_ema_max_pool: non-finite values (NaN "
+                             "or Inf) in the features")
+        return out
+    size = int(batch.max()) + 1 if size is None else size
+    if not torch.compiler.is_compiling():
+        count = group_sizes(batch, None, size, x.device)
+        if bool((count == 0).any()):
+            empty = (count == 0).nonzero().view(-1).tolist()[:10]
+            raise ValueError(f"global_ema_max_pool: cloud(s) {empty} of "
+                             f"{size} have no points")
+    return ema_max(x, batch, None, size, dim)

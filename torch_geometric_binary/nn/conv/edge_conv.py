@@ -1,0 +1,94 @@
+from typing import Callable, Optional, Tuple, Union
+
+
+from torch import Tensor
+from torch_geometric.nn.conv import EdgeConv
+from torch_geometric.typing import Adj, OptTensor, PairTensor
+
+from torch_geometric_binary.nn.aggr import EMAMaxAggregation
+from torch_geometric_binary.nn.neighbors import knn
+from torch_geometric_binary.utils import check_points
+
+
+class BiEdgeConv(EdgeConv):
+    r"""The binary edge convolution (DGCNN with BiPointNet): PyG's
+    :class:`~torch_geometric.nn.conv.EdgeConv` with a binary network and
+    Entropy-Maximizing Aggregation,
+
+    .. math::
+        \mathbf{x}^{\prime}_i = \max_{j \in \mathcal{N}(i)}
+        h_{\mathbf{\Theta}}(\mathbf{x}_i \, \Vert \,
+        \mathbf{x}_j - \mathbf{x}_i) - \delta(|\mathcal{N}(i)|),
+
+    where :math:`h_{\mathbf{\Theta}}` is typically a
+    :class:`~torch_geometric_binary.nn.BiMLP` and
+    :math:`\delta(n) = \Phi^{-1}(2^{-1/n})` is taken per neighbourhood.
+
+    Args:
+        nn (torch.nn.Module): :math:`h_{\mathbf{\Theta}}`, mapping
+            :obj:`[-1, 2 * in_channels]` to :obj:`[-1, out_channels]`.
+        **kwargs (optional): Additional arguments of
+            :class:`torch_geometric.nn.conv.MessagePassing`; :obj:`aggr`
+            defaults to :class:`EMAMaxAggregation`.
+    """
+    def __init__(self, nn: Callable, **kwargs):
+        kwargs.setdefault('aggr', EMAMaxAggregation())
+        super().__init__(nn, **kwargs)
+
+    def forward(self, x: Union[Tensor, PairTensor], edge_index: Adj) -> Tensor:
+        for side, x_s in enumerate(x if isinstance(x, tuple) else (x, )):
+            check_points(x_s, f'x[{side}]', where=self.__class__.__name__)
+        return super().forward(x, edge_index)
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(nn={self.nn}, '
+                f'aggr={self.aggr_module})')
+
+
+class BiDynamicEdgeConv(BiEdgeConv):
+    r"""The binary dynamic edge convolution (DGCNN): :class:`BiEdgeConv` on
+    the :math:`k`-nearest-neighbour graph of the input features, rebuilt at
+    every call, per cloud of the batch. Each node's neighbourhood includes
+    the node itself, as in PyG's
+    :class:`~torch_geometric.nn.conv.DynamicEdgeConv`; clouds with fewer
+    than :math:`k` points give smaller neighbourhoods, which EMA handles with
+    their own :math:`\delta(n)`. The graph is built with
+    :func:`torch_cluster.knn` (PyG 2.8's own operator needs pyg-lib).
+
+    Args:
+        nn (torch.nn.Module): :math:`h_{\mathbf{\Theta}}`, mapping
+            :obj:`[-1, 2 * in_channels]` to :obj:`[-1, out_channels]`.
+        k (int): Number of nearest neighbours.
+        num_workers (int): Workers of :func:`torch_cluster.knn` (used when
+            :obj:`batch` is :obj:`None`). (default: :obj:`1`)
+        **kwargs (optional): Additional arguments of :class:`BiEdgeConv`.
+    """
+    def __init__(self, nn: Callable, k: int, num_workers: int = 1, **kwargs):
+        if k < 1:
+            raise ValueError(f"BiDynamicEdgeConv needs k >= 1 (got {k})")
+        super().__init__(nn, **kwargs)
+        self.k = k
+        self.num_workers = num_workers
+
+    def forward(  # type: ignore[override]
+        self,
+        x: Union[Tensor, PairTensor],
+        batch: Union[OptTensor, Optional[PairTensor]] = None,
+    ) -> Tensor:
+        x_pair = (x, x) if isinstance(x, Tensor) else x
+        b_pair = batch if isinstance(batch, tuple) else (batch, batch)
+        for side in range(2):
+            check_points(x_pair[side], f'x[{side}]', b_pair[side],
+                         where=self.__class__.__name__)
+        edge_index = self.knn_graph(x_pair, b_pair)
+        return super().forward(x_pair, edge_index)
+
+    def knn_graph(self, x: PairTensor,
+                  batch: Tuple[OptTensor, OptTensor]) -> Tensor:
+        r"""The :obj:`[2, E]` edges (source in :obj:`x[0]`, target in
+        :obj:`x[1]`) from each target to its :math:`k` nearest sources."""
+        return knn(x[0], x[1], self.k, batch[0], batch[1], self.num_workers)
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(nn={self.nn}, k={self.k}, '
+                f'aggr={self.aggr_module})')

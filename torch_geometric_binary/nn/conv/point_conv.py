@@ -1,0 +1,67 @@
+from typing import Callable, Optional, Union
+
+from torch import Tensor
+from torch_geometric.nn.conv import PointNetConv
+from torch_geometric.typing import Adj, OptTensor, PairOptTensor, PairTensor
+
+from torch_geometric_binary.nn.aggr import EMAMaxAggregation
+from torch_geometric_binary.utils import check_points
+
+
+class BiPointConv(PointNetConv):
+    r"""The binary PointNet set layer (BiPointNet): PyG's
+    :class:`~torch_geometric.nn.conv.PointNetConv` with binary networks and
+    Entropy-Maximizing Aggregation,
+
+    .. math::
+        \mathbf{x}^{\prime}_i = \gamma_{\mathbf{\Theta}} \left(
+        \max_{j \in \mathcal{N}(i) \cup \{ i \}} h_{\mathbf{\Theta}}
+        ( \mathbf{x}_j, \mathbf{p}_j - \mathbf{p}_i) - \delta(|\mathcal{N}(i)
+        \cup \{ i \}|) \right),
+
+    where :math:`h_{\mathbf{\Theta}}` and :math:`\gamma_{\mathbf{\Theta}}`
+    are typically :class:`~torch_geometric_binary.nn.BiMLP` networks and
+    :math:`\delta(n) = \Phi^{-1}(2^{-1/n})` is taken per neighbourhood, of
+    its own size (:class:`~torch_geometric_binary.nn.EMAMaxAggregation`).
+    It drops into the PointNet++ set-abstraction pattern unchanged: sample
+    centres with :func:`torch_cluster.fps`, group with
+    :func:`torch_cluster.radius`, and call it on :obj:`(x, x[idx])`,
+    :obj:`(pos, pos[idx])`.
+
+    Args:
+        local_nn (torch.nn.Module, optional): :math:`h_{\mathbf{\Theta}}`,
+            mapping :obj:`[-1, in_channels + num_dimensions]` to
+            :obj:`[-1, out_channels]`. (default: :obj:`None`)
+        global_nn (torch.nn.Module, optional): :math:`\gamma_{\mathbf{\Theta}}`.
+            (default: :obj:`None`)
+        add_self_loops (bool, optional): If set to :obj:`False`, will not add
+            self-loops to the input graph. (default: :obj:`True`)
+        **kwargs (optional): Additional arguments of
+            :class:`torch_geometric.nn.conv.MessagePassing`; :obj:`aggr`
+            defaults to :class:`EMAMaxAggregation`.
+    """
+    def __init__(self, local_nn: Optional[Callable] = None,
+                 global_nn: Optional[Callable] = None,
+                 add_self_loops: bool = True, **kwargs):
+        kwargs.setdefault('aggr', EMAMaxAggregation())
+        super().__init__(local_nn, global_nn, add_self_loops, **kwargs)
+
+    def forward(
+        self,
+        x: Union[OptTensor, PairOptTensor],
+        pos: Union[Tensor, PairTensor],
+        edge_index: Adj,
+    ) -> Tensor:
+        name = self.__class__.__name__
+        pos_pair = (pos, pos) if isinstance(pos, Tensor) else pos
+        x_pair = x if isinstance(x, tuple) else (x, None)
+        for side, (x_s, pos_s) in enumerate(zip(x_pair, pos_pair)):
+            check_points(pos_s, f'pos[{side}]', where=name)
+            if x_s is not None and x_s.size(0) != pos_s.size(0):
+                raise ValueError(f"{name}: 'x[{side}]' has {x_s.size(0)} rows "
+                                 f"but 'pos[{side}]' has {pos_s.size(0)}")
+        return super().forward(x, pos, edge_index)
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(local_nn={self.local_nn}, '
+                f'global_nn={self.global_nn}, aggr={self.aggr_module})')

@@ -1,0 +1,91 @@
+r"""Binarizers and the EMA offset: the one place each of them is defined.
+
+Conventions used throughout the package (training and packed inference):
+
+* :math:`\mathrm{sign}(0) = +1`. A packed bit of ``1`` means :math:`+1` and a
+  bit of ``0`` means :math:`-1`, so the sign of every real value has a bit.
+* The straight-through estimator (STE) is *clipped*: the gradient of the sign
+  passes unchanged where :math:`|x| \le 1` and is zero elsewhere.
+"""
+import math
+from functools import lru_cache
+from typing import Union
+
+import torch
+from torch import Tensor
+
+
+def sign(x: Tensor) -> Tensor:
+    r"""The forward sign of the package: :math:`+1` for :math:`x \ge 0`,
+    :math:`-1` otherwise (no gradient)."""
+    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+
+class SignSTE(torch.autograd.Function):
+    r"""Sign with the clipped straight-through estimator.
+
+    .. math::
+        \mathrm{forward}(x) = \mathrm{sign}(x), \qquad
+        \frac{\partial \mathcal{L}}{\partial x} =
+        \frac{\partial \mathcal{L}}{\partial \mathrm{sign}(x)}
+        \cdot \mathbb{1}_{|x| \le 1}
+    """
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return sign(x)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> Tensor:
+        x, = ctx.saved_tensors
+        return grad_out * (x.abs() <= 1).to(grad_out.dtype)
+
+
+def binarize(x: Tensor) -> Tensor:
+    r"""Binarizes :obj:`x` to :math:`\{-1, +1\}` with the clipped STE."""
+    return SignSTE.apply(x)
+
+
+def binarize_weight(weight: Tensor) -> Tensor:
+    r"""Binarizes a weight matrix after centering it on its layer-wide mean,
+    :math:`\mathrm{sign}(W - \bar{W})`, with the clipped STE."""
+    return binarize(weight - weight.mean())
+
+
+def ema_delta(n: Union[int, Tensor]) -> Union[float, Tensor]:
+    r"""The offset of Entropy-Maximizing Aggregation for groups of size
+    :math:`n`,
+
+    .. math::
+        \delta(n) = \Phi^{-1}\left(2^{-1/n}\right),
+
+    so that for :math:`n` i.i.d. :math:`\mathcal{N}(0, 1)` features
+    :math:`P(\max_i x_i - \delta(n) \ge 0) = 1/2`.
+
+    It is evaluated as :math:`-\Phi^{-1}(1 - 2^{-1/n})` with
+    :math:`1 - 2^{-1/n} = -\mathrm{expm1}(-\ln 2 / n)`, which keeps full
+    precision for any group size (the naive form loses digits for large
+    :math:`n`). :math:`\delta(1) = 0`.
+
+    Args:
+        n (int or torch.Tensor): Group size(s), each :math:`\ge 1`.
+
+    Returns:
+        :obj:`float` for an integer :obj:`n`, otherwise a tensor of the
+        same shape in :obj:`torch.get_default_dtype()`.
+    """
+    if isinstance(n, Tensor):
+        return _ema_delta64(n).to(torch.get_default_dtype())
+    return _ema_delta_scalar(int(n))
+
+
+def _ema_delta64(n: Tensor) -> Tensor:
+    tail = -torch.expm1(-math.log(2.0) / n.to(torch.float64))
+    return -torch.special.ndtri(tail)
+
+
+@lru_cache(maxsize=4096)
+def _ema_delta_scalar(n: int) -> float:
+    if n < 1:
+        raise ValueError(f"EMA needs a group size of at least 1 (got {n})")
+    return _ema_delta64(torch.tensor(n)).item()

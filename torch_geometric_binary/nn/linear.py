@@ -1,0 +1,140 @@
+import math
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn import Parameter
+
+from torch_geometric_binary.nn.methods import BinaryMethod, resolve_method
+
+
+class BiLinear(torch.nn.Module):
+    r"""A binary linear layer with Layer-wise Scale Recovery (LSR) from the
+    `"BiPointNet: Binary Neural Network for Point Clouds"
+    <https://arxiv.org/abs/2010.05501>`_ paper.
+
+    .. math::
+        \mathbf{x}^{\prime} = \alpha \cdot \left( \mathrm{sign}(\mathbf{x})
+        \, \mathrm{sign}\big(\mathbf{W} - \overline{\mathbf{W}}\big)^{\top}
+        \right) + \mathbf{b},
+
+    where the signs use the clipped straight-through estimator
+    (:mod:`torch_geometric_binary.nn.functional`), :math:`\overline{\mathbf{W}}`
+    is the mean over the whole weight matrix, and :math:`\alpha` is a single
+    learnable scalar (LSR) per layer. :math:`\alpha` is initialized from data
+    as :math:`\sigma(\mathbf{x}\mathbf{W}^{\top}) / \sigma(\mathrm{sign}(
+    \mathbf{x})\,\mathrm{sign}(\mathbf{W} - \overline{\mathbf{W}})^{\top})`
+    on the first batch the layer sees in training mode (or by an explicit
+    :meth:`init_scale` call), then trained like any parameter.
+
+    Args:
+        in_channels (int): Size of each input sample.
+        out_channels (int): Size of each output sample.
+        bias (bool, optional): If set to :obj:`True`, adds a learnable
+            full-precision bias. (default: :obj:`False`)
+        scale (bool, optional): Whether to use the LSR scale :math:`\alpha`;
+            :obj:`False` gives the plain binary layer. Defaults to the
+            method's :obj:`lsr` switch. (default: :obj:`None`)
+        method (str or BinaryMethod, optional): The binarization method
+            (see :func:`~torch_geometric_binary.nn.resolve_method`).
+            (default: :obj:`"bipointnet"`)
+
+    Shapes:
+        - **input:** :math:`(*, F_{in})`
+        - **output:** :math:`(*, F_{out})`
+    """
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        bias: bool = False,
+        scale: Optional[bool] = None,
+        method: Union[str, BinaryMethod] = 'bipointnet',
+    ):
+        super().__init__()
+        self.method = resolve_method(method)
+        if not self.method.binary:
+            raise ValueError(f"BiLinear needs a binary method (got "
+                             f"'{self.method.name}'); use torch.nn.Linear")
+        if in_channels <= 0 or out_channels <= 0:
+            raise ValueError(f"BiLinear needs positive channel counts (got "
+                             f"{in_channels} -> {out_channels})")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+
+        self.weight = Parameter(torch.empty(out_channels, in_channels))
+        self.bias = Parameter(torch.empty(out_channels)) if bias else None
+        use_scale = self.method.lsr if scale is None else scale
+        self.scale = Parameter(torch.ones(())) if use_scale else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        torch.nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            torch.nn.init.zeros_(self.bias)
+        if self.scale is not None:
+            with torch.no_grad():
+                self.scale.fill_(1.0)
+        # A Python flag (not a tensor) so that torch.compile guards on it
+        # instead of breaking the graph.
+        self.scale_initialized = self.scale is None
+
+    def binary_weight(self) -> Tensor:
+        r"""The binarized weight :math:`\mathrm{sign}(\mathbf{W} -
+        \overline{\mathbf{W}})` (with the STE)."""
+        return self.method.binarize_weight(self.weight)
+
+    def binary_forward(self, x: Tensor) -> Tensor:
+        r"""The unscaled binary product, without scale and bias."""
+        return F.linear(self.method.binarize_input(x), self.binary_weight())
+
+    @torch.no_grad()
+    def init_scale(self, x: Tensor):
+        r"""Sets :math:`\alpha = \sigma(\text{FP output}) /
+        \sigma(\text{binary output})` from the input batch :obj:`x`.
+        Under :obj:`torch.distributed`, the ratio is averaged over ranks so
+        that every replica holds the same scale."""
+        if self.scale is None:
+            return
+        self._check_input(x)
+        x = x.detach()
+        fp_std = F.linear(x, self.weight).std()
+        bin_std = self.binary_forward(x).std()
+        ratio = torch.where(bin_std > 0, fp_std / bin_std,
+                            torch.ones_like(fp_std))
+        ratio = torch.nan_to_num(ratio, nan=1.0, posinf=1.0, neginf=1.0)
+        if (torch.distributed.is_available()
+                and torch.distributed.is_initialized()):
+            torch.distributed.all_reduce(ratio)
+            ratio /= torch.distributed.get_world_size()
+        self.scale.copy_(ratio.to(self.scale.dtype))
+        self.scale_initialized = True
+
+    def _check_input(self, x: Tensor):
+        if x.dim() == 0 or x.size(-1) != self.in_channels:
+            raise ValueError(f"{self.__class__.__name__} expects inputs with "
+                             f"{self.in_channels} channels in the last "
+                             f"dimension (got shape {tuple(x.shape)})")
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        if self.training and not self.scale_initialized:
+            self.init_scale(x)
+        out = self.binary_forward(x)
+        if self.scale is not None:
+            out = out * self.scale
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + 'scale' in state_dict:  # A loaded scale is a trained one.
+            self.scale_initialized = True
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}({self.in_channels}, '
+                f'{self.out_channels}, bias={self.bias is not None}, '
+                f'scale={self.scale is not None}, '
+                f'method={self.method.name})')

@@ -1,0 +1,127 @@
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from torch_geometric_binary.nn.methods import BinaryMethod, resolve_method
+from torch_geometric_binary.nn.mlp import BiMLP
+from torch_geometric_binary.nn.models.common import (activation,
+                                                     batch_or_zeros,
+                                                     global_pool)
+from torch_geometric_binary.utils import check_points
+
+
+class TNet(torch.nn.Module):
+    r"""PointNet's transform network: predicts a :math:`k \times k` matrix per
+    cloud (initialized at the identity) that aligns its points or
+    features."""
+    def __init__(self, k: int, method: BinaryMethod, first_fp: bool):
+        super().__init__()
+        self.k = k
+        self.method = method
+        self.point_mlp = BiMLP([k, 64, 128, 1024], method, first_fp=first_fp,
+                               norm_last=True)
+        self.pool = global_pool(method)
+        self.act = activation(method)
+        self.head = BiMLP([1024, 512, 256, k * k], method, last_fp=True)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        self.point_mlp.reset_parameters()
+        self.head.reset_parameters()
+        with torch.no_grad():  # Start at the identity transform.
+            self.head.lins[-1].weight.zero_()
+            self.head.lins[-1].bias.copy_(torch.eye(self.k).view(-1))
+
+    def forward(self, x: Tensor, batch: Tensor, size: int) -> Tensor:
+        out = self.act(self.pool(self.point_mlp(x), batch, size))
+        return self.head(out).view(-1, self.k, self.k)
+
+
+class PointNet(torch.nn.Module):
+    r"""The PointNet classifier from the `"PointNet: Deep Learning on Point
+    Sets for 3D Classification and Segmentation"
+    <https://arxiv.org/abs/1612.00593>`_ paper, full precision or binary
+    (BiPointNet) from the same code:
+
+    .. math::
+        \mathbf{y} = h\Big(\mathrm{pool}_{i}\, \mathrm{BN}\big(
+        g(\mathbf{p}_i)\big)\Big),
+
+    with the shared per-point MLP :math:`g` of channels 3-64-64-64-128-1024,
+    a max pooling over each cloud and the head :math:`h` of channels
+    1024-512-256-:obj:`num_classes`. For a binary :obj:`method`, every
+    linear layer is a :class:`~torch_geometric_binary.nn.BiLinear` except
+    the first (it reads coordinates) and the last (it gives logits), and the
+    pooling is :func:`~torch_geometric_binary.nn.global_ema_max_pool` when
+    the method has EMA.
+
+    Args:
+        num_classes (int): Number of classes.
+        method (str or BinaryMethod, optional): :obj:`"fp"` or a binary
+            method. (default: :obj:`"fp"`)
+        in_channels (int, optional): Point features besides the
+            coordinates. (default: :obj:`0`)
+        input_transform (bool, optional): Use the input T-Net.
+            (default: :obj:`False`)
+        feature_transform (bool, optional): Use the feature T-Net.
+            (default: :obj:`False`)
+        dropout (float, optional): Dropout before the last layer.
+            (default: :obj:`0.3`)
+        ema (bool, optional): Override the method's EMA switch.
+        lsr (bool, optional): Override the method's LSR switch.
+    """
+    def __init__(
+        self,
+        num_classes: int,
+        method: Union[str, BinaryMethod] = 'fp',
+        in_channels: int = 0,
+        input_transform: bool = False,
+        feature_transform: bool = False,
+        dropout: float = 0.3,
+        ema: Optional[bool] = None,
+        lsr: Optional[bool] = None,
+    ):
+        super().__init__()
+        self.method = method = resolve_method(method, ema=ema, lsr=lsr)
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+
+        self.input_tnet = TNet(3, method, True) if input_transform else None
+        self.mlp1 = BiMLP([3 + in_channels, 64, 64], method, first_fp=True,
+                          plain_last=False)
+        self.feature_tnet = TNet(64, method, False) \
+            if feature_transform else None
+        self.mlp2 = BiMLP([64, 64, 128, 1024], method, norm_last=True)
+        self.pool = global_pool(method)
+        self.act = activation(method)
+        self.head = BiMLP([1024, 512, 256, num_classes], method,
+                          last_fp=True, dropout=[0.0, dropout, 0.0])
+
+    def reset_parameters(self):
+        for module in self.children():
+            if hasattr(module, 'reset_parameters'):
+                module.reset_parameters()
+
+    def forward(self, pos: Tensor, batch: Optional[Tensor] = None,
+                x: Optional[Tensor] = None) -> Tensor:
+        check_points(pos, 'pos', batch, where=self.__class__.__name__)
+        batch = batch_or_zeros(pos, batch)
+        size = int(batch.max()) + 1
+        if self.input_tnet is not None:
+            transform = self.input_tnet(pos, batch, size)
+            pos = torch.bmm(pos.unsqueeze(1), transform[batch]).squeeze(1)
+        h = pos if x is None else torch.cat([pos, x], dim=-1)
+        h = self.mlp1(h)
+        if self.feature_tnet is not None:
+            transform = self.feature_tnet(h, batch, size)
+            h = torch.bmm(h.unsqueeze(1), transform[batch]).squeeze(1)
+        h = self.act(self.pool(self.mlp2(h), batch, size))
+        return self.head(h)
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(num_classes={self.num_classes}, '
+                f'method={self.method.name}, ema={self.method.ema}, '
+                f'lsr={self.method.lsr}, '
+                f'input_transform={self.input_tnet is not None}, '
+                f'feature_transform={self.feature_tnet is not None})')

@@ -1,0 +1,118 @@
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from torch_geometric_binary.nn.conv import BiPointConv
+from torch_geometric_binary.nn.methods import BinaryMethod, resolve_method
+from torch_geometric_binary.nn.mlp import BiMLP
+from torch_geometric_binary.nn.neighbors import fps, radius
+from torch_geometric_binary.nn.models.common import (activation,
+                                                     batch_or_zeros,
+                                                     global_pool,
+                                                     max_aggregation)
+from torch_geometric_binary.utils import check_points
+
+
+class SetAbstraction(torch.nn.Module):
+    r"""A PointNet++ set abstraction level: farthest point sampling of a
+    :obj:`ratio` of the points, radius grouping (at most
+    :obj:`max_num_neighbors` within :obj:`r`) and a
+    :class:`~torch_geometric_binary.nn.BiPointConv` over each group.
+    Sampling starts from a random point in training and from the first
+    point in evaluation, so that evaluation is deterministic."""
+    def __init__(self, ratio: float, r: float, nn: torch.nn.Module,
+                 method: BinaryMethod, max_num_neighbors: int = 64):
+        super().__init__()
+        self.ratio = ratio
+        self.r = r
+        self.max_num_neighbors = max_num_neighbors
+        self.conv = BiPointConv(nn, activation(method), add_self_loops=False,
+                                aggr=max_aggregation(method))
+
+    def forward(self, x: Optional[Tensor], pos: Tensor,
+                batch: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        idx = fps(pos, batch, self.ratio, random_start=self.training)
+        edge_index = radius(pos, pos[idx], self.r, batch, batch[idx],
+                            self.max_num_neighbors)
+        x_dst = None if x is None else x[idx]
+        x = self.conv((x, x_dst), (pos, pos[idx]), edge_index)
+        return x, pos[idx], batch[idx]
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(ratio={self.ratio}, r={self.r}, '
+                f'conv={self.conv})')
+
+
+class PointNet2(torch.nn.Module):
+    r"""The PointNet++ (single-scale grouping) classifier from the
+    `"PointNet++: Deep Hierarchical Feature Learning on Point Sets in a
+    Metric Space" <https://arxiv.org/abs/1706.02413>`_ paper, as in PyG's
+    :obj:`examples/pointnet2_classification.py`: set abstractions
+    (ratio 0.5, radius 0.2, MLP 3-64-64-128) and (0.25, 0.4, 131-128-128-256),
+    a global set abstraction (259-256-512-1024, max over the cloud) and the
+    head 1024-512-256-:obj:`num_classes`. Full precision or binary from the
+    same code: for a binary :obj:`method` every linear layer is binary except
+    the first (it reads coordinate offsets) and the last, and every max
+    (local and global) is an EMA max with the size of its own group when the
+    method has EMA. Each level normalizes its features before the max and
+    applies the activation after it.
+
+    Args:
+        num_classes (int): Number of classes.
+        method (str or BinaryMethod, optional): :obj:`"fp"` or a binary
+            method. (default: :obj:`"fp"`)
+        in_channels (int, optional): Point features besides the
+            coordinates. (default: :obj:`0`)
+        dropout (float, optional): Dropout in the head. (default: :obj:`0.5`)
+        ema (bool, optional): Override the method's EMA switch.
+        lsr (bool, optional): Override the method's LSR switch.
+    """
+    def __init__(
+        self,
+        num_classes: int,
+        method: Union[str, BinaryMethod] = 'fp',
+        in_channels: int = 0,
+        dropout: float = 0.5,
+        ema: Optional[bool] = None,
+        lsr: Optional[bool] = None,
+    ):
+        super().__init__()
+        self.method = method = resolve_method(method, ema=ema, lsr=lsr)
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+
+        self.sa1 = SetAbstraction(
+            0.5, 0.2,
+            BiMLP([in_channels + 3, 64, 64, 128], method, first_fp=True,
+                  norm_last=True), method)
+        self.sa2 = SetAbstraction(
+            0.25, 0.4, BiMLP([128 + 3, 128, 128, 256], method,
+                             norm_last=True), method)
+        self.global_mlp = BiMLP([256 + 3, 256, 512, 1024], method,
+                                norm_last=True)
+        self.pool = global_pool(method)
+        self.act = activation(method)
+        self.head = BiMLP([1024, 512, 256, num_classes], method,
+                          last_fp=True, dropout=[dropout, dropout, 0.0])
+
+    def reset_parameters(self):
+        for module in [self.sa1.conv, self.sa2.conv, self.global_mlp,
+                       self.head]:
+            module.reset_parameters()
+
+    def forward(self, pos: Tensor, batch: Optional[Tensor] = None,
+                x: Optional[Tensor] = None) -> Tensor:
+        check_points(pos, 'pos', batch, where=self.__class__.__name__)
+        batch = batch_or_zeros(pos, batch)
+        size = int(batch.max()) + 1
+        x, pos, batch = self.sa1(x, pos, batch)
+        x, pos, batch = self.sa2(x, pos, batch)
+        x = self.global_mlp(torch.cat([x, pos], dim=1))
+        x = self.act(self.pool(x, batch, size))
+        return self.head(x)
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(num_classes={self.num_classes}, '
+                f'method={self.method.name}, ema={self.method.ema}, '
+                f'lsr={self.method.lsr})')

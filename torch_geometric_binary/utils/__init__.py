@@ -1,0 +1,3 @@
+from .checks import check_points
+
+__all__ = ['check_points']
