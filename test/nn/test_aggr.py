@@ -100,3 +100,25 @@ def test_compile_matches_eager():
     assert torch.allclose(compiled(x, index, dim_size=3), aggr(x, index))
     pool = torch.compile(global_ema_max_pool)
     assert torch.allclose(pool(x, index, 3), global_ema_max_pool(x, index))
+
+
+def test_dense_fast_path_matches_scatter_values_and_gradients():
+    from torch_geometric.utils import scatter
+
+    from torch_geometric_binary.nn.aggr import global_max_pool, segment_max
+    batch = torch.arange(4).repeat_interleave(25)  # equal, sorted clouds
+    x = torch.randn(100, 6, requires_grad=True)
+    count = torch.full((4, ), 25)
+    out = segment_max(x, batch, 4, 0, count)
+    ref_x = x.detach().clone().requires_grad_()
+    ref = scatter(ref_x, batch, 0, 4, reduce='max')
+    assert torch.equal(out, ref)
+    out.sum().backward()
+    ref.sum().backward()
+    assert torch.equal(x.grad, ref_x.grad)
+    assert torch.equal(global_max_pool(x, batch), ref)
+    # Unsorted or unequal groups take the scatter path, same result.
+    perm = torch.randperm(100)
+    assert torch.equal(global_max_pool(x[perm], batch[perm], 4), ref)
+    assert torch.allclose(global_ema_max_pool(x, batch),
+                          ref - ema_delta(25))

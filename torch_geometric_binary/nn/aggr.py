@@ -19,6 +19,33 @@ def group_sizes(index: Optional[Tensor], ptr: Optional[Tensor],
     return scatter(ones, index, 0, dim_size, reduce='sum')
 
 
+def segment_max(x: Tensor, index: Tensor, dim_size: int, dim: int,
+                count: Optional[Tensor] = None) -> Tensor:
+    r"""The per-group max along :obj:`dim`. When the groups are contiguous
+    and of equal size (clouds of a fixed number of points in a PyG batch),
+    it reshapes and reduces densely: the same values, and a backward pass
+    several times faster than that of a scatter max."""
+    if (count is not None and not torch.compiler.is_compiling()
+            and dim_size > 0 and x.size(dim) == dim_size * int(count[0])
+            and bool((count == count[0]).all())
+            and bool((index[1:] >= index[:-1]).all())):
+        shape = x.shape[:dim] + (dim_size, int(count[0])) + x.shape[dim + 1:]
+        return x.reshape(shape).amax(dim=dim + 1)
+    return scatter(x, index, dim, dim_size, reduce='max')
+
+
+def global_max_pool(x: Tensor, batch: Optional[Tensor],
+                    size: Optional[int] = None) -> Tensor:
+    r""":func:`torch_geometric.nn.global_max_pool` with the fast path of
+    :func:`segment_max` for clouds of equal size; the full-precision pooling
+    of the package's models."""
+    if batch is None:
+        return x.max(dim=-2, keepdim=True)[0]
+    size = int(batch.max()) + 1 if size is None else size
+    count = group_sizes(batch, None, size, x.device)
+    return segment_max(x, batch, size, x.dim() - 2, count)
+
+
 def ema_max(x: Tensor, index: Optional[Tensor] = None,
             ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
             dim: int = -2, reduce_fn=None) -> Tensor:
@@ -43,12 +70,15 @@ def ema_max(x: Tensor, index: Optional[Tensor] = None,
         raise ValueError(f"EMA max: got {index.numel()} group indices for "
                          f"{x.size(dim)} elements along dimension {dim}")
 
+    count = group_sizes(index, ptr, dim_size, x.device)
     if reduce_fn is None:
-        out = scatter(x, index, dim, dim_size, reduce='max')
+        if index is None:
+            index = torch.repeat_interleave(
+                torch.arange(dim_size, device=x.device), count)
+        out = segment_max(x, index, dim_size, dim, count)
     else:
         out = reduce_fn(x, index, ptr, dim_size, dim)
 
-    count = group_sizes(index, ptr, dim_size, x.device)
     delta = ema_delta(count.clamp(min=1)).to(x.dtype)
     delta = torch.where(count > 0, delta, torch.zeros_like(delta))
     out = out - delta.view([-1] + [1] * (out.dim() - dim - 1))

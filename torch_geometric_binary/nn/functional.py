@@ -38,7 +38,7 @@ class SignSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> Tensor:
         x, = ctx.saved_tensors
-        return grad_out * (x.abs() <= 1).to(grad_out.dtype)
+        return grad_out.masked_fill(x.abs() > 1, 0.0)
 
 
 def binarize(x: Tensor) -> Tensor:

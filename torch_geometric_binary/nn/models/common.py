@@ -3,11 +3,11 @@ from typing import Callable, Optional
 
 import torch
 from torch import Tensor
-from torch_geometric.nn import global_max_pool
 from torch_geometric.nn.aggr import Aggregation, MaxAggregation
 
 from torch_geometric_binary.nn.aggr import (EMAMaxAggregation,
-                                            global_ema_max_pool)
+                                            global_ema_max_pool,
+                                            global_max_pool)
 from torch_geometric_binary.nn.methods import BinaryMethod
 
 

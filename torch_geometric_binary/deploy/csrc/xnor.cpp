@@ -1,0 +1,506 @@
+// Bit-packed XNOR-popcount kernels for binary (1-bit) layers, registered as
+// torch.ops.torch_geometric_binary.{pack_bits, xnor_gemm,
+// xnor_gemm_threshold}.
+//
+// For packed rows a, w of K channels (bit 1 = +1, bit 0 = -1, padding 0):
+//   dot(a, w) = sum_k sign_a[k] * sign_w[k] = K - 2 * popcount(a XOR w).
+//
+// The tile kernels exist once per instruction set (AVX-512 VPOPCNTDQ, AVX2
+// nibble lookup, scalar POPCNT, portable) and the fastest one the CPU runs is
+// picked at run time. Only light ATen headers are included to keep the
+// single translation unit fast to compile.
+#include <Python.h>
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "xnor.h"
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define TGB_X86 1
+#include <immintrin.h>
+#else
+#define TGB_X86 0
+#endif
+
+namespace tgb {
+
+// ---------------------------------------------------------------------------
+// Portable fallback and scalar POPCNT kernels.
+namespace generic {
+#include "xnor_scalar.inc"
+#include "xnor_driver.inc"
+}  // namespace generic
+
+#if TGB_X86
+#pragma GCC push_options
+#pragma GCC target("popcnt")
+namespace popcnt {
+#include "xnor_scalar.inc"
+#include "xnor_driver.inc"
+}  // namespace popcnt
+#pragma GCC pop_options
+
+// ---------------------------------------------------------------------------
+// AVX2: per-byte popcount by two 16-entry table lookups (vpshufb), summed in
+// byte counters for up to 31 words, then widened to 64-bit lanes by vpsadbw.
+// Vectors run across 4 output channels (the interleaved weight layout), so a
+// lane's count is one (row, channel) popcount and no horizontal sum is needed.
+#pragma GCC push_options
+#pragma GCC target("avx2,popcnt")
+namespace avx2 {
+
+constexpr int kRows = 4;
+
+static inline __m256i popcount_bytes(__m256i x) {
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2,
+                                       3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
+                                       2, 3, 2, 3, 3, 4);
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  const __m256i lo = _mm256_and_si256(x, low);
+  const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low);
+  return _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo),
+                         _mm256_shuffle_epi8(lut, hi));
+}
+
+template <int R>
+static inline void counts(const Gemm& g, int64_t m, int64_t blk,
+                          __m256i acc[R][4]) {
+  const uint64_t* wb = g.wt + blk * g.W * kBlock;
+  const uint64_t* ar = g.a + m * g.W;
+  const __m256i zero = _mm256_setzero_si256();
+  // One vector of 4 channels at a time keeps R byte counters, the lookup
+  // table and the temporaries within the 16 ymm registers.
+  for (int j = 0; j < 4; ++j) {
+    for (int r = 0; r < R; ++r) acc[r][j] = zero;
+    // A byte counter gains at most 8 per word: 31 words fit in 255.
+    for (int64_t k0 = 0; k0 < g.W; k0 += 31) {
+      const int64_t k1 = std::min<int64_t>(g.W, k0 + 31);
+      __m256i b[R];
+      for (int r = 0; r < R; ++r) b[r] = zero;
+      for (int64_t k = k0; k < k1; ++k) {
+        const __m256i wv = _mm256_loadu_si256(
+            reinterpret_cast<const __m256i*>(wb + k * kBlock) + j);
+        for (int r = 0; r < R; ++r) {
+          const __m256i av =
+              _mm256_set1_epi64x(static_cast<long long>(ar[r * g.W + k]));
+          b[r] = _mm256_add_epi8(b[r],
+                                 popcount_bytes(_mm256_xor_si256(av, wv)));
+        }
+      }
+      for (int r = 0; r < R; ++r)
+        acc[r][j] = _mm256_add_epi64(acc[r][j], _mm256_sad_epu8(b[r], zero));
+    }
+  }
+}
+
+template <int R>
+static inline void tile_dots(const Gemm& g, int64_t m, int64_t blk) {
+  __m256i acc[R][4];
+  counts<R>(g, m, blk, acc);
+  const __m256i kv = _mm256_set1_epi64x(g.K);
+  const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+  const int64_t n0 = blk * kBlock;
+  const bool full = n0 + kBlock <= g.N;
+  for (int r = 0; r < R; ++r) {
+    int32_t* out = g.dot + (m + r) * g.N + n0;
+    int32_t tmp[kBlock];
+    int32_t* dst = full ? out : tmp;
+    for (int j = 0; j < 4; ++j) {
+      const __m256i d = _mm256_sub_epi64(kv, _mm256_slli_epi64(acc[r][j], 1));
+      _mm_storeu_si128(
+          reinterpret_cast<__m128i*>(dst + 4 * j),
+          _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(d, even)));
+    }
+    if (!full) std::memcpy(out, tmp, (g.N - n0) * sizeof(int32_t));
+  }
+}
+
+template <int R>
+static inline void tile_mask(const Gemm& g, int64_t m, int64_t blk,
+                             uint64_t* mk) {
+  __m256i acc[R][4];
+  counts<R>(g, m, blk, acc);
+  const __m256i* pm = reinterpret_cast<const __m256i*>(g.pcmax + blk * kBlock);
+  __m256i lim[4];
+  for (int j = 0; j < 4; ++j) lim[j] = _mm256_loadu_si256(pm + j);
+  for (int r = 0; r < R; ++r) {
+    uint64_t bits = 0;
+    for (int j = 0; j < 4; ++j) {
+      const __m256i gt = _mm256_cmpgt_epi64(acc[r][j], lim[j]);
+      const int over = _mm256_movemask_pd(_mm256_castsi256_pd(gt));
+      bits |= static_cast<uint64_t>(~over & 0xf) << (4 * j);
+    }
+    mk[r] = bits;
+  }
+}
+
+#include "xnor_driver.inc"
+
+// Sign bits of float rows: one compare + movemask per 8 values.
+static void pack_rows_f32(const float* x, int64_t K, int64_t W, uint64_t* out,
+                          int64_t r0, int64_t r1) {
+  const __m256 zero = _mm256_setzero_ps();
+  for (int64_t row = r0; row < r1; ++row) {
+    const float* xr = x + row * K;
+    uint64_t* o = out + row * W;
+    int64_t w = 0;
+    for (; (w + 1) * 64 <= K; ++w) {
+      uint64_t bits = 0;
+      for (int q = 0; q < 8; ++q) {
+        const __m256 v = _mm256_loadu_ps(xr + 64 * w + 8 * q);
+        // _CMP_GE_OQ: false for NaN, true for -0.0, as `x >= 0` in torch.
+        const int mk = _mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GE_OQ));
+        bits |= static_cast<uint64_t>(static_cast<unsigned>(mk)) << (8 * q);
+      }
+      o[w] = bits;
+    }
+    if (w < W) {
+      uint64_t bits = 0;
+      for (int64_t k = 64 * w; k < K; ++k)
+        bits |= static_cast<uint64_t>(xr[k] >= 0.f) << (k - 64 * w);
+      o[w] = bits;
+    }
+  }
+}
+
+}  // namespace avx2
+#pragma GCC pop_options
+
+// ---------------------------------------------------------------------------
+// AVX-512 VPOPCNTDQ: one vpopcntq per 8 (row, channel) words.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vpopcntdq,popcnt")
+// GCC 12 flags the intrinsics' own `__m512i __Y = __Y;` idiom.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+namespace avx512 {
+
+constexpr int kRows = 4;
+
+template <int R>
+static inline void counts(const Gemm& g, int64_t m, int64_t blk,
+                          __m512i acc[R][2]) {
+  const uint64_t* wb = g.wt + blk * g.W * kBlock;
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+  for (int64_t k = 0; k < g.W; ++k) {
+    const __m512i w0 = _mm512_loadu_si512(wb + k * kBlock);
+    const __m512i w1 = _mm512_loadu_si512(wb + k * kBlock + 8);
+    for (int r = 0; r < R; ++r) {
+      const __m512i av = _mm512_set1_epi64(
+          static_cast<long long>(g.a[(m + r) * g.W + k]));
+      acc[r][0] = _mm512_add_epi64(
+          acc[r][0], _mm512_popcnt_epi64(_mm512_xor_si512(av, w0)));
+      acc[r][1] = _mm512_add_epi64(
+          acc[r][1], _mm512_popcnt_epi64(_mm512_xor_si512(av, w1)));
+    }
+  }
+}
+
+template <int R>
+static inline void tile_dots(const Gemm& g, int64_t m, int64_t blk) {
+  __m512i acc[R][2];
+  counts<R>(g, m, blk, acc);
+  const __m512i kv = _mm512_set1_epi64(g.K);
+  const int64_t n0 = blk * kBlock;
+  const bool full = n0 + kBlock <= g.N;
+  for (int r = 0; r < R; ++r) {
+    int32_t* out = g.dot + (m + r) * g.N + n0;
+    int32_t tmp[kBlock];
+    int32_t* dst = full ? out : tmp;
+    for (int j = 0; j < 2; ++j) {
+      const __m512i d = _mm512_sub_epi64(kv, _mm512_slli_epi64(acc[r][j], 1));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 8 * j),
+                          _mm512_cvtepi64_epi32(d));
+    }
+    if (!full) std::memcpy(out, tmp, (g.N - n0) * sizeof(int32_t));
+  }
+}
+
+template <int R>
+static inline void tile_mask(const Gemm& g, int64_t m, int64_t blk,
+                             uint64_t* mk) {
+  __m512i acc[R][2];
+  counts<R>(g, m, blk, acc);
+  const __m512i lim0 = _mm512_loadu_si512(g.pcmax + blk * kBlock);
+  const __m512i lim1 = _mm512_loadu_si512(g.pcmax + blk * kBlock + 8);
+  for (int r = 0; r < R; ++r)
+    mk[r] = static_cast<uint64_t>(_mm512_cmple_epi64_mask(acc[r][0], lim0)) |
+            static_cast<uint64_t>(_mm512_cmple_epi64_mask(acc[r][1], lim1))
+                << 8;
+}
+
+#include "xnor_driver.inc"
+
+}  // namespace avx512
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
+#endif  // TGB_X86
+
+// ---------------------------------------------------------------------------
+// Run-time dispatch.
+
+struct Impl {
+  const char* name;
+  RunFn dots;
+  RunFn bits;
+};
+
+// In order of preference (fastest first, measured on AVX2 hardware).
+static const Impl kImpls[] = {
+#if TGB_X86
+    {"avx512_vpopcntdq", avx512::run<false>, avx512::run<true>},
+    {"avx2", avx2::run<false>, avx2::run<true>},
+    {"popcnt", popcnt::run<false>, popcnt::run<true>},
+#endif
+    {"generic", generic::run<false>, generic::run<true>},
+};
+constexpr int kNumImpls = sizeof(kImpls) / sizeof(kImpls[0]);
+
+static bool cpu_supports(const std::string& name) {
+#if TGB_X86
+  __builtin_cpu_init();
+  if (name == "avx512_vpopcntdq")
+    return __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512vpopcntdq");
+  if (name == "avx2")
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+  if (name == "popcnt") return __builtin_cpu_supports("popcnt");
+#endif
+  return name == "generic";
+}
+
+static int best_impl() {
+  for (int i = 0; i < kNumImpls; ++i)
+    if (cpu_supports(kImpls[i].name)) return i;
+  return kNumImpls - 1;
+}
+
+static std::atomic<int> g_impl{-1};
+
+static const Impl& impl() {
+  int i = g_impl.load(std::memory_order_relaxed);
+  if (i < 0) {
+    i = best_impl();
+    g_impl.store(i, std::memory_order_relaxed);
+  }
+  return kImpls[i];
+}
+
+static std::string isa() { return impl().name; }
+
+static std::vector<std::string> supported_isas() {
+  std::vector<std::string> out;
+  for (int i = 0; i < kNumImpls; ++i)
+    if (cpu_supports(kImpls[i].name)) out.emplace_back(kImpls[i].name);
+  return out;
+}
+
+// Selects the kernels by name ("auto" = the fastest supported); returns the
+// previous name. For tests and benchmarks.
+static std::string set_isa(const std::string& name) {
+  const std::string previous = isa();
+  if (name == "auto") {
+    g_impl.store(best_impl());
+    return previous;
+  }
+  for (int i = 0; i < kNumImpls; ++i) {
+    if (name == kImpls[i].name) {
+      TORCH_CHECK(cpu_supports(name), "xnor kernels: this CPU does not "
+                  "support '", name, "'");
+      g_impl.store(i);
+      return previous;
+    }
+  }
+  TORCH_CHECK(false, "xnor kernels: unknown instruction set '", name, "'");
+}
+
+// ---------------------------------------------------------------------------
+// Operators.
+
+template <typename scalar_t>
+static void pack_rows(const scalar_t* x, int64_t K, int64_t W, uint64_t* out,
+                      int64_t r0, int64_t r1) {
+  for (int64_t row = r0; row < r1; ++row) {
+    const scalar_t* xr = x + row * K;
+    for (int64_t w = 0; w < W; ++w) {
+      uint64_t bits = 0;
+      const int64_t k1 = std::min<int64_t>(K, 64 * w + 64);
+      for (int64_t k = 64 * w; k < k1; ++k)
+        bits |= static_cast<uint64_t>(static_cast<double>(xr[k]) >= 0.0)
+                << (k - 64 * w);
+      out[row * W + w] = bits;
+    }
+  }
+}
+
+static at::Tensor pack_bits(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 2 && x.is_floating_point() && x.device().is_cpu(),
+              "pack_bits: expected a 2-D floating-point CPU tensor (got ",
+              x.sizes(), ", ", x.scalar_type(), ")");
+  const at::Tensor xc = x.contiguous();
+  const int64_t M = xc.size(0), K = xc.size(1), W = (K + 63) / 64;
+  at::Tensor out = at::empty({M, W}, xc.options().dtype(at::kLong));
+  if (M == 0 || W == 0) return out;
+  auto* o = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 18) / K);
+#if TGB_X86
+  if (xc.scalar_type() == at::kFloat && cpu_supports("avx2")) {
+    const float* xp = xc.data_ptr<float>();
+    at::parallel_for(0, M, grain, [&](int64_t r0, int64_t r1) {
+      avx2::pack_rows_f32(xp, K, W, o, r0, r1);
+    });
+    return out;
+  }
+#endif
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, xc.scalar_type(), "pack_bits", [&] {
+        const scalar_t* xp = xc.data_ptr<scalar_t>();
+        at::parallel_for(0, M, grain, [&](int64_t r0, int64_t r1) {
+          pack_rows<scalar_t>(xp, K, W, o, r0, r1);
+        });
+      });
+  return out;
+}
+
+static void check_packed(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.dim() == 2 && t.scalar_type() == at::kLong &&
+                  t.device().is_cpu(),
+              "xnor_gemm: expected '", name, "' to be a 2-D int64 CPU tensor "
+              "of packed bits (got ", t.sizes(), ", ", t.scalar_type(), ")");
+}
+
+// Validates the operands and lays the weights out as [NB, W, kBlock].
+static Gemm make_gemm(const at::Tensor& a, const at::Tensor& w, int64_t K,
+                      std::vector<uint64_t>& wt) {
+  check_packed(a, "a");
+  check_packed(w, "w");
+  Gemm g{};
+  g.M = a.size(0);
+  g.N = w.size(0);
+  g.W = a.size(1);
+  g.K = K;
+  TORCH_CHECK(w.size(1) == g.W, "xnor_gemm: 'a' and 'w' have different "
+              "numbers of words (", g.W, " vs. ", w.size(1), ")");
+  TORCH_CHECK(K >= 1 && K <= INT32_MAX && (K + 63) / 64 == g.W,
+              "xnor_gemm: K=", K, " does not match ", g.W, " words per row");
+  g.NB = (g.N + kBlock - 1) / kBlock;
+  g.a = reinterpret_cast<const uint64_t*>(a.data_ptr<int64_t>());
+  const auto* wp = reinterpret_cast<const uint64_t*>(w.data_ptr<int64_t>());
+  wt.assign(g.NB * g.W * kBlock, 0);
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t k = 0; k < g.W; ++k)
+      wt[((n / kBlock) * g.W + k) * kBlock + n % kBlock] = wp[n * g.W + k];
+  g.wt = wt.data();
+  return g;
+}
+
+// Splits rows into groups and weight blocks into cache-sized chunks (whole
+// output words), and runs the (group, chunk) items in parallel.
+static void launch(const Gemm& g, RunFn fn) {
+  constexpr int64_t kChunkBytes = 32 * 1024;
+  constexpr int64_t kRowsPerItem = 64;
+  const int64_t block_bytes = g.W * kBlock * int64_t(sizeof(uint64_t));
+  int64_t cb = std::max<int64_t>(4, kChunkBytes / block_bytes / 4 * 4);
+  cb = std::min<int64_t>(cb, (g.NB + 3) / 4 * 4);
+  const int64_t nchunks = (g.NB + cb - 1) / cb;
+  const int64_t ngroups = (g.M + kRowsPerItem - 1) / kRowsPerItem;
+  // About 2^18 word pairs (~50 us) per task: small calls stay serial, as
+  // waking threads costs more than it saves there.
+  const int64_t item_work = std::min(g.M, kRowsPerItem) *
+                            std::min(g.NB, cb) * kBlock * g.W;
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 18) / item_work);
+  at::parallel_for(0, ngroups * nchunks, grain, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t gi = i / nchunks, ci = i % nchunks;
+      fn(g, gi * kRowsPerItem, std::min(g.M, (gi + 1) * kRowsPerItem),
+         ci * cb, std::min(g.NB, (ci + 1) * cb));
+    }
+  });
+}
+
+static at::Tensor xnor_gemm(const at::Tensor& a, const at::Tensor& w,
+                            int64_t K) {
+  const at::Tensor ac = a.contiguous(), wc = w.contiguous();
+  std::vector<uint64_t> wt;
+  Gemm g = make_gemm(ac, wc, K, wt);
+  at::Tensor out = at::empty({g.M, g.N}, ac.options().dtype(at::kInt));
+  if (g.M == 0 || g.N == 0) return out;
+  g.dot = out.data_ptr<int32_t>();
+  launch(g, impl().dots);
+  return out;
+}
+
+static at::Tensor xnor_gemm_threshold(const at::Tensor& a, const at::Tensor& w,
+                                      int64_t K, const at::Tensor& threshold,
+                                      const at::Tensor& flip) {
+  const at::Tensor ac = a.contiguous(), wc = w.contiguous();
+  std::vector<uint64_t> wt;
+  Gemm g = make_gemm(ac, wc, K, wt);
+  TORCH_CHECK(threshold.dim() == 1 && threshold.size(0) == g.N &&
+                  !threshold.is_floating_point() &&
+                  threshold.device().is_cpu(),
+              "xnor_gemm_threshold: expected an integer 'threshold' of shape "
+              "[", g.N, "] (got ", threshold.sizes(), ")");
+  TORCH_CHECK(flip.dim() == 1 && flip.size(0) == g.N &&
+                  !flip.is_floating_point() && flip.device().is_cpu(),
+              "xnor_gemm_threshold: expected a bool 'flip' of shape [", g.N,
+              "] (got ", flip.sizes(), ")");
+  const at::Tensor t = threshold.to(at::kLong).contiguous();
+  const at::Tensor f = flip.to(at::kBool).contiguous();
+  g.NW = (g.N + 63) / 64;
+
+  // dot >= t  <=>  K - 2 pc >= t  <=>  pc <= floor((K - t) / 2).
+  std::vector<int64_t> pcmax(g.NB * kBlock, -1);
+  std::vector<uint64_t> flipw(std::max<int64_t>(g.NW, 1), 0);
+  const int64_t* tp = t.data_ptr<int64_t>();
+  const bool* fp = f.data_ptr<bool>();
+  for (int64_t n = 0; n < g.N; ++n) {
+    pcmax[n] = tp[n] > K ? -1 : std::min<int64_t>(K, (K - tp[n]) / 2);
+    if (fp[n]) flipw[n / 64] |= uint64_t(1) << (n % 64);
+  }
+  g.pcmax = pcmax.data();
+  g.flip = flipw.data();
+
+  at::Tensor out = at::empty({g.M, g.NW}, ac.options().dtype(at::kLong));
+  if (g.M == 0 || g.N == 0) return out;
+  g.bits = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
+  launch(g, impl().bits);
+  return out;
+}
+
+}  // namespace tgb
+
+TORCH_LIBRARY(torch_geometric_binary, m) {
+  m.def("pack_bits(Tensor x) -> Tensor");
+  m.def("xnor_gemm(Tensor a, Tensor w, int K) -> Tensor");
+  m.def("xnor_gemm_threshold(Tensor a, Tensor w, int K, Tensor threshold, "
+        "Tensor flip) -> Tensor");
+  m.def("xnor_isa() -> str", &tgb::isa);
+  m.def("xnor_supported_isas() -> str[]", &tgb::supported_isas);
+  m.def("xnor_set_isa(str name) -> str", &tgb::set_isa);
+}
+
+TORCH_LIBRARY_IMPL(torch_geometric_binary, CPU, m) {
+  m.impl("pack_bits", &tgb::pack_bits);
+  m.impl("xnor_gemm", &tgb::xnor_gemm);
+  m.impl("xnor_gemm_threshold", &tgb::xnor_gemm_threshold);
+}
+
+// A plain module so that `import torch_geometric_binary.deploy._xnor` loads
+// the library (which registers the operators above).
+extern "C" PyMODINIT_FUNC PyInit__xnor(void) {
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_xnor",
+                                      "XNOR-popcount kernels", -1, nullptr};
+  return PyModule_Create(&module);
+}

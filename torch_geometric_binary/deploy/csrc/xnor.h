@@ -1,0 +1,33 @@
+// Shared declarations of the XNOR-popcount kernels (see xnor.cpp).
+//
+// Bit convention: bit 1 means +1, bit 0 means -1; bit k of word k / 64 holds
+// channel k; padding bits are 0 in both operands, so they XOR to 0 and add
+// nothing to the popcount.
+#pragma once
+
+#include <cstdint>
+
+namespace tgb {
+
+// Output channels per interleaved weight block: 4 AVX2 vectors or 2 AVX-512
+// vectors of 64-bit lanes. Four blocks make one 64-bit output word.
+constexpr int64_t kBlock = 16;
+
+// One XNOR-GEMM problem. The weights are re-laid out once per call as
+// `wt[NB][W][kBlock]` (zero columns past N) so that one vector load gives
+// the same word of kBlock consecutive output channels.
+struct Gemm {
+  const uint64_t* a;      // [M, W] packed inputs
+  const uint64_t* wt;     // [NB, W, kBlock] interleaved packed weights
+  int64_t M, N, W, K, NB;
+  int32_t* dot;           // [M, N] output of xnor_gemm (or nullptr)
+  const int64_t* pcmax;   // [NB * kBlock]: bit = popcount <= pcmax; -1 pads
+  const uint64_t* flip;   // [NW] bits to invert, 0 in the padding
+  uint64_t* bits;         // [M, NW] output of xnor_gemm_threshold
+  int64_t NW;
+};
+
+// Runs rows [m0, m1) and weight blocks [b0, b1) (b0 a multiple of 4).
+using RunFn = void (*)(const Gemm&, int64_t, int64_t, int64_t, int64_t);
+
+}  // namespace tgb

@@ -1,0 +1,160 @@
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from torch_geometric_binary.deploy.fold import BinaryEpilogue, fold_epilogue
+from torch_geometric_binary.deploy.kernels import (
+    num_words,
+    pack_bits,
+    xnor_gemm,
+    xnor_gemm_threshold,
+)
+from torch_geometric_binary.nn.linear import BiLinear
+from torch_geometric_binary.nn.methods import BinaryMethod
+
+OUTPUTS = ('bits', 'float')
+
+
+class PackedBiLinear(torch.nn.Module):
+    r"""A trained :class:`~torch_geometric_binary.nn.BiLinear` layer (with
+    its following batch normalization and activation) for bit-packed
+    inference.
+
+    The weights :math:`\mathrm{sign}(\mathbf{W} - \overline{\mathbf{W}})` are
+    stored as packed :obj:`int64` words (1 bit per weight), and the layer
+    computes the integer dot products
+    :math:`\mathbf{D} = \mathrm{sign}(\mathbf{x})\,\mathrm{sign}(\mathbf{W} -
+    \overline{\mathbf{W}})^{\top}` with XNOR-popcount kernels. Then either
+
+    * :obj:`output="bits"`: the packed signs of the layer's output for the
+      next binary layer, :math:`[\mathbf{D}_n \ge t_n] \oplus f_n`, with the
+      scale, bias, normalization and activation folded into the integer
+      thresholds (see :func:`~torch_geometric_binary.deploy.fold_threshold`),
+      or
+    * :obj:`output="float"`: the full-precision output
+      :math:`\mathrm{act}(\mathrm{BN}(\alpha \mathbf{D} + \mathbf{b}))` for a
+      full-precision consumer (a classifier, a max pooling).
+
+    Both equal the trained modules' results exactly (in inference mode).
+    Build it with :meth:`from_bilinear`.
+
+    Args:
+        weight (torch.Tensor): Packed binary weights of shape
+            :math:`(F_{out}, \lceil F_{in} / 64 \rceil)`.
+        in_channels (int): :math:`F_{in}`.
+        threshold (torch.Tensor): :obj:`int32` thresholds :math:`t` of shape
+            :math:`(F_{out},)`.
+        flip (torch.Tensor): :obj:`bool` inversions :math:`f` of shape
+            :math:`(F_{out},)`.
+        epilogue (BinaryEpilogue, optional): The full-precision tail, needed
+            for :obj:`output="float"`.
+        output (str, optional): :obj:`"bits"` or :obj:`"float"`.
+            (default: :obj:`"bits"`)
+
+    Shapes:
+        - **input:** packed :math:`(*, \lceil F_{in} / 64 \rceil)`
+          (:obj:`int64`), or floating-point :math:`(*, F_{in})`, binarized
+          by its sign
+        - **output:** packed :math:`(*, \lceil F_{out} / 64 \rceil)`
+          (:obj:`int64`) or floating-point :math:`(*, F_{out})`
+    """
+    def __init__(
+        self,
+        weight: Tensor,
+        in_channels: int,
+        threshold: Tensor,
+        flip: Tensor,
+        epilogue: Optional[BinaryEpilogue] = None,
+        output: str = 'bits',
+    ):
+        super().__init__()
+        if weight.dtype != torch.int64 or weight.dim() != 2 \
+                or weight.size(1) != num_words(in_channels):
+            raise ValueError(f"Expected packed int64 weights of shape "
+                             f"(out_channels, {num_words(in_channels)}) "
+                             f"(got {weight.dtype} {tuple(weight.shape)})")
+        if output not in OUTPUTS:
+            raise ValueError(f"'output' must be one of {OUTPUTS} (got "
+                             f"'{output}')")
+        if output == 'float' and epilogue is None:
+            raise ValueError("output='float' needs the epilogue")
+        self.in_channels = in_channels
+        self.out_channels = weight.size(0)
+        self.output = output
+        self.register_buffer('weight', weight)
+        self.register_buffer('threshold', threshold.to(torch.int32))
+        self.register_buffer('flip', flip.to(torch.bool))
+        self.epilogue = epilogue
+
+    @classmethod
+    @torch.no_grad()
+    def from_bilinear(
+        cls,
+        linear: BiLinear,
+        norm: Optional[torch.nn.Module] = None,
+        act: Optional[Callable[[Tensor], Tensor]] = None,
+        output: str = 'bits',
+    ) -> 'PackedBiLinear':
+        r"""Packs a trained :obj:`linear` layer, followed by an optional
+        batch normalization :obj:`norm` (used with its running statistics)
+        and an optional activation :obj:`act` (*e.g.*
+        :class:`torch.nn.Hardtanh`)."""
+        if not isinstance(linear, BiLinear):
+            raise TypeError(f"Expected a BiLinear layer (got "
+                            f"{type(linear).__name__})")
+        # Packing stores sign(x); a method with another input binarizer
+        # (e.g., a learned threshold) would compute something else.
+        if type(linear.method).binarize_input is not \
+                BinaryMethod.binarize_input:
+            raise NotImplementedError(
+                f"Cannot pack method '{linear.method.name}': its inputs are "
+                f"not binarized by sign")
+        weight = linear.binary_weight().detach()
+        if not bool((weight.abs() == 1).all()):
+            raise ValueError("The binarized weight is not in {-1, +1}")
+        epilogue = BinaryEpilogue(linear, norm, act)
+        threshold, flip = fold_epilogue(epilogue, linear.in_channels)
+        return cls(pack_bits(weight), linear.in_channels, threshold, flip,
+                   epilogue, output)
+
+    def forward(self, x: Tensor, output: Optional[str] = None) -> Tensor:
+        r"""Applies the layer; :obj:`output` overrides :obj:`self.output`."""
+        output = self.output if output is None else output
+        if output not in OUTPUTS:
+            raise ValueError(f"'output' must be one of {OUTPUTS} (got "
+                             f"'{output}')")
+        if x.is_floating_point():
+            if x.size(-1) != self.in_channels:
+                raise ValueError(f"Expected {self.in_channels} input "
+                                 f"channels (got shape {tuple(x.shape)})")
+            x = pack_bits(x)
+        K = self.in_channels
+        if output == 'bits':
+            return xnor_gemm_threshold(x, self.weight, K, self.threshold,
+                                       self.flip)
+        if self.epilogue is None:
+            raise RuntimeError("This packed layer has no epilogue for "
+                               "output='float'")
+        dot = xnor_gemm(x, self.weight, K)
+        # Batch normalization wants (B, C): flatten leading dimensions.
+        out = self.epilogue(dot.reshape(-1, self.out_channels))
+        return out.view(*dot.shape[:-1], self.out_channels)
+
+    def num_bytes(self, output: Optional[str] = None) -> int:
+        r"""The bytes of the tensors the layer needs for :obj:`output`
+        (default: :obj:`self.output`): packed weights plus thresholds and
+        flips, or plus the full-precision epilogue."""
+        output = self.output if output is None else output
+        size = self.weight.numel() * self.weight.element_size()
+        if output == 'bits':
+            for t in (self.threshold, self.flip):
+                size += t.numel() * t.element_size()
+        elif self.epilogue is not None:
+            size += sum(b.numel() * b.element_size()
+                        for b in self.epilogue.buffers())
+        return size
+
+    def extra_repr(self) -> str:
+        return (f'{self.in_channels}, {self.out_channels}, '
+                f'output={self.output}')

@@ -1,0 +1,45 @@
+r"""Training utilities of the ModelNet training program
+(:obj:`examples/modelnet.py`): datasets and transforms, the training and
+evaluation loops, metrics, checkpoints and :obj:`torch.distributed` set-up.
+"""
+from .metrics import ClassAccuracy
+from .transforms import FirstPoints, NormalizeUnitSphere, RandomScaleTranslate
+from .data import DATASETS, NEEDS_ROOT, DataSplits, balanced_subset, \
+    build_datasets
+from .loop import (seed_everything, epoch_seed, cosine_lr_lambda, kd_loss,
+                   train_epoch, evaluate)
+from .checkpoint import (CHECKPOINT_VERSION, save_checkpoint, load_checkpoint,
+                         build_model, load_matching_weights, rng_state,
+                         set_rng_state)
+from .distributed import (DistEnv, resolve_device, setup_distributed,
+                          cleanup_distributed, broadcast_buffers)
+
+__all__ = [
+    'ClassAccuracy',
+    'FirstPoints',
+    'NormalizeUnitSphere',
+    'RandomScaleTranslate',
+    'DATASETS',
+    'NEEDS_ROOT',
+    'DataSplits',
+    'balanced_subset',
+    'build_datasets',
+    'seed_everything',
+    'epoch_seed',
+    'cosine_lr_lambda',
+    'kd_loss',
+    'train_epoch',
+    'evaluate',
+    'CHECKPOINT_VERSION',
+    'save_checkpoint',
+    'load_checkpoint',
+    'build_model',
+    'load_matching_weights',
+    'rng_state',
+    'set_rng_state',
+    'DistEnv',
+    'resolve_device',
+    'setup_distributed',
+    'cleanup_distributed',
+    'broadcast_buffers',
+]

@@ -1,0 +1,113 @@
+import os
+import os.path as osp
+import random
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import torch
+
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(path: str, state: Dict[str, Any]) -> None:
+    r"""Saves :obj:`state` to :obj:`path` atomically (through a temporary
+    file), so that an interruption never leaves a truncated checkpoint."""
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, map_location: Any = 'cpu') -> Dict[str, Any]:
+    r"""Loads a checkpoint written by :func:`save_checkpoint` (with
+    :obj:`weights_only=True`: checkpoints hold only tensors and plain Python
+    values). Raises a :class:`ValueError` naming the file if it is not such
+    a checkpoint."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # Not a (safe) torch file.
+        raise ValueError(f"Could not read checkpoint '{path}': {e}") from e
+    if not isinstance(state, dict) or 'model' not in state:
+        raise ValueError(f"'{path}' is not a training checkpoint of "
+                         f"examples/modelnet.py (no 'model' entry)")
+    return state
+
+
+def build_model(config: Dict[str, Any]) -> torch.nn.Module:
+    r"""Builds the model described by a checkpoint's :obj:`config`
+    (:obj:`model`, :obj:`num_classes`, :obj:`method`, :obj:`model_kwargs`)."""
+    from torch_geometric_binary.nn.models import MODELS
+    name = config['model']
+    if name not in MODELS:
+        raise ValueError(f"Unknown model '{name}' (available: "
+                         f"{', '.join(sorted(MODELS))})")
+    return MODELS[name](num_classes=int(config['num_classes']),
+                        method=config['method'],
+                        **dict(config.get('model_kwargs') or {}))
+
+
+def load_matching_weights(model: torch.nn.Module,
+                          state_dict: Dict[str, torch.Tensor]
+                          ) -> Tuple[List[str], List[str], List[str]]:
+    r"""Copies the tensors of :obj:`state_dict` whose name and shape match
+    :obj:`model`'s (:obj:`strict=False`), *e.g.* full-precision weights into
+    a binary model of the same architecture. Every LSR scale is then marked
+    uninitialized, so that it is set from data on the first training batch.
+
+    Returns:
+        The names loaded, the model's names left untouched, and the names of
+        :obj:`state_dict` that were skipped (unknown or of another shape).
+    """
+    from torch_geometric_binary.nn.linear import BiLinear
+    own = model.state_dict()
+    matching = {
+        k: v
+        for k, v in state_dict.items()
+        if k in own and tuple(own[k].shape) == tuple(v.shape)
+    }
+    model.load_state_dict(matching, strict=False)
+    for m in model.modules():
+        if isinstance(m, BiLinear) and m.scale is not None:
+            with torch.no_grad():
+                m.scale.fill_(1.0)
+            m.scale_initialized = False
+    loaded = sorted(matching)
+    untouched = sorted(k for k in own if k not in matching)
+    skipped = sorted(k for k in state_dict if k not in matching)
+    return loaded, untouched, skipped
+
+
+def rng_state() -> Dict[str, Any]:
+    r"""The states of the :obj:`random`, :obj:`numpy` and :obj:`torch`
+    (CPU and CUDA) generators, as tensors and plain values."""
+    np_state = np.random.get_state()
+    state = {
+        'python': random.getstate(),
+        'numpy': (np_state[0], torch.from_numpy(np_state[1].copy()),
+                  int(np_state[2]), int(np_state[3]), float(np_state[4])),
+        'torch': torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    r"""Restores what :func:`rng_state` returned."""
+    if 'python' in state:
+        version, internal, gauss = state['python']
+        random.setstate((version, tuple(internal), gauss))
+    if 'numpy' in state:
+        name, keys, pos, has_gauss, cached = state['numpy']
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos,
+                             has_gauss, cached))
+    if 'torch' in state:
+        torch.set_rng_state(state['torch'].cpu())
+    if 'cuda' in state and torch.cuda.is_available():
+        try:
+            torch.cuda.set_rng_state_all(state['cuda'])
+        except Exception:  # Another number of devices.
+            pass

@@ -1,0 +1,146 @@
+import math
+import random
+from typing import Callable, Dict, Iterable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from torch_geometric_binary.train.metrics import ClassAccuracy, _dist_ready
+
+
+def seed_everything(seed: int) -> None:
+    r"""Seeds :obj:`random`, :obj:`numpy` and :obj:`torch` (all devices)."""
+    seed = int(seed) % (2**32)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    r"""The seed of epoch :obj:`epoch` on process :obj:`rank`: every epoch
+    re-seeds all generators from :obj:`(seed, epoch, rank)`, so that an
+    epoch's data order and augmentation do not depend on what ran before it
+    (an interrupted and resumed run repeats the same epochs)."""
+    ss = np.random.SeedSequence([int(seed) % (2**32), int(epoch), int(rank)])
+    return int(ss.generate_state(1)[0])
+
+
+def cosine_lr_lambda(total_epochs: int,
+                     min_ratio: float = 0.0) -> Callable[[int], float]:
+    r"""The factor of :class:`torch.optim.lr_scheduler.CosineAnnealingLR`
+    (:obj:`T_max=total_epochs`, :obj:`eta_min=min_ratio * lr`) in closed
+    form, for :class:`~torch.optim.lr_scheduler.LambdaLR`: a resumed run
+    recomputes the rate from the epoch alone (and may extend the
+    schedule)."""
+    total = max(int(total_epochs), 1)
+
+    def fn(epoch: int) -> float:
+        t = min(epoch, total) / total
+        cos = 0.5 * (1. + math.cos(math.pi * t))
+        return min_ratio + (1. - min_ratio) * cos
+
+    return fn
+
+
+def kd_loss(student: Tensor, teacher: Tensor, target: Tensor,
+            alpha: float = 0.5, temperature: float = 4.0) -> Tensor:
+    r"""Knowledge-distillation loss (Hinton et al., 2015)
+
+    .. math::
+        (1 - \alpha) \, \mathrm{CE}(\mathbf{s}, y) + \alpha T^2 \,
+        \mathrm{KL}\big(\mathrm{softmax}(\mathbf{t}/T) \,\|\,
+        \mathrm{softmax}(\mathbf{s}/T)\big)
+
+    of student logits :obj:`student` and teacher logits :obj:`teacher`,
+    averaged over the batch."""
+    ce = F.cross_entropy(student, target)
+    if alpha == 0:
+        return ce
+    kl = F.kl_div(F.log_softmax(student / temperature, dim=-1),
+                  F.log_softmax(teacher.detach() / temperature, dim=-1),
+                  reduction='batchmean', log_target=True)
+    return (1. - alpha) * ce + alpha * temperature**2 * kl
+
+
+def _forward(model: torch.nn.Module, data, device: torch.device) -> Tensor:
+    data = data.to(device, non_blocking=True)
+    return model(data.pos, data.batch)
+
+
+def train_epoch(
+    model: torch.nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    teacher: Optional[torch.nn.Module] = None,
+    kd_alpha: float = 0.5,
+    kd_temp: float = 4.0,
+    progress: Optional[Callable[[Iterable], Iterable]] = None,
+) -> Dict[str, float]:
+    r"""Trains :obj:`model` for one epoch over :obj:`loader` (batches of
+    point clouds with :obj:`pos`, :obj:`batch` and :obj:`y`), with
+    cross-entropy, or :func:`kd_loss` against :obj:`teacher` if given.
+
+    Returns the mean loss and the training accuracy over all samples (summed
+    over processes under :obj:`torch.distributed`).
+    """
+    model.train()
+    if teacher is not None:
+        teacher.eval()
+    # [loss sum, correct, count], in float64 to sum exactly across batches.
+    stats = torch.zeros(3, dtype=torch.float64, device=device)
+    it = progress(loader) if progress is not None else loader
+    for data in it:
+        data = data.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        out = model(data.pos, data.batch)
+        y = data.y.view(-1)
+        if teacher is not None:
+            with torch.no_grad():
+                t_out = teacher(data.pos, data.batch)
+            loss = kd_loss(out, t_out, y, kd_alpha, kd_temp)
+        else:
+            loss = F.cross_entropy(out, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"Training loss is {loss.item()}: lower the learning rate "
+                f"(--lr) or check the data")
+        loss.backward()
+        optimizer.step()
+        n = y.numel()
+        stats[0] += loss.detach().double() * n
+        stats[1] += (out.detach().argmax(dim=-1) == y).sum()
+        stats[2] += n
+        if hasattr(it, 'set_postfix'):
+            it.set_postfix(loss=f'{loss.item():.4f}')
+    if _dist_ready():
+        torch.distributed.all_reduce(stats)
+    count = max(stats[2].item(), 1.)
+    return {
+        'loss': stats[0].item() / count,
+        'acc': stats[1].item() / count,
+        'num_samples': int(stats[2].item()),
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    loader: Iterable,
+    device: torch.device,
+    num_classes: int,
+    progress: Optional[Callable[[Iterable], Iterable]] = None,
+) -> ClassAccuracy:
+    r"""Evaluates :obj:`model` (in eval mode) over :obj:`loader` and returns
+    the :class:`ClassAccuracy` counts, summed over processes under
+    :obj:`torch.distributed` (give every process a disjoint shard of the
+    data, without padding, so that each sample is counted once)."""
+    model.eval()
+    metric = ClassAccuracy(num_classes, device=device)
+    it = progress(loader) if progress is not None else loader
+    for data in it:
+        out = _forward(model, data, device)
+        metric.update(out, data.y.view(-1).to(device))
+    return metric.all_reduce()
