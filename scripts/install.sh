@@ -11,7 +11,7 @@ TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
 
 cd "$(dirname "$0")/.."
 "$PYTHON" -m pip install "torch==${TORCH_VERSION}"
-"$PYTHON" -m pip install setuptools wheel ninja
+"$PYTHON" -m pip install setuptools wheel
 "$PYTHON" -m pip install --no-build-isolation torch-cluster
 "$PYTHON" -m pip install --no-build-isolation -e '.[test]'
 "$PYTHON" -c "import torch_cluster, torch_geometric_binary.nn; print('torch_geometric_binary installed')"
