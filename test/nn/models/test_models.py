@@ -44,7 +44,7 @@ def test_binary_layout(name):
     lins = [m for m in bi.modules() if isinstance(m, (Linear, BiLinear))]
     fp = [m for m in lins if not isinstance(m, BiLinear)]
     # Full precision: the first layer (coordinates) and the classifier.
-    assert len(fp) == 2 and fp[-1].out_channels == 5
+    assert sorted(m.out_channels for m in fp) == [5, 64]
     aggrs = [m for m in bi.modules() if isinstance(m, MaxAggregation)]
     assert not aggrs
     assert all(m.scale is not None for m in lins if isinstance(m, BiLinear))

@@ -1,19 +1,16 @@
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from torch_geometric_binary.nn.conv import BiDynamicEdgeConv
-from torch_geometric_binary.nn.methods import BinaryMethod, resolve_method
+from torch_geometric_binary.nn.methods import BinaryMethod
 from torch_geometric_binary.nn.mlp import BiMLP
-from torch_geometric_binary.nn.models.common import (activation,
-                                                     batch_or_zeros,
-                                                     global_pool,
+from torch_geometric_binary.nn.models.common import (PointCloudClassifier,
                                                      max_aggregation)
-from torch_geometric_binary.utils import check_points
 
 
-class DGCNN(torch.nn.Module):
+class DGCNN(PointCloudClassifier):
     r"""The DGCNN classifier from the `"Dynamic Graph CNN for Learning on
     Point Clouds" <https://arxiv.org/abs/1801.07829>`_ paper, as in PyG's
     :obj:`examples/dgcnn_classification.py`: two dynamic edge convolutions
@@ -46,10 +43,9 @@ class DGCNN(torch.nn.Module):
         ema: Optional[bool] = None,
         lsr: Optional[bool] = None,
     ):
-        super().__init__()
-        self.method = method = resolve_method(method, ema=ema, lsr=lsr)
-        self.num_classes = num_classes
-        self.in_channels = in_channels
+        super().__init__(num_classes, method, in_channels, (dropout, dropout),
+                         ema, lsr)
+        method = self.method
         self.k = k
 
         c = 3 + in_channels
@@ -60,28 +56,14 @@ class DGCNN(torch.nn.Module):
             BiMLP([2 * 64, 128], method, norm_last=True), k,
             aggr=max_aggregation(method))
         self.lin1 = BiMLP([128 + 64, 1024], method, norm_last=True)
-        self.pool = global_pool(method)
-        self.act = activation(method)
-        self.head = BiMLP([1024, 512, 256, num_classes], method,
-                          last_fp=True, dropout=[dropout, dropout, 0.0])
 
-    def reset_parameters(self):
-        for module in [self.conv1, self.conv2, self.lin1, self.head]:
-            module.reset_parameters()
-
-    def forward(self, pos: Tensor, batch: Optional[Tensor] = None,
-                x: Optional[Tensor] = None) -> Tensor:
-        check_points(pos, 'pos', batch, where=self.__class__.__name__)
-        batch = batch_or_zeros(pos, batch)
-        size = int(batch.max()) + 1
+    def point_features(self, pos: Tensor, batch: Tensor, x: Optional[Tensor],
+                       size: int) -> Tuple[Tensor, Tensor]:
         h = pos if x is None else torch.cat([pos, x], dim=-1)
         x1 = self.act(self.conv1(h, batch))
         x2 = self.act(self.conv2(x1, batch))
-        out = self.lin1(torch.cat([x1, x2], dim=1))
-        out = self.act(self.pool(out, batch, size))
-        return self.head(out)
+        return self.lin1(torch.cat([x1, x2], dim=1)), batch
 
-    def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}(num_classes={self.num_classes}, '
-                f'method={self.method.name}, k={self.k}, '
-                f'ema={self.method.ema}, lsr={self.method.lsr})')
+    def extra_repr_args(self) -> str:
+        return f', k={self.k}'
+

@@ -1,14 +1,12 @@
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from torch_geometric_binary.nn.methods import BinaryMethod, resolve_method
+from torch_geometric_binary.nn.methods import BinaryMethod
 from torch_geometric_binary.nn.mlp import BiMLP
-from torch_geometric_binary.nn.models.common import (activation,
-                                                     batch_or_zeros,
-                                                     global_pool)
-from torch_geometric_binary.utils import check_points
+from torch_geometric_binary.nn.models.common import (PointCloudClassifier,
+                                                     activation, global_pool)
 
 
 class TNet(torch.nn.Module):
@@ -38,7 +36,7 @@ class TNet(torch.nn.Module):
         return self.head(out).view(-1, self.k, self.k)
 
 
-class PointNet(torch.nn.Module):
+class PointNet(PointCloudClassifier):
     r"""The PointNet classifier from the `"PointNet: Deep Learning on Point
     Sets for 3D Classification and Segmentation"
     <https://arxiv.org/abs/1612.00593>`_ paper, full precision or binary
@@ -82,32 +80,18 @@ class PointNet(torch.nn.Module):
         ema: Optional[bool] = None,
         lsr: Optional[bool] = None,
     ):
-        super().__init__()
-        self.method = method = resolve_method(method, ema=ema, lsr=lsr)
-        self.num_classes = num_classes
-        self.in_channels = in_channels
-
+        super().__init__(num_classes, method, in_channels, (0.0, dropout),
+                         ema, lsr)
+        method = self.method
         self.input_tnet = TNet(3, method, True) if input_transform else None
         self.mlp1 = BiMLP([3 + in_channels, 64, 64], method, first_fp=True,
                           plain_last=False)
         self.feature_tnet = TNet(64, method, False) \
             if feature_transform else None
         self.mlp2 = BiMLP([64, 64, 128, 1024], method, norm_last=True)
-        self.pool = global_pool(method)
-        self.act = activation(method)
-        self.head = BiMLP([1024, 512, 256, num_classes], method,
-                          last_fp=True, dropout=[0.0, dropout, 0.0])
 
-    def reset_parameters(self):
-        for module in self.children():
-            if hasattr(module, 'reset_parameters'):
-                module.reset_parameters()
-
-    def forward(self, pos: Tensor, batch: Optional[Tensor] = None,
-                x: Optional[Tensor] = None) -> Tensor:
-        check_points(pos, 'pos', batch, where=self.__class__.__name__)
-        batch = batch_or_zeros(pos, batch)
-        size = int(batch.max()) + 1
+    def point_features(self, pos: Tensor, batch: Tensor, x: Optional[Tensor],
+                       size: int) -> Tuple[Tensor, Tensor]:
         if self.input_tnet is not None:
             transform = self.input_tnet(pos, batch, size)
             pos = torch.bmm(pos.unsqueeze(1), transform[batch]).squeeze(1)
@@ -116,12 +100,8 @@ class PointNet(torch.nn.Module):
         if self.feature_tnet is not None:
             transform = self.feature_tnet(h, batch, size)
             h = torch.bmm(h.unsqueeze(1), transform[batch]).squeeze(1)
-        h = self.act(self.pool(self.mlp2(h), batch, size))
-        return self.head(h)
+        return self.mlp2(h), batch
 
-    def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}(num_classes={self.num_classes}, '
-                f'method={self.method.name}, ema={self.method.ema}, '
-                f'lsr={self.method.lsr}, '
-                f'input_transform={self.input_tnet is not None}, '
-                f'feature_transform={self.feature_tnet is not None})')
+    def extra_repr_args(self) -> str:
+        return (f', input_transform={self.input_tnet is not None}, '
+                f'feature_transform={self.feature_tnet is not None}')

@@ -4,14 +4,12 @@ import torch
 from torch import Tensor
 
 from torch_geometric_binary.nn.conv import BiPointConv
-from torch_geometric_binary.nn.methods import BinaryMethod, resolve_method
+from torch_geometric_binary.nn.methods import BinaryMethod
 from torch_geometric_binary.nn.mlp import BiMLP
-from torch_geometric_binary.nn.neighbors import fps, radius
-from torch_geometric_binary.nn.models.common import (activation,
-                                                     batch_or_zeros,
-                                                     global_pool,
+from torch_geometric_binary.nn.models.common import (PointCloudClassifier,
+                                                     activation,
                                                      max_aggregation)
-from torch_geometric_binary.utils import check_points
+from torch_geometric_binary.nn.neighbors import fps, radius
 
 
 class SetAbstraction(torch.nn.Module):
@@ -44,7 +42,7 @@ class SetAbstraction(torch.nn.Module):
                 f'conv={self.conv})')
 
 
-class PointNet2(torch.nn.Module):
+class PointNet2(PointCloudClassifier):
     r"""The PointNet++ (single-scale grouping) classifier from the
     `"PointNet++: Deep Hierarchical Feature Learning on Point Sets in a
     Metric Space" <https://arxiv.org/abs/1706.02413>`_ paper, as in PyG's
@@ -77,11 +75,9 @@ class PointNet2(torch.nn.Module):
         ema: Optional[bool] = None,
         lsr: Optional[bool] = None,
     ):
-        super().__init__()
-        self.method = method = resolve_method(method, ema=ema, lsr=lsr)
-        self.num_classes = num_classes
-        self.in_channels = in_channels
-
+        super().__init__(num_classes, method, in_channels, (dropout, dropout),
+                         ema, lsr)
+        method = self.method
         self.sa1 = SetAbstraction(
             0.5, 0.2,
             BiMLP([in_channels + 3, 64, 64, 128], method, first_fp=True,
@@ -91,28 +87,9 @@ class PointNet2(torch.nn.Module):
                              norm_last=True), method)
         self.global_mlp = BiMLP([256 + 3, 256, 512, 1024], method,
                                 norm_last=True)
-        self.pool = global_pool(method)
-        self.act = activation(method)
-        self.head = BiMLP([1024, 512, 256, num_classes], method,
-                          last_fp=True, dropout=[dropout, dropout, 0.0])
 
-    def reset_parameters(self):
-        for module in [self.sa1.conv, self.sa2.conv, self.global_mlp,
-                       self.head]:
-            module.reset_parameters()
-
-    def forward(self, pos: Tensor, batch: Optional[Tensor] = None,
-                x: Optional[Tensor] = None) -> Tensor:
-        check_points(pos, 'pos', batch, where=self.__class__.__name__)
-        batch = batch_or_zeros(pos, batch)
-        size = int(batch.max()) + 1
+    def point_features(self, pos: Tensor, batch: Tensor, x: Optional[Tensor],
+                       size: int) -> Tuple[Tensor, Tensor]:
         x, pos, batch = self.sa1(x, pos, batch)
         x, pos, batch = self.sa2(x, pos, batch)
-        x = self.global_mlp(torch.cat([x, pos], dim=1))
-        x = self.act(self.pool(x, batch, size))
-        return self.head(x)
-
-    def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}(num_classes={self.num_classes}, '
-                f'method={self.method.name}, ema={self.method.ema}, '
-                f'lsr={self.method.lsr})')
+        return self.global_mlp(torch.cat([x, pos], dim=1)), batch
