@@ -1,0 +1,110 @@
+r"""Collects training runs of ``examples/modelnet.py`` into one accuracy
+table (markdown + JSON), with each run's protocol and the command that
+reproduces it.
+
+    python benchmarks/accuracy_table.py runs/p512_* \
+        --out benchmarks/results/modelnet40_accuracy
+"""
+import argparse
+import json
+import os
+import shlex
+import sys
+from typing import Any, Dict, List
+
+PROTOCOL_KEYS = ['dataset', 'num_points', 'epochs', 'batch_size', 'lr',
+                 'weight_decay', 'augment', 'seed', 'teacher', 'kd_alpha',
+                 'kd_temp', 'init_from']
+
+
+def command(config: Dict[str, Any], out: str) -> str:
+    r"""The ``examples/modelnet.py`` command line that produced a run."""
+    args = ['python', 'examples/modelnet.py', '--model', config['model'],
+            '--method', config['method'], '--dataset', config['dataset']]
+    if config.get('root'):
+        args += ['--root', os.path.relpath(config['root'])]
+    for key in ['num_points', 'epochs', 'batch_size', 'lr', 'weight_decay',
+                'seed', 'teacher', 'kd_alpha', 'kd_temp', 'init_from']:
+        value = config.get(key)
+        if value is not None and not (key == 'weight_decay' and value == 0):
+            args += [f"--{key.replace('_', '-')}", str(value)]
+    if config.get('model_kwargs'):
+        args += ['--model-kwargs', json.dumps(config['model_kwargs'])]
+    if not config.get('augment', True):
+        args.append('--no-augment')
+    args += ['--out', out]
+    return ' '.join(shlex.quote(a) for a in args)
+
+
+def row(run_dir: str) -> Dict[str, Any]:
+    with open(os.path.join(run_dir, 'results.json')) as f:
+        results = json.load(f)
+    config = results['config']
+    history = results['history']
+    return {
+        'run': os.path.basename(os.path.normpath(run_dir)),
+        'model': config['model'],
+        'method': config['method'],
+        'model_kwargs': config.get('model_kwargs') or {},
+        'protocol': {k: config.get(k) for k in PROTOCOL_KEYS},
+        'epochs_done': results['epochs_done'],
+        'finished': results['finished'],
+        'best_overall_acc': results['best']['overall_acc'],
+        'best_mean_class_acc': results['best']['mean_class_acc'],
+        'best_epoch': results['best']['epoch'],
+        'last_overall_acc': results['last']['overall_acc'],
+        'last_mean_class_acc': results['last']['mean_class_acc'],
+        'seconds_per_epoch': results['train_time'] / max(len(history), 1),
+        'test_acc_per_epoch': [h['test_acc'] for h in history],
+        'command': command(config, run_dir),
+    }
+
+
+def markdown(rows: List[Dict[str, Any]]) -> str:
+    lines = [
+        '| run | model | method | epochs | points | best OA | best mAcc '
+        '| last OA | s/epoch |',
+        '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ]
+    for r in rows:
+        p = r['protocol']
+        epochs = f"{r['epochs_done']}/{p['epochs']}"
+        if not r['finished']:
+            epochs += ' (unfinished)'
+        extra = ''.join(f' {k}={v}' for k, v in r['model_kwargs'].items())
+        lines.append(
+            f"| {r['run']} | {r['model']} | {r['method']}{extra} | {epochs} "
+            f"| {p['num_points']} | {100 * r['best_overall_acc']:.2f} "
+            f"| {100 * r['best_mean_class_acc']:.2f} "
+            f"| {100 * r['last_overall_acc']:.2f} "
+            f"| {r['seconds_per_epoch']:.0f} |")
+    lines += ['', 'Commands:', '']
+    lines += [f"- `{r['run']}`: `{r['command']}`" for r in rows]
+    lines += ['', 'Test overall accuracy per epoch:', '']
+    lines += [f"- `{r['run']}`: " + ', '.join(
+        f'{100 * a:.1f}' for a in r['test_acc_per_epoch']) for r in rows]
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('runs', nargs='+', help='output folders of runs')
+    parser.add_argument('--out', required=True,
+                        help='path prefix of the .md and .json written')
+    args = parser.parse_args(argv)
+    missing = [r for r in args.runs
+               if not os.path.isfile(os.path.join(r, 'results.json'))]
+    if missing:
+        parser.error(f"no results.json in: {', '.join(missing)}")
+    rows = [row(r) for r in args.runs]
+    os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
+    with open(args.out + '.json', 'w') as f:
+        json.dump(rows, f, indent=1)
+    with open(args.out + '.md', 'w') as f:
+        f.write(markdown(rows))
+    sys.stdout.write(markdown(rows))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
