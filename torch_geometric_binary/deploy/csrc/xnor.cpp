@@ -20,7 +20,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cmath>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -73,9 +75,43 @@ static inline __m256i popcount_bytes(__m256i x) {
                          _mm256_shuffle_epi8(lut, hi));
 }
 
+// Few words per row (K <= 256, the layers next to the points): the R x W
+// broadcast input words stay in registers across the 4 channel vectors, and
+// each count is one vpsadbw of the summed byte counts.
+template <int R, int W>
+static inline void counts_fixed(const Gemm& g, int64_t m, int64_t blk,
+                                __m256i acc[R][4]) {
+  const __m256i* wb =
+      reinterpret_cast<const __m256i*>(g.wt + blk * W * kBlock);
+  const uint64_t* ar = g.a + m * W;
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i av[R][W];
+  for (int r = 0; r < R; ++r)
+    for (int k = 0; k < W; ++k)
+      av[r][k] = _mm256_set1_epi64x(static_cast<long long>(ar[r * W + k]));
+  for (int j = 0; j < 4; ++j) {
+    __m256i wv[W];
+    for (int k = 0; k < W; ++k) wv[k] = _mm256_loadu_si256(wb + 4 * k + j);
+    for (int r = 0; r < R; ++r) {
+      __m256i b = popcount_bytes(_mm256_xor_si256(av[r][0], wv[0]));
+      for (int k = 1; k < W; ++k)
+        b = _mm256_add_epi8(b,
+                            popcount_bytes(_mm256_xor_si256(av[r][k], wv[k])));
+      acc[r][j] = _mm256_sad_epu8(b, zero);
+    }
+  }
+}
+
 template <int R>
 static inline void counts(const Gemm& g, int64_t m, int64_t blk,
                           __m256i acc[R][4]) {
+  switch (g.W) {
+    case 1: return counts_fixed<R, 1>(g, m, blk, acc);
+    case 2: return counts_fixed<R, 2>(g, m, blk, acc);
+    case 3: return counts_fixed<R, 3>(g, m, blk, acc);
+    case 4: return counts_fixed<R, 4>(g, m, blk, acc);
+    default: break;
+  }
   const uint64_t* wb = g.wt + blk * g.W * kBlock;
   const uint64_t* ar = g.a + m * g.W;
   const __m256i zero = _mm256_setzero_si256();
@@ -479,6 +515,350 @@ static at::Tensor xnor_gemm_threshold(const at::Tensor& a, const at::Tensor& w,
   return out;
 }
 
+
+// ---------------------------------------------------------------------------
+// xnor_chain: consecutive binary layers in one call, optionally with a max
+// (OR) pooling of one layer's output bits over groups of rows.
+//
+// Layer l maps packed rows of K_l channels to N_l = K_{l+1} channels,
+// bit = [dot >= t] (thresholds with the flips already folded into the
+// weights). Layers 0 .. P (P = `pool`, or the last layer) run on blocks of
+// rows that stay in L1 between layers; the bits of layer P are OR-ed over
+// each group of rows [ptr[g], ptr[g + 1]), with the threshold row
+// `group_set[g]` of layer P (thresholds that depend on the group, e.g. on
+// its size). Layers after P run on the pooled rows. The last layer writes
+// bits (out_mode 0), int32 dots (1) or floats (2):
+//   y = clamp(fma(float(dot) * scale [+ bias], alpha, beta), lo, hi).
+
+namespace {
+
+constexpr int64_t kChainRows = 64;  // Rows per block of the fused layers.
+
+struct ChainLayer {
+  const uint64_t* wt = nullptr;  // [NB, W, kBlock] interleaved weights
+  int64_t K = 0, N = 0, W = 0, NB = 0, NW = 0, S = 0;
+  std::vector<int64_t> pcmax;    // [S, NB * kBlock]; -1 pads (bit 0)
+};
+
+struct FloatEpilogue {
+  const float* bias = nullptr;  // optional
+  const float* alpha = nullptr;
+  const float* beta = nullptr;
+  float scale = 1.f, lo = 0.f, hi = 0.f;
+};
+
+Gemm chain_gemm(const ChainLayer& l, const uint64_t* a, int64_t M,
+                const uint64_t* zeros, int64_t set) {
+  Gemm g{};
+  g.a = a;
+  g.wt = l.wt;
+  g.M = M;
+  g.N = l.N;
+  g.W = l.W;
+  g.K = l.K;
+  g.NB = l.NB;
+  g.NW = l.NW;
+  g.pcmax = l.pcmax.empty() ? nullptr
+                            : l.pcmax.data() + set * l.NB * kBlock;
+  g.flip = zeros;
+  return g;
+}
+
+void apply_float_epilogue(const int32_t* dot, int64_t rows, int64_t N,
+                          const FloatEpilogue& e, float* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t n = 0; n < N; ++n) {
+      // The same float operations as BiLinear (dot * scale + bias) and
+      // BatchNorm in inference mode (one fused multiply-add).
+      float x = static_cast<float>(dot[r * N + n]) * e.scale;
+      if (e.bias != nullptr) x = x + e.bias[n];
+      float y = std::fma(x, e.alpha[n], e.beta[n]);
+      y = y < e.lo ? e.lo : (y > e.hi ? e.hi : y);  // NaN stays NaN.
+      out[r * N + n] = y;
+    }
+  }
+}
+
+// Runs one layer on `rows` rows: bits into `bits`, or OR-pooled into
+// `oracc`, or dots into `dot`.
+void run_layer(const Gemm& g0, int64_t rows, uint64_t* bits, uint64_t* oracc,
+               int32_t* dot, bool parallel) {
+  Gemm g = g0;
+  g.M = rows;
+  if (dot != nullptr) {
+    g.dot = dot;
+    if (parallel) launch(g, impl().dots);
+    else impl().dots(g, 0, rows, 0, g.NB);
+    return;
+  }
+  g.bits = bits;
+  g.oracc = oracc;
+  if (parallel) launch(g, impl().bits);
+  else impl().bits(g, 0, rows, 0, g.NB);
+}
+
+}  // namespace
+
+static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
+                             at::IntArrayRef in_channels,
+                             at::IntArrayRef out_channels,
+                             at::TensorList thresholds, int64_t pool,
+                             const std::optional<at::Tensor>& ptr,
+                             const std::optional<at::Tensor>& group_set,
+                             int64_t out_mode,
+                             const std::optional<at::Tensor>& epilogue,
+                             double scale, double lo, double hi) {
+  const int64_t L = static_cast<int64_t>(weights.size());
+  TORCH_CHECK(L >= 1 && static_cast<int64_t>(in_channels.size()) == L &&
+                  static_cast<int64_t>(out_channels.size()) == L &&
+                  static_cast<int64_t>(thresholds.size()) == L,
+              "xnor_chain: expected as many weights, in_channels, "
+              "out_channels and thresholds as layers");
+  TORCH_CHECK(out_mode >= 0 && out_mode <= 2, "xnor_chain: out_mode must be "
+              "0 (bits), 1 (dots) or 2 (floats)");
+  TORCH_CHECK(pool >= -1 && pool < L, "xnor_chain: bad pool layer ", pool);
+  TORCH_CHECK(!(pool == L - 1 && out_mode != 0), "xnor_chain: a pooled last "
+              "layer outputs bits");
+  TORCH_CHECK(x.dim() == 2 && x.device().is_cpu(), "xnor_chain: expected a "
+              "2-D CPU input");
+  const bool float_in = x.is_floating_point();
+  TORCH_CHECK(!float_in || x.scalar_type() == at::kFloat,
+              "xnor_chain: float inputs must be float32");
+  TORCH_CHECK(float_in || x.scalar_type() == at::kLong,
+              "xnor_chain: expected packed int64 or float32 inputs");
+
+  std::vector<ChainLayer> layers(L);
+  std::vector<at::Tensor> keep;
+  int64_t max_nw = 1;
+  for (int64_t l = 0; l < L; ++l) {
+    ChainLayer& c = layers[l];
+    c.K = in_channels[l];
+    c.N = out_channels[l];
+    TORCH_CHECK(c.K >= 1 && c.K <= INT32_MAX && c.N >= 1,
+                "xnor_chain: bad channels of layer ", l);
+    TORCH_CHECK(l == 0 || c.K == layers[l - 1].N, "xnor_chain: layer ", l,
+                " takes ", c.K, " channels but layer ", l - 1, " gives ",
+                layers[l - 1].N);
+    c.W = (c.K + 63) / 64;
+    c.NB = (c.N + kBlock - 1) / kBlock;
+    c.NW = (c.N + 63) / 64;
+    max_nw = std::max(max_nw, c.NW);
+    const at::Tensor& w = weights[l];
+    TORCH_CHECK(w.scalar_type() == at::kLong && w.device().is_cpu() &&
+                    w.is_contiguous() && w.numel() == c.NB * c.W * kBlock,
+                "xnor_chain: weights of layer ", l, " must be a contiguous "
+                "int64 tensor of ", c.NB * c.W * kBlock, " interleaved words "
+                "(got ", w.sizes(), ")");
+    c.wt = reinterpret_cast<const uint64_t*>(w.data_ptr<int64_t>());
+    const bool dots = l == L - 1 && out_mode != 0;
+    if (dots) continue;
+    const at::Tensor& t = thresholds[l];
+    const bool table = l == pool;
+    TORCH_CHECK(!t.is_floating_point() && t.device().is_cpu() &&
+                    t.dim() == (table ? 2 : 1) && t.size(-1) == c.N,
+                "xnor_chain: thresholds of layer ", l, " must be an integer ",
+                table ? "[S, N]" : "[N]", " tensor with N = ", c.N, " (got ",
+                t.sizes(), ")");
+    const at::Tensor tl = t.to(at::kLong).contiguous();
+    keep.push_back(tl);
+    c.S = table ? tl.size(0) : 1;
+    TORCH_CHECK(c.S >= 1, "xnor_chain: no thresholds for layer ", l);
+    c.pcmax.assign(c.S * c.NB * kBlock, -1);
+    const int64_t* tp = tl.data_ptr<int64_t>();
+    for (int64_t s = 0; s < c.S; ++s)
+      for (int64_t n = 0; n < c.N; ++n) {
+        const int64_t tv = tp[s * c.N + n];
+        c.pcmax[s * c.NB * kBlock + n] =
+            tv > c.K ? -1 : std::min<int64_t>(c.K, (c.K - tv) / 2);
+      }
+  }
+  const ChainLayer& first = layers[0];
+  TORCH_CHECK(x.size(1) == (float_in ? first.K : first.W), "xnor_chain: "
+              "the input has ", x.size(1), float_in ? " channels" : " words",
+              " per row, the first layer takes ", first.K, " channels");
+  const at::Tensor xc = x.contiguous();
+  const int64_t M = xc.size(0);
+
+  FloatEpilogue epi;
+  at::Tensor epi_t;
+  const ChainLayer& last = layers[L - 1];
+  if (out_mode == 2) {
+    TORCH_CHECK(epilogue.has_value(), "xnor_chain: out_mode 2 needs the "
+                "epilogue");
+    epi_t = epilogue->contiguous();
+    TORCH_CHECK(epi_t.scalar_type() == at::kFloat && epi_t.dim() == 2 &&
+                    (epi_t.size(0) == 2 || epi_t.size(0) == 3) &&
+                    epi_t.size(1) == last.N,
+                "xnor_chain: the epilogue must be a float32 [2 or 3, ",
+                last.N, "] tensor ([bias,] alpha, beta)");
+    const float* ep = epi_t.data_ptr<float>();
+    const int64_t o = epi_t.size(0) == 3 ? 1 : 0;
+    epi.bias = o ? ep : nullptr;
+    epi.alpha = ep + o * last.N;
+    epi.beta = ep + (o + 1) * last.N;
+    epi.scale = static_cast<float>(scale);
+    epi.lo = static_cast<float>(lo);
+    epi.hi = static_cast<float>(hi);
+  }
+
+  // Groups.
+  int64_t G = 0;
+  std::vector<int64_t> offsets, sets;
+  if (pool >= 0) {
+    TORCH_CHECK(ptr.has_value() && group_set.has_value(), "xnor_chain: "
+                "pooling needs 'ptr' and 'group_set'");
+    const at::Tensor p = ptr->to(at::kLong).contiguous();
+    const at::Tensor gs = group_set->to(at::kLong).contiguous();
+    TORCH_CHECK(p.dim() == 1 && p.numel() >= 1 && gs.dim() == 1 &&
+                    gs.numel() == p.numel() - 1,
+                "xnor_chain: expected 'ptr' of shape [G + 1] and "
+                "'group_set' of shape [G]");
+    G = gs.numel();
+    offsets.assign(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + G + 1);
+    sets.assign(gs.data_ptr<int64_t>(), gs.data_ptr<int64_t>() + G);
+    TORCH_CHECK(offsets[0] == 0 && offsets[G] == M, "xnor_chain: 'ptr' must "
+                "run from 0 to the number of rows (", M, ")");
+    for (int64_t g = 0; g < G; ++g) {
+      TORCH_CHECK(offsets[g] <= offsets[g + 1], "xnor_chain: 'ptr' must be "
+                  "non-decreasing");
+      TORCH_CHECK(sets[g] >= 0 && sets[g] < layers[pool].S, "xnor_chain: "
+                  "group ", g, " selects threshold row ", sets[g], " of ",
+                  layers[pool].S);
+    }
+  }
+
+  // Row blocks of the fused part (within one group when pooling).
+  struct Block { int64_t r0, r1, group; };
+  std::vector<Block> blocks;
+  if (pool >= 0) {
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t r = offsets[g]; r < offsets[g + 1]; r += kChainRows)
+        blocks.push_back({r, std::min(offsets[g + 1], r + kChainRows), g});
+  } else {
+    for (int64_t r = 0; r < M; r += kChainRows)
+      blocks.push_back({r, std::min(M, r + kChainRows), 0});
+  }
+  const int64_t P = pool >= 0 ? pool : L - 1;
+  const int64_t rows_out = pool >= 0 ? G : M;
+
+  at::Tensor out;
+  if (out_mode == 0)
+    out = at::empty({rows_out, last.NW}, xc.options().dtype(at::kLong));
+  else if (out_mode == 1)
+    out = at::empty({rows_out, last.N}, xc.options().dtype(at::kInt));
+  else
+    out = at::empty({rows_out, last.N}, xc.options().dtype(at::kFloat));
+  if (rows_out == 0) return out;
+
+  const std::vector<uint64_t> zeros(max_nw, 0);
+  const int64_t PNW = layers[P].NW;
+  std::vector<uint64_t> partial(pool >= 0 ? blocks.size() * PNW : 0, 0);
+
+  // Work per block, in word pairs, sets the parallel grain.
+  int64_t block_work = 0;
+  for (int64_t l = 0; l <= P; ++l)
+    block_work += kChainRows * layers[l].NB * kBlock * layers[l].W;
+  const int64_t grain =
+      std::max<int64_t>(1, (int64_t(1) << 17) / std::max<int64_t>(1, block_work));
+
+  const void* xp = xc.data_ptr();
+  at::parallel_for(0, static_cast<int64_t>(blocks.size()), grain,
+                   [&](int64_t b0, int64_t b1) {
+    std::vector<uint64_t> buf_a(kChainRows * std::max(max_nw, first.W));
+    std::vector<uint64_t> buf_b(kChainRows * max_nw);
+    std::vector<int32_t> dots;
+    if (P == L - 1 && out_mode == 2) dots.resize(kChainRows * last.N);
+    for (int64_t bi = b0; bi < b1; ++bi) {
+      const Block& blk = blocks[bi];
+      const int64_t rows = blk.r1 - blk.r0;
+      const uint64_t* in;
+      if (float_in) {
+        const float* xf = static_cast<const float*>(xp) + blk.r0 * first.K;
+#if TGB_X86
+        if (cpu_supports("avx2"))
+          avx2::pack_rows_f32(xf, first.K, first.W, buf_a.data(), 0, rows);
+        else
+#endif
+          pack_rows<float>(xf, first.K, first.W, buf_a.data(), 0, rows);
+        in = buf_a.data();
+      } else {
+        in = static_cast<const uint64_t*>(xp) + blk.r0 * first.W;
+      }
+      for (int64_t l = 0; l <= P; ++l) {
+        const ChainLayer& c = layers[l];
+        const bool pooled = l == pool;
+        const Gemm g = chain_gemm(c, in, rows, zeros.data(),
+                                  pooled ? sets[blk.group] : 0);
+        if (pooled) {
+          run_layer(g, rows, nullptr, partial.data() + bi * PNW, nullptr,
+                    false);
+        } else if (l == L - 1 && out_mode == 1) {
+          run_layer(g, rows, nullptr, nullptr,
+                    out.data_ptr<int32_t>() + blk.r0 * c.N, false);
+        } else if (l == L - 1 && out_mode == 2) {
+          run_layer(g, rows, nullptr, nullptr, dots.data(), false);
+          apply_float_epilogue(dots.data(), rows, c.N, epi,
+                               out.data_ptr<float>() + blk.r0 * c.N);
+        } else if (l == L - 1) {
+          run_layer(g, rows,
+                    reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>()) +
+                        blk.r0 * c.NW,
+                    nullptr, nullptr, false);
+        } else {
+          uint64_t* dst = in == buf_a.data() ? buf_b.data() : buf_a.data();
+          run_layer(g, rows, dst, nullptr, nullptr, false);
+          in = dst;
+        }
+      }
+    }
+  });
+  if (pool < 0) return out;
+
+  // OR the blocks of each group; an empty group pools to 0, whose sign is
+  // +1: all (valid) bits set.
+  const ChainLayer& pl = layers[P];
+  std::vector<uint64_t> pooled(G * PNW, 0);
+  std::vector<uint64_t> valid(PNW, ~uint64_t(0));
+  if (pl.N % 64) valid[PNW - 1] = (uint64_t(1) << (pl.N % 64)) - 1;
+  std::vector<bool> seen(G, false);
+  for (size_t bi = 0; bi < blocks.size(); ++bi) {
+    const int64_t g = blocks[bi].group;
+    seen[g] = true;
+    for (int64_t w = 0; w < PNW; ++w)
+      pooled[g * PNW + w] |= partial[bi * PNW + w];
+  }
+  for (int64_t g = 0; g < G; ++g)
+    if (!seen[g])
+      for (int64_t w = 0; w < PNW; ++w) pooled[g * PNW + w] = valid[w];
+  if (P == L - 1) {
+    std::memcpy(out.data_ptr<int64_t>(), pooled.data(),
+                G * PNW * sizeof(uint64_t));
+    return out;
+  }
+
+  // The layers after the pooling, on G rows.
+  std::vector<uint64_t> cur = std::move(pooled), nxt;
+  for (int64_t l = P + 1; l < L; ++l) {
+    const ChainLayer& c = layers[l];
+    const Gemm g = chain_gemm(c, cur.data(), G, zeros.data(), 0);
+    if (l == L - 1 && out_mode == 1) {
+      run_layer(g, G, nullptr, nullptr, out.data_ptr<int32_t>(), true);
+    } else if (l == L - 1 && out_mode == 2) {
+      std::vector<int32_t> d(G * c.N);
+      run_layer(g, G, nullptr, nullptr, d.data(), true);
+      apply_float_epilogue(d.data(), G, c.N, epi, out.data_ptr<float>());
+    } else if (l == L - 1) {
+      run_layer(g, G, reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>()),
+                nullptr, nullptr, true);
+    } else {
+      nxt.assign(G * c.NW, 0);
+      run_layer(g, G, nxt.data(), nullptr, nullptr, true);
+      std::swap(cur, nxt);
+    }
+  }
+  return out;
+}
+
 }  // namespace tgb
 
 TORCH_LIBRARY(torch_geometric_binary, m) {
@@ -486,6 +866,10 @@ TORCH_LIBRARY(torch_geometric_binary, m) {
   m.def("xnor_gemm(Tensor a, Tensor w, int K) -> Tensor");
   m.def("xnor_gemm_threshold(Tensor a, Tensor w, int K, Tensor threshold, "
         "Tensor flip) -> Tensor");
+  m.def("xnor_chain(Tensor x, Tensor[] weights, int[] in_channels, "
+        "int[] out_channels, Tensor[] thresholds, int pool, Tensor? ptr, "
+        "Tensor? group_set, int out_mode, Tensor? epilogue, float scale, "
+        "float lo, float hi) -> Tensor");
   m.def("xnor_isa() -> str", &tgb::isa);
   m.def("xnor_supported_isas() -> str[]", &tgb::supported_isas);
   m.def("xnor_set_isa(str name) -> str", &tgb::set_isa);
@@ -494,6 +878,7 @@ TORCH_LIBRARY(torch_geometric_binary, m) {
 TORCH_LIBRARY_IMPL(torch_geometric_binary, CPU, m) {
   m.impl("pack_bits", &tgb::pack_bits);
   m.impl("xnor_gemm", &tgb::xnor_gemm);
+  m.impl("xnor_chain", &tgb::xnor_chain);
   m.impl("xnor_gemm_threshold", &tgb::xnor_gemm_threshold);
 }
 

@@ -25,6 +25,9 @@ struct Gemm {
   const uint64_t* flip;   // [NW] bits to invert, 0 in the padding
   uint64_t* bits;         // [M, NW] output of xnor_gemm_threshold
   int64_t NW;
+  // If set, the threshold kernels OR every row's output word into
+  // oracc[NW] instead of writing bits (a max pooling over the rows).
+  uint64_t* oracc;
 };
 
 // Runs rows [m0, m1) and weight blocks [b0, b1) (b0 a multiple of 4).
