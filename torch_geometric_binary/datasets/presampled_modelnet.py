@@ -62,26 +62,7 @@ def _read_lines(path: str) -> List[str]:
         return [line.strip() for line in f if line.strip()]
 
 
-_NPY_HEADER = re.compile(
-    r"\{'descr': '([<|]f[48])', 'fortran_order': False, "
-    r"'shape': \((\d+), (\d+)\), \}")
-
-
 def _load_npy(path: str) -> np.ndarray:
-    r"""Loads a 2D :obj:`.npy` array. Fast path for the common C-ordered
-    float case (avoids :meth:`np.load`'s :obj:`ast` header parsing), falls
-    back to :meth:`numpy.load` for anything else."""
-    with open(path, 'rb') as f:
-        buf = f.read()
-    if buf[:8] == b'\x93NUMPY\x01\x00':
-        hlen = int.from_bytes(buf[8:10], 'little')
-        m = _NPY_HEADER.match(buf[10:10 + hlen].decode('latin1'))
-        if m is not None:
-            dtype = np.dtype(m.group(1))
-            rows, cols = int(m.group(2)), int(m.group(3))
-            if len(buf) - 10 - hlen == rows * cols * dtype.itemsize:
-                return np.frombuffer(buf, dtype=dtype, offset=10 + hlen,
-                                     count=rows * cols).reshape(rows, cols)
     return np.load(path, allow_pickle=False)
 
 
