@@ -1,6 +1,8 @@
-r"""Bit-packed inference for trained binary layers: XNOR-popcount kernels
-(C++ with a pure-PyTorch fallback) and packed layers whose batch
-normalization is folded into integer thresholds."""
+r"""Bit-packed inference for trained binary layers and models: XNOR-popcount
+kernels (C++ with a pure-PyTorch fallback), packed layers whose batch
+normalization is folded into integer thresholds, :func:`pack` for whole
+binary models (PointNet, PointNet++, DGCNN), and :func:`save` /
+:func:`load` of packed models."""
 from .kernels import (
     backend,
     cpp_available,
@@ -16,6 +18,14 @@ from .kernels import (
 from .fold import (INT32_MAX, INT32_MIN, BinaryEpilogue, fold_epilogue,
                    fold_threshold)
 from .linear import PackedBiLinear
+from .epilogue import AffineEpilogue, fma32
+from .chain import BinaryChain, PoolTable, pooled_floats
+from .modules import (FrozenBatchNorm, PackedGlobalPool, PackedLinear,
+                      PackedMLP)
+from .models import (PackedDGCNN, PackedEdgeConv, PackedPointConv,
+                     PackedPointNet, PackedPointNet2, PackedSetAbstraction,
+                     PackedTNet, cat_bits, pack)
+from .io import file_size, load, num_bytes, save
 
 __all__ = [
     'backend',
@@ -34,4 +44,26 @@ __all__ = [
     'INT32_MIN',
     'INT32_MAX',
     'PackedBiLinear',
+    'AffineEpilogue',
+    'fma32',
+    'BinaryChain',
+    'PoolTable',
+    'pooled_floats',
+    'cat_bits',
+    'PackedLinear',
+    'FrozenBatchNorm',
+    'PackedMLP',
+    'PackedGlobalPool',
+    'PackedTNet',
+    'PackedPointNet',
+    'PackedSetAbstraction',
+    'PackedPointConv',
+    'PackedPointNet2',
+    'PackedEdgeConv',
+    'PackedDGCNN',
+    'pack',
+    'save',
+    'load',
+    'num_bytes',
+    'file_size',
 ]

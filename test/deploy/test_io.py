@@ -1,0 +1,120 @@
+r"""save / load of packed models, and their storage."""
+import io
+import pickle
+import zipfile
+
+import pytest
+import torch
+
+from torch_geometric_binary.deploy import (file_size, load, num_bytes, pack,
+                                           save)
+from torch_geometric_binary.nn import BiMLP
+from torch_geometric_binary.nn.models import DGCNN, PointNet, PointNet2
+
+from .test_pack_models import batch_of, cached
+
+MODELS = [
+    (PointNet, {}),
+    (PointNet, {'input_transform': True, 'feature_transform': True}),
+    (PointNet2, {}),
+    (DGCNN, {'k': 12}),
+]
+IDS = ['pointnet', 'pointnet_tnets', 'pointnet2', 'dgcnn']
+
+
+CASES = [(cls, kwargs, (torch.float32, torch.float32))
+         for cls, kwargs in MODELS] + [
+    (PointNet, {}, (torch.float16, torch.float32)),
+    (PointNet, {}, (torch.float16, torch.float16)),
+]
+
+
+@pytest.mark.parametrize('cls,kwargs,dtypes', CASES,
+                         ids=IDS + ['pointnet_fp16', 'pointnet_fp16_all'])
+def test_round_trip_gives_identical_outputs(tmp_path, cls, kwargs, dtypes):
+    model, packed = cached(cls, adversarial=True, **kwargs)
+    if dtypes != (torch.float32, torch.float32):
+        packed = pack(model, fp_dtype=dtypes[0], epilogue_dtype=dtypes[1])
+    path = tmp_path / 'model.tgb'
+    written = save(packed, path)
+    assert written == file_size(path) == path.stat().st_size
+    loaded = load(path)
+    assert type(loaded) is type(packed)
+    assert not loaded.training
+    for sizes in ([37], [101, 37, 5]):
+        pos, batch = batch_of(sizes, seed=len(sizes))
+        out = packed(pos, batch)
+        assert torch.equal(loaded(pos, batch), out)
+        assert torch.equal(loaded.forward_layers(pos, batch),
+                           packed.forward_layers(pos, batch))
+    # Saving the loaded model stores the same content.
+    payloads = []
+    for m in (packed, loaded):
+        buf = io.BytesIO()
+        save(m, buf)
+        buf.seek(0)
+        payloads.append(torch.load(buf, weights_only=True))
+    for key in ('meta', 'blob'):
+        assert torch.equal(payloads[0][key], payloads[1][key])
+    assert num_bytes(loaded) == num_bytes(packed)
+
+
+def test_storage_is_small():
+    model, packed = cached(PointNet)
+    fp32 = PointNet(5, method='fp')
+    bits = num_bytes(packed, by_kind=True)
+    # 1 bit per binary weight: mlp1.lins.1, mlp2, head.lins.0-1.
+    n_binary = 64 * 64 + 64 * 64 + 64 * 128 + 128 * 1024 + 1024 * 512 + \
+        512 * 256
+    assert bits['binary_weights'] == n_binary // 8
+    assert sum(bits.values()) == num_bytes(packed)
+    assert file_size(packed) < num_bytes(packed) + 4096  # Container.
+    assert file_size(fp32) / file_size(packed) > 20
+    p16 = pack(model, fp_dtype=torch.float16)
+    assert file_size(fp32) / file_size(p16) > file_size(fp32) / \
+        file_size(packed)
+
+
+def test_file_is_plain_tensors(tmp_path):
+    _, packed = cached(PointNet)
+    path = tmp_path / 'm.tgb'
+    save(packed, path)
+    payload = torch.load(path, weights_only=True)
+    assert set(payload) == {'format', 'version', 'meta', 'blob'}
+    assert payload['format'] == 'torch_geometric_binary.packed'
+    assert payload['blob'].dtype == torch.uint8
+    # No pickled classes or functions: only the standard tensor plumbing.
+    with zipfile.ZipFile(path) as z:
+        pkl = [n for n in z.namelist() if n.endswith('data.pkl')][0]
+        raw = z.read(pkl)
+    assert b'torch_geometric_binary.deploy' not in raw
+    assert pickle.loads.__name__  # (the loader is torch.load above)
+
+
+def test_bad_files(tmp_path):
+    path = tmp_path / 'x.pt'
+    torch.save({'a': torch.zeros(2)}, path)
+    with pytest.raises(ValueError, match='not a packed'):
+        load(path)
+    _, packed = cached(PointNet)
+    buf = io.BytesIO()
+    save(packed, buf)
+    buf.seek(0)
+    payload = torch.load(buf, weights_only=True)
+    payload['version'] = 999
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match='version'):
+        load(path)
+
+
+def test_save_single_mlp_and_unknown_module():
+    mlp = BiMLP([13, 70, 9], last_fp=True).eval()
+    packed = pack(mlp)
+    buf = io.BytesIO()
+    save(packed, buf)
+    buf.seek(0)
+    loaded = load(buf)
+    x = torch.randn(20, 13)
+    assert torch.equal(loaded(x), packed(x))
+    with pytest.raises(TypeError, match='Linear'):
+        save(torch.nn.Linear(3, 4), io.BytesIO())

@@ -1,0 +1,218 @@
+r"""BinaryChain (fused binary layers with OR pooling), AffineEpilogue and
+the helpers behind pack(), on odd channel counts and group sizes."""
+from fractions import Fraction
+
+import pytest
+import torch
+
+from torch_geometric_binary.deploy import (AffineEpilogue, BinaryChain,
+                                           BinaryEpilogue, PackedBiLinear,
+                                           cat_bits, fma32, pack_bits,
+                                           pooled_floats)
+from torch_geometric_binary.deploy.chain import NonFiniteInput
+from torch_geometric_binary.nn import BiLinear, global_ema_max_pool
+from torch_geometric_binary.nn.aggr import ema_max
+
+from .conftest import need_cpp
+
+
+def make_stack(widths, seed=0, act=torch.nn.Hardtanh()):
+    r"""Trained-looking binary layers (random scales, biases on the last,
+    adversarial batch norms with negative and zero gammas) with their
+    reference float function."""
+    g = torch.Generator().manual_seed(seed)
+    lins, norms = [], []
+    for i, (K, N) in enumerate(zip(widths[:-1], widths[1:])):
+        lin = BiLinear(K, N).eval()
+        with torch.no_grad():
+            lin.scale.fill_(float(torch.rand((), generator=g)) + 0.2)
+        lin.scale_initialized = True
+        bn = torch.nn.BatchNorm1d(N).eval()
+        with torch.no_grad():
+            bn.running_mean.normal_(0, K ** 0.5 * 0.3, generator=g)
+            bn.running_var.uniform_(0.3, K, generator=g)
+            bn.weight.normal_(0, 1, generator=g)
+            bn.weight[::7] = -bn.weight[::7].abs()
+            bn.weight[3::11] = 0.0
+            bn.bias.normal_(0, 1, generator=g)
+        lins.append(lin)
+        norms.append(bn)
+    return lins, norms, act
+
+
+def pack_stack(lins, norms, act, last_output='float', last_act=True):
+    layers = []
+    for i, (lin, bn) in enumerate(zip(lins, norms)):
+        last = i == len(lins) - 1
+        a = act if (not last or last_act) else None
+        layer = PackedBiLinear.from_bilinear(lin, bn, a,
+                                             'float' if last else 'bits')
+        if last:
+            aff = AffineEpilogue.from_epilogue(layer.epilogue,
+                                               lin.in_channels)
+            assert aff is not None
+            layer.epilogue = aff
+            layer.output = last_output
+        layers.append(layer)
+    return layers
+
+
+def reference(lins, norms, act, x, last_act=True):
+    with torch.no_grad():
+        for i, (lin, bn) in enumerate(zip(lins, norms)):
+            x = bn(lin(x))
+            if i < len(lins) - 1 or last_act:
+                x = act(x)
+    return x
+
+
+WIDTHS = [[37, 70, 33], [64, 65, 129, 300], [130, 64, 7]]
+
+
+@pytest.mark.parametrize('widths', WIDTHS)
+def test_chain_outputs(kernel_backend, widths):
+    lins, norms, act = make_stack(widths)
+    layers = pack_stack(lins, norms, act)
+    x = torch.randn(101, widths[0])
+    expected = reference(lins, norms, act, x)
+    chain = BinaryChain(layers, 'float')
+    assert torch.equal(chain(x, backend=kernel_backend), expected)
+    assert torch.equal(chain(pack_bits(x), backend=kernel_backend),
+                       expected)
+    bits = BinaryChain(layers[:-1], 'bits')(x, backend=kernel_backend)
+    mid = reference(lins[:-1], norms[:-1], act, x)
+    assert torch.equal(bits, pack_bits(mid))
+    dots = BinaryChain(layers, 'dots')(x, backend=kernel_backend)
+    assert dots.dtype == torch.int32
+    assert torch.equal(layers[-1].epilogue(dots), expected)
+    # A full-precision classifier after it.
+    w, b = torch.randn(5, widths[-1]), torch.randn(5)
+    out = chain(x, backend=kernel_backend, final=(w, b))
+    assert torch.allclose(out, expected @ w.t() + b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('widths', WIDTHS)
+@pytest.mark.parametrize('ema', [True, False])
+def test_chain_pooling(kernel_backend, widths, ema):
+    r"""OR pooling of bits with group-size thresholds equals the sign of
+    act(max - delta(n)) of the float model, for groups of mixed sizes
+    (large groups take the row-sliced kernel)."""
+    lins, norms, act = make_stack(widths, seed=1)
+    layers = pack_stack(lins, norms, act, last_output='float',
+                        last_act=False)
+    post_lins, post_norms, _ = make_stack([widths[-1], 67, 9], seed=2)
+    post = pack_stack(post_lins, post_norms, act)
+    for sizes in ([37], [101, 37, 5, 1], [300, 129, 256, 600], [2, 0, 3],
+                  [300, 0, 600]):
+        counts = torch.tensor(sizes)
+        batch = torch.repeat_interleave(torch.arange(len(sizes)), counts)
+        x = torch.randn(int(counts.sum()), widths[0])
+        y = reference(lins, norms, act, x, last_act=False)
+        if ema:
+            pooled = ema_max(y, batch, None, len(sizes))
+        else:
+            pooled = torch.zeros(len(sizes), y.size(1)).scatter_reduce(
+                0, batch[:, None].expand_as(y), y, 'amax',
+                include_self=False)
+        pooled = act(pooled)
+        chain = BinaryChain(layers, 'bits', pool=len(layers) - 1,
+                            pool_ema=ema, pool_act=act)
+        got = chain(x, counts, backend=kernel_backend)
+        assert torch.equal(got, pack_bits(pooled)), sizes
+        full = BinaryChain(layers + post, 'float', pool=len(layers) - 1,
+                           pool_ema=ema, pool_act=act)
+        expected = reference(post_lins, post_norms, act, pooled)
+        assert torch.equal(full(x, counts, backend=kernel_backend),
+                           expected)
+        # The float pooling from dot products (DGCNN's first layer).
+        dots = BinaryChain(layers, 'dots')(x, backend=kernel_backend)
+        if ema:
+            pf = pooled_floats(layers[-1], dots, batch, len(sizes), True)
+            assert torch.equal(pf, ema_max(y, batch, None, len(sizes)))
+
+
+def test_row_sliced_and_other_kernels_agree():
+    need_cpp()
+    lins, norms, act = make_stack([3, 64, 64, 128, 300], seed=3)
+    layers = pack_stack(lins, norms, act, last_output='float',
+                        last_act=False)
+    chain = BinaryChain(layers[1:], 'bits', pool=len(layers) - 2,
+                        pool_ema=True, pool_act=act)
+    x = torch.randn(1500, 64)
+    counts = torch.tensor([1024, 476])
+    a = chain(x, counts)  # Large groups: row-sliced.
+    b = chain(x, counts, backend='torch')
+    assert torch.equal(a, b)
+    small = torch.tensor([100] * 15)  # Small groups: row-major kernels.
+    assert torch.equal(chain(x, small), chain(x, small, backend='torch'))
+
+
+def test_input_thresholds_and_non_finite(kernel_backend):
+    lins, norms, act = make_stack([20, 70], seed=4)
+    layers = pack_stack(lins, norms, act)
+    chain = BinaryChain(layers, 'float')
+    x = torch.randn(50, 20)
+    s = torch.where(torch.rand(20) < 0.5, -1.0, 1.0)
+    u = torch.randn(20)
+    thr = torch.stack([s, u])
+    bits = (x * s >= u).float() * 2 - 1
+    assert torch.equal(chain(x, in_threshold=thr, backend=kernel_backend),
+                       chain(bits, backend=kernel_backend))
+    x[7, 3] = float('nan')
+    with pytest.raises(NonFiniteInput):
+        chain(x, in_threshold=thr, backend=kernel_backend)
+
+
+def test_fma32_is_correctly_rounded():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, generator=g) * 10 ** torch.randint(
+        -5, 5, (2000, ), generator=g).float()
+    a = torch.randn(2000, generator=g)
+    b = -x * a + torch.randn(2000, generator=g) * 1e-6  # Cancellations.
+    out = fma32(x, a, b)
+    for i in range(0, 2000, 7):
+        exact = Fraction(float(x[i])) * Fraction(float(a[i])) + \
+            Fraction(float(b[i]))
+        # The float32 nearest to the exact value (ties to even).
+        f = torch.tensor(float(exact), dtype=torch.float64).float()
+        lo = torch.nextafter(f, torch.tensor(-float('inf')))
+        hi = torch.nextafter(f, torch.tensor(float('inf')))
+        cands = [(abs(Fraction(float(c)) - exact),
+                  int(c.view(torch.int32)) & 1, c.item())
+                 for c in (lo, f, hi)]
+        best = min(cands)[2]  # Nearest, ties to the even significand.
+        assert out[i].item() == best
+
+
+def test_affine_epilogue_verification():
+    lin = BiLinear(9, 5).eval()
+    lin.scale_initialized = True
+    bn = torch.nn.BatchNorm1d(5).eval()
+    with torch.no_grad():
+        bn.running_mean.normal_()
+        bn.weight.normal_()
+    ep = BinaryEpilogue(lin, bn, torch.nn.Hardtanh())
+    aff = AffineEpilogue.from_epilogue(ep, 9)
+    assert aff is not None
+    d = torch.arange(-9, 10, 2)[:, None].expand(-1, 5).float()
+    assert torch.equal(aff(d), ep(d))
+    assert aff.to_dtype(torch.float16).alpha.dtype == torch.float16
+    # Not a clamp: the full epilogue stays.
+    ep = BinaryEpilogue(lin, bn, torch.nn.Tanh())
+    assert AffineEpilogue.from_epilogue(ep, 9) is None
+
+
+def test_cat_bits():
+    a, b = torch.randn(6, 64), torch.randn(6, 3)
+    c, d = torch.randn(6, 37), torch.randn(6, 70)
+    for x, y in ((a, b), (c, d), (b, c)):
+        got = cat_bits([(pack_bits(x), x.size(1)), (pack_bits(y), y.size(1))])
+        assert torch.equal(got, pack_bits(torch.cat([x, y], 1)))
+
+
+def test_global_pool_reference_helper():
+    # The pooling the tests compare with is the model's.
+    y = torch.randn(10, 4)
+    batch = torch.tensor([0] * 3 + [1] * 7)
+    assert torch.equal(global_ema_max_pool(y, batch, 2),
+                       ema_max(y, batch, None, 2))

@@ -1,0 +1,322 @@
+r"""pack(): packed PointNet / PointNet++ / DGCNN give the binary model's
+predictions (eval mode) on odd point counts and mixed cloud sizes."""
+import copy
+
+import pytest
+import torch
+
+from torch_geometric_binary.deploy import (PackedDGCNN, PackedMLP,
+                                           PackedPointNet, PackedPointNet2,
+                                           pack)
+from torch_geometric_binary.nn import BiMLP
+from torch_geometric_binary.nn.methods import BinaryMethod
+from torch_geometric_binary.nn.models import DGCNN, PointNet, PointNet2
+
+from .conftest import need_cpp
+
+
+def batch_of(sizes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pos = torch.randn(sum(sizes), 3, generator=g)
+    batch = torch.repeat_interleave(torch.arange(len(sizes)),
+                                    torch.tensor(sizes))
+    return pos, batch
+
+
+def randomize_norms(model: torch.nn.Module, seed: int = 0):
+    r"""Adversarial inference statistics: random (also negative and zero)
+    gammas, shifted means, spread variances; random LSR scales."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                n = m.num_features
+                m.running_mean.add_(torch.randn(n, generator=g) * 0.3)
+                m.running_var.mul_(torch.rand(n, generator=g) + 0.5)
+                m.weight.mul_(torch.randn(n, generator=g).sign())
+                m.weight[torch.rand(n, generator=g) < 0.02] = 0
+                m.bias.add_(torch.randn(n, generator=g) * 0.2)
+            if getattr(m, 'scale', None) is not None and \
+                    isinstance(m.scale, torch.nn.Parameter):
+                m.scale.mul_(torch.rand((), generator=g) + 0.5)
+
+
+_CACHE = {}
+
+
+def cached(cls, adversarial: bool = False, **kwargs):
+    r"""(model, packed) for :func:`make_model`, built once per session
+    (tests must not modify them)."""
+    key = (cls, adversarial, tuple(sorted(kwargs.items())))
+    if key not in _CACHE:
+        if adversarial:  # The trained model with randomized statistics.
+            model = copy.deepcopy(cached(cls, False, **kwargs)[0])
+            randomize_norms(model)
+        else:
+            model = make_model(cls, **kwargs)
+        _CACHE[key] = (model, pack(model))
+    return _CACHE[key]
+
+
+def make_model(cls, steps: int = 2, adversarial: bool = False,
+               method='bipointnet', **kwargs):
+    r"""A small binary model trained for a few steps (BN statistics and LSR
+    scales from data), in evaluation mode."""
+    torch.manual_seed(0)
+    model = cls(5, method=method, **kwargs)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for step in range(steps):
+        pos, batch = batch_of([24, 35, 17], seed=10 + step)
+        y = torch.randint(0, 5, (3, ))
+        loss = torch.nn.functional.cross_entropy(model(pos, batch), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    if adversarial:
+        randomize_norms(model)
+    return model
+
+
+def assert_same_predictions(ref, out):
+    r"""Same argmax everywhere, logits equal up to float rounding."""
+    assert out.shape == ref.shape
+    assert torch.equal(out.argmax(-1), ref.argmax(-1))
+    scale = ref.abs().max().clamp(min=1.0)
+    assert (out - ref).abs().max() <= 1e-4 * scale
+
+
+MODELS = [
+    (PointNet, {}),
+    (PointNet, {'input_transform': True, 'feature_transform': True}),
+    (PointNet2, {}),
+    (DGCNN, {'k': 12}),
+]
+IDS = ['pointnet', 'pointnet_tnets', 'pointnet2', 'dgcnn']
+# Odd sizes (37, 101) and mixed sizes in one batch; a batch with large
+# clouds takes the row-sliced PointNet kernel (>= 128 points per cloud).
+SIZES = [[37], [101, 37, 5], [300, 517]]
+
+
+@pytest.mark.parametrize('cls,kwargs', MODELS, ids=IDS)
+@pytest.mark.parametrize('adversarial', [False, True])
+def test_packed_model_matches_binary_model(kernel_backend, monkeypatch, cls,
+                                           kwargs, adversarial):
+    monkeypatch.setenv('TORCH_GEOMETRIC_BINARY_KERNELS', kernel_backend)
+    model, packed = cached(cls, adversarial, **kwargs)
+    assert not any(p.requires_grad for p in packed.parameters())
+    slow = kernel_backend == 'torch' and (cls is not PointNet or kwargs)
+    for i, sizes in enumerate(SIZES):
+        if cls is not PointNet and sizes == [300, 517]:
+            sizes = [130, 77]  # Keep the neighbour searches quick.
+        if slow and i == 0:
+            continue
+        pos, batch = batch_of(sizes, seed=i)
+        with torch.no_grad():
+            ref = model(pos, batch)
+        out = packed(pos, batch)
+        assert_same_predictions(ref, out)
+        # The module-by-module path agrees too.
+        if kernel_backend == 'cpp':
+            assert_same_predictions(ref, packed.forward_layers(pos, batch))
+    # One cloud without a batch vector.
+    pos, _ = batch_of([101], seed=7)
+    with torch.no_grad():
+        ref = model(pos)
+    assert_same_predictions(ref, packed(pos))
+
+
+def test_pointnet_logits_are_bit_identical():
+    # With float32 storage, every float operation of the packed PointNet's
+    # module path is the trained model's own (thresholds verified exactly);
+    # the fused path computes the classifier inside the chain (float64
+    # accumulation), with every binary feature identical.
+    model, packed = cached(PointNet, True)
+    for sizes in SIZES:
+        pos, batch = batch_of(sizes, seed=3)
+        with torch.no_grad():
+            ref = model(pos, batch)
+        assert torch.equal(packed.forward_layers(pos, batch), ref)
+        out = packed(pos, batch)
+        assert (out - ref).abs().max() <= 1e-6 * ref.abs().max()
+
+
+def test_unsorted_batch_and_extra_features():
+    model = make_model(PointNet, in_channels=2, steps=0, adversarial=True)
+    packed = pack(model)
+    pos, batch = batch_of([40, 61, 150], seed=5)
+    x = torch.randn(pos.size(0), 2)
+    perm = torch.randperm(pos.size(0))
+    with torch.no_grad():
+        ref = model(pos[perm], batch[perm], x[perm])
+    assert_same_predictions(ref, packed(pos[perm], batch[perm], x[perm]))
+    with pytest.raises(ValueError, match='point features'):
+        packed(pos, batch)
+
+
+def test_layer_by_layer():
+    r"""The packed modules mirror the trained ones: each PackedMLP gives
+    what its BiMLP gives (floats, or the same signs as packed bits where
+    the next layer is binary)."""
+    from torch_geometric_binary.deploy import pack_bits
+    model, packed = cached(PointNet, True)
+    pos, batch = batch_of([101, 37], seed=1)
+    with torch.no_grad():
+        h1 = model.mlp1(pos)
+        bits = packed.mlp1(pos)  # Only mlp2 (binary) reads it: bits.
+        assert torch.equal(bits, pack_bits(h1))
+        h2 = model.mlp2(h1)
+        assert torch.equal(packed.mlp2(bits), h2)
+        assert torch.equal(packed.mlp2(h1), h2)
+        g = model.act(model.pool(h2, batch, 2))
+        assert torch.equal(packed.act(packed.pool(h2, batch, 2)), g)
+        assert torch.equal(packed.head(g), model.head(g))
+    # One module per trained module.
+    children = {n for n, _ in model.named_children()}
+    assert {n for n, _ in packed.named_children()} == children | {'pool'}
+    for name in ('mlp1', 'mlp2', 'head'):
+        assert len(getattr(packed, name).lins) == \
+            len(getattr(model, name).lins)
+
+
+def test_pointnet_full_size_clouds_agree_across_backends(monkeypatch):
+    need_cpp()
+    model, packed = cached(PointNet, True)
+    pos, batch = batch_of([1024, 1024, 999], seed=2)
+    with torch.no_grad():
+        ref = model(pos, batch)
+    out = packed(pos, batch)
+    assert_same_predictions(ref, out)
+    monkeypatch.setenv('TORCH_GEOMETRIC_BINARY_KERNELS', 'torch')
+    assert torch.equal(packed(pos, batch), ref)  # F.linear classifier.
+
+
+@pytest.mark.parametrize('cls,kwargs', MODELS, ids=IDS)
+def test_float16_first_and_last_layers(cls, kwargs):
+    from torch_geometric_binary.deploy import num_bytes
+    model, p32 = cached(cls, **kwargs)
+    p16 = pack(model, fp_dtype=torch.float16)
+    assert num_bytes(p16) < num_bytes(p32)
+    if kwargs:  # float16 T-Net transforms move the signs after them.
+        return
+    pos, batch = batch_of([101, 37], seed=4)
+    with torch.no_grad():
+        ref = model(pos, batch)
+    out = p16(pos, batch)
+    # Approximate (float16 weights), but close.
+    assert (out - ref).abs().max() <= 0.05 * ref.abs().max().clamp(min=1)
+
+
+def test_odd_width_mlp_with_pooling(kernel_backend, monkeypatch):
+    r"""Channel counts that are not multiples of 64 (the models' widths are
+    fixed): a BiMLP, an EMA max pooling and a binary head, as chains."""
+    from torch_geometric_binary.deploy.models import Segment
+    from torch_geometric_binary.nn import global_ema_max_pool
+    monkeypatch.setenv('TORCH_GEOMETRIC_BINARY_KERNELS', kernel_backend)
+    torch.manual_seed(3)
+    mlp = BiMLP([3, 37, 70, 131], first_fp=True, norm_last=True)
+    head = BiMLP([131, 65, 9], last_fp=True)
+    act = torch.nn.Hardtanh()
+    for m in (mlp, head):
+        m.train()
+        m(torch.randn(300, m.in_channels))
+        m.eval()
+        randomize_norms(m, seed=1)
+    pm, ph = pack(mlp), pack(head)
+    assert isinstance(pm, PackedMLP)
+    seg = Segment([pm], [ph], True, True, act)
+    for sizes in ([37], [101, 37, 5], [200, 260]):
+        pos, batch = batch_of(sizes, seed=len(sizes))
+        with torch.no_grad():
+            ref = head(act(global_ema_max_pool(mlp(pos), batch,
+                                               len(sizes))))
+        out = seg(pos, torch.tensor(sizes))
+        assert_same_predictions(ref, out)
+        # Floats module by module: exact.
+        with torch.no_grad():
+            assert torch.equal(pm(pos), mlp(pos))
+
+
+def test_sign_thresholds_are_exact():
+    from torch_geometric_binary.deploy.chain import sign_thresholds
+    from torch_geometric_binary.deploy.modules import FrozenBatchNorm
+    torch.manual_seed(0)
+    C = 40
+    bn = torch.nn.BatchNorm1d(C).eval()
+    with torch.no_grad():
+        bn.running_mean.normal_(0, 3)
+        bn.running_var.uniform_(1e-3, 10)
+        bn.weight.normal_()
+        bn.weight[:3] = 0.0
+        bn.weight[3:6] = -1e-30
+        bn.bias.normal_()
+        bn.bias[0] = 0.0
+    frozen = FrozenBatchNorm.from_module(bn)
+    for act in (None, torch.nn.Hardtanh(), torch.nn.ReLU(),
+                torch.nn.LeakyReLU(0.1)):
+        def f(z):
+            y = frozen(z)
+            return act(y) if act is not None else y
+        s, u = sign_thresholds(f, C)
+        # Random values, and every value next to each channel's threshold.
+        t = torch.where(torch.isfinite(u), u * s, torch.zeros(C))
+        near = torch.stack([torch.nextafter(t, t + d) for d in
+                            (torch.full_like(t, -1e30),
+                             torch.full_like(t, 1e30))] + [t])
+        z = torch.cat([torch.randn(500, C) * 5, near,
+                       torch.tensor([[0.0] * C, [-0.0] * C])])
+        with torch.no_grad():
+            expected = f(z) >= 0
+        assert torch.equal(z * s >= u, expected)
+
+
+def test_errors():
+    model = make_model(PointNet, steps=0)
+    with pytest.raises(ValueError, match="full-precision method 'fp'"):
+        pack(PointNet(5, method='fp'))
+    with pytest.raises(TypeError, match='Conv1d'):
+        bad = copy.deepcopy(model)
+        bad.mlp2.lins[1] = torch.nn.Conv1d(64, 128, 1)
+        pack(bad)
+    with pytest.raises(TypeError, match='LayerNorm'):
+        bad = copy.deepcopy(model)
+        bad.mlp2.norms[0] = torch.nn.LayerNorm(64)
+        pack(bad)
+    with pytest.raises(TypeError, match='GELU'):
+        bad = copy.deepcopy(model)
+        bad.act = torch.nn.GELU()
+        pack(bad)
+    with pytest.raises(TypeError, match='Dropout'):
+        bad = copy.deepcopy(model)
+        bad.extra = torch.nn.Dropout()
+        pack(bad)
+    with pytest.raises(TypeError, match='cannot pack a Sequential'):
+        pack(torch.nn.Sequential(torch.nn.Linear(3, 4)))
+
+    class Learned(BinaryMethod):
+        def binarize_input(self, x):
+            return torch.sign(x - 0.1)
+    with pytest.raises(ValueError, match='not the sign'):
+        pack(PointNet(5, method=Learned('learned', ema=True, lsr=True)))
+
+    packed = pack(model)
+    pos, batch = batch_of([10, 10])
+    with pytest.raises(ValueError, match='no points'):
+        packed(pos, torch.cat([batch[:10], batch[10:] + 1]))
+    with pytest.raises(ValueError, match='NaN'):
+        packed(torch.full((4, 3), float('nan')))
+
+
+def test_types_and_repr():
+    for cls, kwargs, ptype in ((PointNet, {}, PackedPointNet),
+                               (PointNet2, {}, PackedPointNet2),
+                               (DGCNN, {'k': 12}, PackedDGCNN)):
+        packed = pack(copy.deepcopy(cached(cls, **kwargs)[0]))
+        assert type(packed) is ptype
+        assert 'PackedBiLinear' in repr(packed)
+        packed.train()  # Inference-only: training mode changes nothing.
+        pos, batch = batch_of([20, 9])
+        a = packed(pos, batch)
+        packed.eval()
+        assert torch.equal(a, packed(pos, batch))

@@ -1,0 +1,537 @@
+r"""Consecutive packed binary layers, with an optional max pooling, run as
+one operation.
+
+Between two binary layers only the signs travel, so a run of binary layers
+is a chain of :func:`~torch_geometric_binary.deploy.xnor_gemm_threshold`
+calls on packed rows. :class:`BinaryChain` prepares their operands once
+(weights re-laid out for the kernels, each channel's inversion folded into
+its weight row and threshold) and runs the whole chain in one call of the
+C++ operator :obj:`torch.ops.torch_geometric_binary.xnor_chain` (or its
+pure-PyTorch equivalent), which keeps the activations of a block of rows in
+cache from layer to layer.
+
+A chain may pool the output of one layer over groups of rows (points of a
+cloud, edges of a neighbourhood). The pooled feature of a binary model is
+:math:`\mathrm{act}(\max_i y_i - \delta(n))` with :math:`y_i =
+\mathrm{BN}(\alpha D_i)` a monotone function of the integer dot product
+:math:`D_i` and :math:`\delta(n)` the EMA offset of the group's size
+:math:`n` (:math:`0` without EMA). When the next layer is binary it only
+needs the sign, and for a non-decreasing activation
+
+.. math::
+    \big[\mathrm{act}(\max_i y_i - \delta(n)) \ge 0\big]
+    = \bigvee_i \big[\mathrm{act}(y_i - \delta(n)) \ge 0\big]
+    = \bigvee_i \big[D_i \ge t(n)\big],
+
+a bitwise OR over the group of per-point threshold bits, with a threshold
+that depends on the group size. The thresholds are computed from the
+layer's own float operations on every reachable :math:`D` (as in
+:func:`~torch_geometric_binary.deploy.fold_threshold`), once per size, so
+the pooled bits equal the trained model's exactly.
+"""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from torch_geometric_binary.deploy import kernels
+from torch_geometric_binary.deploy.epilogue import AffineEpilogue
+from torch_geometric_binary.deploy.fold import INT32_MAX, INT32_MIN
+from torch_geometric_binary.deploy.kernels import (_pack_bool, num_words,
+                                                   pack_bits, xnor_gemm,
+                                                   xnor_gemm_threshold)
+from torch_geometric_binary.deploy.linear import PackedBiLinear
+from torch_geometric_binary.nn.functional import _ema_delta64
+
+OUTS = ('bits', 'float', 'dots')
+_BLOCK = 16  # Output channels per interleaved weight block (xnor.h).
+
+
+def valid_mask(K: int) -> Tensor:
+    r"""The :obj:`int64` words with the :math:`K` valid bits of a packed row
+    set."""
+    words = torch.full((num_words(K), ), -1, dtype=torch.int64)
+    if K % 64:
+        words[-1] = (1 << (K % 64)) - 1
+    return words
+
+
+def interleave(weight: Tensor) -> Tensor:
+    r"""Lays packed weights :obj:`[N, W]` out as the C++ kernels read them,
+    :obj:`[ceil(N / 16), W, 16]` (zero rows past :math:`N`)."""
+    N, W = weight.shape
+    NB = (N + _BLOCK - 1) // _BLOCK
+    padded = torch.zeros(NB * _BLOCK, W, dtype=torch.int64)
+    padded[:N] = weight
+    return padded.view(NB, _BLOCK, W).transpose(1, 2).contiguous()
+
+
+def transpose_bits(weight: Tensor, K: int) -> Tensor:
+    r"""Packed weights :obj:`[N, ceil(K / 64)]` transposed for the
+    bit-sliced kernel: :obj:`[ceil(K / 16) * 16, ceil(N / 256) * 4]` words,
+    row :math:`k` holding bit :math:`k` of every channel (zero padded)."""
+    N = weight.size(0)
+    Kp, Np = (K + 15) // 16 * 16, (N + 255) // 256 * 256
+    bits = torch.zeros(Kp, Np, dtype=torch.bool)
+    bits[:K, :N] = kernels._unpack_bool(weight, K).t()
+    return kernels._pack_bool(bits).contiguous()
+
+
+def sliced(K: int, N: int) -> bool:
+    r"""Whether a layer uses the bit-sliced AVX2 kernel: at most 1022
+    inputs (10-bit counts) and at least 256 channels (full vectors)."""
+    return K <= 1022 and N >= 256
+
+
+def group_delta(sizes: Tensor) -> Tensor:
+    r"""The EMA offsets :math:`\delta(n)` in float32, as
+    :func:`~torch_geometric_binary.nn.aggr.ema_max` uses them."""
+    return _ema_delta64(sizes.clamp(min=1)).to(torch.float32)
+
+
+def thresholds_from_bits(bits: Tensor, K: int) -> Tensor:
+    r"""Integer thresholds of the :math:`[K + 1, N]` table of bits
+    :math:`[f(D) \ge 0]` over :math:`D = -K, -K + 2, \dots, K`, which must
+    be non-decreasing in :math:`D`: :math:`t` with :math:`f(D) \ge 0 \iff D
+    \ge t` (:math:`-2^{31}`: always, :math:`2^{31} - 1`: never)."""
+    if not bool((bits[1:] >= bits[:-1]).all()):
+        bad = (bits[1:] < bits[:-1]).any(0).nonzero().flatten().tolist()
+        raise ValueError(f"The pooled sign of channels {bad[:8]} is not "
+                         f"monotone in the dot product")
+    dots = torch.arange(-K, K + 1, 2, dtype=torch.int64)
+    ones = bits.sum(dim=0)
+    t = dots[(K + 1 - ones).clamp(max=K)]
+    t = torch.where(ones == 0, INT32_MAX, t)
+    return torch.where(ones == K + 1, INT32_MIN, t)
+
+
+class PoolTable:
+    r"""The per-group-size thresholds of a pooled binary layer.
+
+    Args:
+        layer (PackedBiLinear): The layer whose float output
+            :math:`y = \mathrm{epilogue}(D)` (before the pooling) is pooled;
+            it needs its epilogue.
+        ema (bool): Whether the pooling subtracts :math:`\delta(n)`.
+        act (torch.nn.Module, optional): The non-decreasing activation
+            after the pooling.
+    """
+    def __init__(self, layer: PackedBiLinear, ema: bool,
+                 act: Optional[torch.nn.Module] = None):
+        if layer.epilogue is None:
+            raise ValueError("A pooled binary layer needs its epilogue")
+        K, N = layer.in_channels, layer.out_channels
+        self.K, self.N, self.ema, self.act = K, N, ema, act
+        grid = torch.arange(-K, K + 1, 2, dtype=torch.float32)
+        with torch.no_grad():
+            y = layer.epilogue(grid[:, None].expand(-1, N).contiguous())
+        rising = (y[1:] >= y[:-1]).all(dim=0)
+        falling = (y[1:] <= y[:-1]).all(dim=0)
+        if not bool((rising | falling).all()):
+            bad = (~(rising | falling)).nonzero().flatten().tolist()
+            raise ValueError(f"The output of channels {bad[:8]} is not "
+                             f"monotone in the dot product (NaN in the "
+                             f"normalization?), so it cannot be max-pooled "
+                             f"on dot products")
+        #: Channels whose output falls with the dot product: their weights
+        #: are negated so that every pooled bit rises with its dot product.
+        self.flip = falling & ~rising
+        # The table in the negated orientation: D' = -D reverses the grid.
+        self.table = torch.where(self.flip, y.flip(0), y)
+        self._rows: Dict[int, Tensor] = {}
+        self._sets: Dict[Tuple[int, ...], Tensor] = {}
+
+    def row(self, n: int) -> Tensor:
+        r"""The thresholds :obj:`[N]` (int64) for groups of :math:`n`
+        elements, in the flip-folded orientation."""
+        t = self._rows.get(n)
+        if t is None:
+            v = self.table
+            if self.ema:
+                v = v - group_delta(torch.tensor([max(n, 1)]))
+            if self.act is not None:
+                v = self.act(v)
+            t = thresholds_from_bits(v >= 0, self.K)
+            if len(self._rows) < 4096:
+                self._rows[n] = t
+        return t
+
+    def rows(self, sizes: Sequence[int]) -> Tensor:
+        key = tuple(sizes)
+        table = self._sets.get(key)
+        if table is None:
+            table = torch.stack([self.row(n) for n in sizes])
+            if len(self._sets) < 256:
+                self._sets[key] = table
+        return table
+
+
+_ONE_SET = torch.zeros(1, dtype=torch.int64)
+
+
+def groups_from_counts(counts: Tensor) -> Tuple[Tensor, List[int], Tensor]:
+    r"""Returns :obj:`(ptr, sizes, group_set)` of contiguous groups with
+    :obj:`counts` elements each: CSR offsets, the distinct sizes and the
+    index of each group's size in them."""
+    if counts.numel() == 1:
+        n = int(counts)
+        return torch.tensor([0, n]), [n], _ONE_SET
+    ptr = torch.zeros(counts.numel() + 1, dtype=torch.int64)
+    torch.cumsum(counts, 0, out=ptr[1:])
+    sizes, inverse = torch.unique(counts, return_inverse=True)
+    return ptr, sizes.tolist(), inverse
+
+
+FLT_MAX = float(torch.finfo(torch.float32).max)
+
+
+def _float_key(x: Tensor) -> Tensor:
+    r"""Maps float32 values to int64 keys in the same order (:math:`-0 <
+    +0`)."""
+    b = x.view(torch.int32).to(torch.int64)
+    mag = b & 0x7FFFFFFF
+    return torch.where(b < 0, 2**31 - 1 - mag, 2**31 + mag)
+
+
+def _key_float(k: Tensor) -> Tensor:
+    neg = k < 2**31
+    mag = torch.where(neg, 2**31 - 1 - k, k - 2**31)
+    b = torch.where(neg, mag | -2**31, mag)
+    return b.to(torch.int32).view(torch.float32)
+
+
+@torch.no_grad()
+def sign_thresholds(f, channels: int) -> Tensor:
+    r"""Per-channel float thresholds for the sign of a monotone per-channel
+    function :obj:`f` of float32 inputs (*e.g.* a batch normalization and
+    activation): returns :obj:`[2, C]` float32 :obj:`(s, u)` such that
+    :math:`[f(z)_c \ge 0] = [z \cdot s_c \ge u_c]` for every finite
+    :math:`z` (and NaN gives :math:`0` on both sides). Found by a binary
+    search over all float32 values, evaluating :obj:`f` itself, so it is
+    exact for the operations :obj:`f` performs."""
+    C = channels
+
+    def bit(keys: Tensor) -> Tensor:
+        return f(_key_float(keys).view(1, C)).view(C) >= 0
+
+    lo = _float_key(torch.full((C, ), -FLT_MAX))
+    hi = _float_key(torch.full((C, ), FLT_MAX))
+    b_lo, b_hi = bit(lo), bit(hi)
+    rising = ~b_lo & b_hi
+    falling = b_lo & ~b_hi
+    # Rising: the smallest key with bit 1; falling: the largest.
+    left, right = lo.clone(), hi.clone()
+    while bool((right - left > 1).any()):
+        mid = (left + right) // 2
+        b = bit(mid)
+        one = torch.where(rising, b, ~b)  # On the 1-side of a rising bit.
+        right = torch.where(one, mid, right)
+        left = torch.where(one, left, mid)
+    edge = torch.where(rising, right, left)  # Rising: first 1; falling:
+    t = _key_float(edge)                     # last 1.
+    sgn = torch.where(falling, -1.0, 1.0)
+    u = sgn * t
+    u = torch.where(~rising & ~falling & b_lo, -float('inf'), u)  # Always.
+    u = torch.where(~rising & ~falling & ~b_lo, float('nan'), u)  # Never.
+    out = torch.stack([sgn, u]).float().contiguous()
+    # The search assumes monotony: check it on the edge and around it.
+    near = [_key_float(torch.maximum(torch.minimum(edge + d, hi), lo))
+            for d in (-1, 0, 1)]
+    probe = torch.stack(near + [torch.zeros(C),
+                         torch.full((C, ), -1.0), torch.full((C, ), 1.0)])
+    expected = f(probe) >= 0
+    got = probe * out[0] >= out[1]
+    if not torch.equal(expected, got):
+        bad = (expected != got).any(0).nonzero().flatten().tolist()
+        raise ValueError(f"The sign of channels {bad[:8]} is not monotone "
+                         f"in the input")
+    return out
+
+
+class NonFiniteInput(ValueError):
+    r"""A float input with NaN or infinite values where the chain compares
+    it with thresholds (exact for finite values only)."""
+
+
+class BinaryChain:
+    r"""Runs consecutive packed binary layers as one operation.
+
+    Layer :math:`l` feeds layer :math:`l + 1` through its output signs; the
+    last layer gives packed bits (:obj:`out="bits"`), its float output
+    :math:`\mathrm{epilogue}(D)` (:obj:`"float"`) or its integer dot
+    products (:obj:`"dots"`). Optionally the output bits of layer
+    :obj:`pool` are max-pooled over groups of rows (see the module
+    documentation); the layers after it run on one row per group.
+
+    A plain object, not a module: it caches derived tensors of the layers
+    (build it again after changing them).
+
+    Args:
+        layers (List[PackedBiLinear]): The layers, each taking the previous
+            one's output channels.
+        out (str, optional): :obj:`"bits"`, :obj:`"float"` or :obj:`"dots"`.
+            (default: :obj:`"bits"`)
+        pool (int, optional): The layer whose output is pooled.
+        pool_ema (bool, optional): EMA offsets in the pooling.
+        pool_act (torch.nn.Module, optional): The activation after the
+            pooling (non-decreasing).
+    """
+    def __init__(self, layers: Sequence[PackedBiLinear], out: str = 'bits',
+                 pool: Optional[int] = None, pool_ema: bool = False,
+                 pool_act: Optional[torch.nn.Module] = None):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("BinaryChain needs at least one layer")
+        if out not in OUTS:
+            raise ValueError(f"'out' must be one of {OUTS} (got '{out}')")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, PackedBiLinear):
+                raise TypeError(f"BinaryChain: layer {i} is a "
+                                f"{type(layer).__name__}, not a "
+                                f"PackedBiLinear")
+            if i and layer.in_channels != layers[i - 1].out_channels:
+                raise ValueError(f"BinaryChain: layer {i} takes "
+                                 f"{layer.in_channels} channels, layer "
+                                 f"{i - 1} gives {layers[i - 1].out_channels}")
+        L = len(layers)
+        if pool is not None and not 0 <= pool < L:
+            raise ValueError(f"BinaryChain: no layer {pool} to pool")
+        if pool == L - 1 and out != 'bits':
+            raise ValueError("BinaryChain: a pooled last layer gives bits")
+        self.layers = layers
+        self.out = out
+        self.pool = pool
+        self.pool_table = None if pool is None else PoolTable(
+            layers[pool], pool_ema, pool_act)
+        last = layers[-1]
+        if out == 'float' and last.epilogue is None:
+            raise ValueError("BinaryChain: out='float' needs the last "
+                             "layer's epilogue")
+
+        self.weights: List[Tensor] = []     # flip-folded, [N, W]
+        self.thresholds: List[Tensor] = []  # flip-folded, int64 [N]
+        for i, layer in enumerate(layers):
+            w = layer.weight
+            if i == L - 1 and out != 'bits':  # Dots in their own sign.
+                flip = torch.zeros(layer.out_channels, dtype=torch.bool)
+                t = torch.empty(0, dtype=torch.int64)
+            elif i == pool:
+                flip = self.pool_table.flip
+                t = torch.empty(0, dtype=torch.int64)
+            else:
+                flip = layer.flip
+                t = layer.threshold.to(torch.int64)
+                # [D >= t] ^ 1 = [-D >= 1 - t]: negate the weight row.
+                t = torch.where(flip, 1 - t, t)
+            mask = valid_mask(layer.in_channels)
+            w = torch.where(flip[:, None], w ^ mask, w)
+            self.weights.append(w.contiguous())
+            self.thresholds.append(t)
+        self.zero_flips = [torch.zeros(layer.out_channels, dtype=torch.bool)
+                           for layer in layers]
+        self._cpp: Optional[tuple] = None
+        self._epilogue_args = None
+        if out == 'float' and isinstance(last.epilogue, AffineEpilogue):
+            self._epilogue_args = last.epilogue.kernel_args()
+
+    @property
+    def in_channels(self) -> int:
+        return self.layers[0].in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.layers[-1].out_channels
+
+    def _cpp_args(self) -> tuple:
+        if self._cpp is None:
+            L = len(self.layers)
+            transposed = []
+            for i, (w, layer) in enumerate(zip(self.weights, self.layers)):
+                K, N = layer.in_channels, layer.out_channels
+                use = sliced(K, N) and (i < L - 1 or self.out == 'bits')
+                transposed.append(transpose_bits(w, K) if use else
+                                  torch.empty(0, dtype=torch.int64))
+            # Row-sliced kernel: per channel and input, the word offset (0
+            # or 4) of the input's vector or its complement.
+            offsets = []
+            for i, (w, layer) in enumerate(zip(self.weights, self.layers)):
+                K = layer.in_channels
+                use = K <= 1022 and (self.pool is None or i <= self.pool)
+                if use:
+                    Kp = (K + 15) // 16 * 16
+                    bits = torch.zeros(layer.out_channels, Kp,
+                                       dtype=torch.uint8)
+                    bits[:, :K] = kernels._unpack_bool(w, K)
+                    offsets.append((bits * 4).contiguous())
+                else:
+                    offsets.append(torch.empty(0, 0, dtype=torch.uint8))
+            self._cpp = ([interleave(w) for w in self.weights],
+                         [layer.in_channels for layer in self.layers],
+                         [layer.out_channels for layer in self.layers],
+                         transposed, offsets)
+        return self._cpp
+
+    def __call__(self, x: Tensor, counts: Optional[Tensor] = None,
+                 backend: Optional[str] = None,
+                 in_threshold: Optional[Tensor] = None,
+                 final: Optional[Tuple[Tensor, Optional[Tensor]]] = None
+                 ) -> Tensor:
+        r"""Runs the chain.
+
+        Args:
+            x (torch.Tensor): Packed rows :obj:`[M, W]` (:obj:`int64`) or
+                float rows :obj:`[M, K]`, binarized by their sign.
+            counts (torch.Tensor, optional): With pooling, the number of
+                rows of each group (:obj:`int64 [G]`); the rows of a group
+                are consecutive.
+            backend (str, optional): :obj:`"cpp"` or :obj:`"torch"`.
+            in_threshold (torch.Tensor, optional): For float inputs,
+                :obj:`[2, K]` float32 :math:`(s, u)`: the input bits are
+                :math:`[x_k s_k \ge u_k]` instead of the signs (see
+                :func:`sign_thresholds`); raises :class:`NonFiniteInput`
+                for inputs with NaN or infinite values.
+            final (tuple, optional): With :obj:`out="float"`, a
+                full-precision linear layer :obj:`(weight, bias)` (float32)
+                applied to the output (the classifier).
+
+        Returns:
+            :obj:`[R, ceil(N / 64)]` bits, :obj:`[R, N]` floats or
+            :obj:`[R, N]` int32 dots, with :math:`R = M` rows, or :math:`G`
+            with pooling.
+        """
+        K = self.in_channels
+        if x.is_floating_point():
+            if x.dim() != 2 or x.size(1) != K:
+                raise ValueError(f"BinaryChain expects [M, {K}] inputs (got "
+                                 f"shape {tuple(x.shape)})")
+        elif x.dtype != torch.int64 or x.dim() != 2 \
+                or x.size(1) != num_words(K):
+            raise ValueError(f"BinaryChain expects [M, {num_words(K)}] "
+                             f"packed int64 inputs (got {x.dtype} of shape "
+                             f"{tuple(x.shape)})")
+        ptr = sizes = gset = table = None
+        if self.pool is not None:
+            if counts is None:
+                counts = torch.tensor([x.size(0)])
+            counts = counts.to(torch.int64)
+            ptr, sizes, gset = groups_from_counts(counts)
+            if int(ptr[-1]) != x.size(0):
+                raise ValueError(f"BinaryChain: the groups hold "
+                                 f"{int(ptr[-1])} rows but the input has "
+                                 f"{x.size(0)}")
+            table = self.pool_table.rows(sizes)
+        if final is not None and self.out != 'float':
+            raise ValueError("BinaryChain: 'final' needs out='float'")
+        if kernels._use_cpp(backend, x):
+            try:
+                return self._run_cpp(x, ptr, gset, table, in_threshold,
+                                     final)
+            except RuntimeError as e:
+                if 'non-finite value' in str(e):
+                    raise NonFiniteInput(str(e)) from None
+                raise
+        if in_threshold is not None:
+            if not bool(torch.isfinite(x).all()):
+                raise NonFiniteInput("BinaryChain: non-finite value in the "
+                                     "float input")
+            x = _pack_bool(x * in_threshold[0] >= in_threshold[1])
+        out = self._run_torch(x, counts, gset, table)
+        if final is not None:
+            out = torch.nn.functional.linear(out, final[0], final[1])
+        return out
+
+    def _run_cpp(self, x: Tensor, ptr: Optional[Tensor],
+                 gset: Optional[Tensor], table: Optional[Tensor],
+                 in_threshold: Optional[Tensor] = None,
+                 final: Optional[tuple] = None) -> Tensor:
+        weights, ks, ns, transposed, offsets = self._cpp_args()
+        thresholds = list(self.thresholds)
+        pool = -1 if self.pool is None else self.pool
+        if self.pool is not None:
+            thresholds[self.pool] = table
+        if x.is_floating_point() and x.dtype != torch.float32:
+            x = x.float()
+        mode = {'bits': 0, 'dots': 1, 'float': 2}[self.out]
+        epi, scale, lo, hi = None, 1.0, 0.0, 0.0
+        if self.out == 'float':
+            if self._epilogue_args is None:
+                mode = 1  # Dots, then the epilogue in PyTorch.
+            else:
+                epi, scale, lo, hi = self._epilogue_args
+        fw = fb = None
+        if final is not None and mode == 2:
+            fw, fb = final
+        out = torch.ops.torch_geometric_binary.xnor_chain(
+            x, weights, ks, ns, thresholds, pool, ptr, gset, mode, epi,
+            scale, lo, hi, in_threshold, transposed, fw, fb, offsets)
+        if self.out == 'float' and mode == 1:
+            out = self.layers[-1].epilogue(out)
+            if final is not None:
+                out = torch.nn.functional.linear(out, final[0], final[1])
+        return out
+
+    def _run_torch(self, x: Tensor, counts: Optional[Tensor],
+                   gset: Optional[Tensor],
+                   table: Optional[Tensor]) -> Tensor:
+        a = x if not x.is_floating_point() else pack_bits(x,
+                                                          backend='torch')
+        L = len(self.layers)
+        for i, layer in enumerate(self.layers):
+            K, N = layer.in_channels, layer.out_channels
+            w = self.weights[i]
+            if i == self.pool:
+                group = torch.repeat_interleave(
+                    torch.arange(counts.numel()), counts)
+                G = counts.numel()
+                # An empty group pools to 0: sign +1, all bits set.
+                out = torch.ones(G, N, dtype=torch.uint8)
+                out[counts > 0] = 0
+                step = max(1, (1 << 22) // N)  # Bounded temporaries.
+                for r in range(0, a.size(0), step):
+                    g = group[r:r + step]
+                    dot = xnor_gemm(a[r:r + step], w, K, backend='torch')
+                    bit = (dot >= table[gset[g]]).to(torch.uint8)
+                    out.scatter_reduce_(0, g[:, None].expand(-1, N), bit,
+                                        'amax')
+                a = kernels._pack_bool(out.bool())
+            elif i == L - 1 and self.out != 'bits':
+                dot = xnor_gemm(a, w, K, backend='torch')
+                return dot if self.out == 'dots' else layer.epilogue(dot)
+            else:
+                a = xnor_gemm_threshold(a, w, K, self.thresholds[i],
+                                        self.zero_flips[i], backend='torch')
+        return a
+
+
+def pooled_floats(layer: PackedBiLinear, dots: Tensor, index: Tensor,
+                  num_groups: int, ema: bool,
+                  flip: Optional[Tensor] = None) -> Tensor:
+    r"""The exact float max pooling of a binary layer's output from its dot
+    products: :math:`\max_{i \in g} y(D_i) - \delta(|g|)` equals
+    :math:`y(\max_{i \in g} D_i) - \delta(|g|)` (:math:`\min` for channels
+    whose output falls with :math:`D`), as :math:`y` is monotone. Empty
+    groups give :math:`0`.
+
+    Args:
+        layer (PackedBiLinear): The layer (with its epilogue).
+        dots (torch.Tensor): int32 dot products :obj:`[M, N]`.
+        index (torch.Tensor): The group of each row, :obj:`[M]`.
+        num_groups (int): The number of groups.
+        ema (bool): Subtract :math:`\delta(n)`.
+        flip (torch.Tensor, optional): The falling channels (from
+            :class:`PoolTable`).
+    """
+    N = layer.out_channels
+    if flip is None:
+        flip = PoolTable(layer, ema).flip
+    sgn = torch.where(flip, -1, 1).to(torch.int32)
+    signed = dots * sgn
+    best = torch.full((num_groups, N), INT32_MIN, dtype=torch.int32)
+    best.scatter_reduce_(0, index[:, None].expand(-1, N), signed, 'amax')
+    count = torch.bincount(index, minlength=num_groups)
+    empty = count == 0
+    best[empty] = 0
+    y = layer.epilogue(best * sgn)
+    if ema:
+        y = y - group_delta(count)[:, None]
+    return torch.where(empty[:, None], torch.zeros_like(y), y)

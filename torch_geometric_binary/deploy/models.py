@@ -1,0 +1,732 @@
+r"""Packed binary point-cloud models: :func:`pack` turns a trained binary
+:class:`~torch_geometric_binary.nn.models.PointNet`,
+:class:`~torch_geometric_binary.nn.models.PointNet2` or
+:class:`~torch_geometric_binary.nn.models.DGCNN` into an inference module.
+
+Each packed model mirrors its trained model one to one (same attribute
+names, :class:`~torch_geometric_binary.deploy.modules.PackedMLP` for every
+:class:`~torch_geometric_binary.nn.BiMLP`) and has two forward paths with
+the same results:
+
+* :meth:`forward` runs the binary layers as
+  :class:`~torch_geometric_binary.deploy.BinaryChain` operations: packed
+  activations between consecutive binary layers, batch normalization, LSR
+  scale and sign folded into integer thresholds, and max pooling that feeds
+  a binary layer done as a bitwise OR with group-size-dependent thresholds.
+* :meth:`forward_layers` runs the packed modules one at a time in the
+  trained model's order, with float outputs where the trained model has
+  them (for comparisons module by module).
+
+Where the math needs float values they stay floats: the full-precision
+first and last layers; sampling, grouping and neighbour search (on the
+float coordinates); the edge features :math:`\mathbf{x}_j - \mathbf{x}_i`
+of DGCNN's second edge convolution, whose signs are not a function of the
+signs of :math:`\mathbf{x}`; and hence DGCNN's first pooled features, which
+its second :math:`k`-NN graph is built on (computed exactly from integer
+dot products, see :func:`~torch_geometric_binary.deploy.chain.pooled_floats`).
+"""
+import copy
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+from torch_geometric.nn.conv import EdgeConv, PointNetConv
+
+from torch_geometric_binary.deploy.chain import (BinaryChain,
+                                                 NonFiniteInput, PoolTable,
+                                                 pooled_floats,
+                                                 sign_thresholds)
+from torch_geometric_binary.deploy.kernels import (_pack_bool, _unpack_bool,
+                                                   pack_bits)
+from torch_geometric_binary.deploy.linear import PackedBiLinear
+from torch_geometric_binary.deploy.modules import (PackedGlobalPool,
+                                                   PackedMLP, act_spec,
+                                                   aggr_is_ema, check_method,
+                                                   pack_binary)
+from torch_geometric_binary.nn.aggr import EMAMaxAggregation
+from torch_geometric_binary.nn.linear import BiLinear
+from torch_geometric_binary.nn.mlp import BiMLP
+from torch_geometric_binary.nn.neighbors import fps, knn, radius
+from torch_geometric_binary.utils import check_points
+
+
+class NotFusable(Exception):
+    r"""A layer sequence that :class:`Segment` cannot run as one chain."""
+
+
+def cat_bits(parts: Sequence[Tuple[Tensor, int]]) -> Tensor:
+    r"""Concatenates packed rows along the channels: :obj:`parts` are
+    :obj:`(bits [M, ceil(K_i / 64)], K_i)`. Word-aligned parts (every
+    :math:`K_i` but the last a multiple of 64) are joined word by word."""
+    if all(K % 64 == 0 for _, K in parts[:-1]):
+        return torch.cat([b for b, _ in parts], dim=-1)
+    bools = [_unpack_bool(b, K) for b, K in parts]
+    return _pack_bool(torch.cat(bools, dim=-1))
+
+
+class Segment:
+    r"""Layers of consecutive packed MLPs run as one
+    :class:`BinaryChain`: an optional full-precision first layer, binary
+    layers, an optional max pooling after the last layer of :obj:`pre`, the
+    binary layers of :obj:`post` and an optional full-precision last
+    layer (computed inside the chain operation with :obj:`fuse_last`: for
+    classifiers, not for outputs that are binarized later, like T-Net
+    transforms, which keep the trained layer's exact operation)."""
+    def __init__(self, pre: Sequence[PackedMLP],
+                 post: Sequence[PackedMLP] = (), pool: bool = False,
+                 ema: bool = False, pool_act: Optional[torch.nn.Module] = None,
+                 out: Optional[str] = None, fuse_last: bool = False):
+        pre_lins = [(m, i) for m in pre for i in range(len(m.lins))]
+        post_lins = [(m, i) for m in post for i in range(len(m.lins))]
+        self.first = self.last = None
+        if pre_lins and not pre_lins[0][0].is_binary(pre_lins[0][1]):
+            self.first = pre_lins.pop(0)
+        if post_lins and not post_lins[-1][0].is_binary(post_lins[-1][1]):
+            self.last = post_lins.pop()
+        if not pre_lins or any(not m.is_binary(i)
+                               for m, i in pre_lins + post_lins):
+            raise NotFusable
+        if pool and self.last is not None and not post_lins:
+            raise NotFusable  # A float layer right after the pooling.
+        if out is None:
+            out = 'float' if post_lins else 'bits'
+        layers = [m.lins[i] for m, i in pre_lins + post_lins]
+        self.chain = BinaryChain(layers, out,
+                                 len(pre_lins) - 1 if pool else None, ema,
+                                 pool_act)
+        self.first_threshold = None
+        if self.first is not None:
+            # The normalization and activation of the first layer, folded
+            # into per-channel float thresholds on its linear output.
+            m, i = self.first
+            self.first_threshold = sign_thresholds(
+                lambda z: m.fp_tail(i, z), m.lins[i].out_channels)
+        # With fuse_last, a plain full-precision last layer (a classifier,
+        # nothing binarized after it) runs inside the chain operation
+        # (float64 accumulation: its outputs agree up to rounding).
+        self.final = None
+        if fuse_last and self.last is not None and out == 'float':
+            m, i = self.last
+            plain = i == len(m.lins) - 1 and m.plain_last \
+                and m.last_norm is None
+            if plain:
+                lin = m.lins[i]
+                self.final = (lin.weight32, lin.bias32)
+
+    def __call__(self, x: Tensor, counts: Optional[Tensor] = None
+                 ) -> Tensor:
+        thr, x_in = None, x
+        if self.first is not None:
+            m, i = self.first
+            x = m.lins[i](x)
+            thr = self.first_threshold
+        try:
+            out = self.chain(x, counts, in_threshold=thr, final=self.final)
+        except NonFiniteInput:
+            if not bool(torch.isfinite(x_in).all()):
+                raise  # Non-finite inputs: the caller reports them.
+            # A finite input whose linear map overflows: the thresholds hold
+            # for finite values only, so take the layer's own operations.
+            m, i = self.first
+            out = self.chain(m.fp_tail(i, x, sign_only=True), counts,
+                             final=self.final)
+        if self.last is not None and self.final is None:
+            m, i = self.last
+            out = m.fp_layer(i, out)
+        return out
+
+
+def _check_children(model: torch.nn.Module, known: Sequence[str]):
+    for name, child in model.named_children():
+        if name not in known and child is not None:
+            raise TypeError(f"pack: {type(model).__name__}.{name} is a "
+                            f"{type(child).__name__}, which pack does not "
+                            f"know")
+
+
+def _mlp(module, where: str, fp_dtype, epilogue_dtype) -> PackedMLP:
+    return PackedMLP.from_bimlp(module, fp_dtype, epilogue_dtype, where)
+
+
+def _act(module, where: str) -> torch.nn.Module:
+    act_spec(module, where)
+    return copy.deepcopy(module)
+
+
+def _bits_between(first: PackedMLP, second: PackedMLP):
+    r"""Where a binary layer ends :obj:`first` and only the binary first
+    layer of :obj:`second` reads it, it outputs packed bits (and keeps no
+    float tail)."""
+    last = first.lins[-1]
+    if isinstance(last, PackedBiLinear) and second.is_binary(0):
+        last.output = 'bits'
+        last.epilogue = None
+
+
+def _sorted_groups(index: Tensor, num_groups: int
+                   ) -> Tuple[Optional[Tensor], Tensor]:
+    r"""A permutation that makes :obj:`index` non-decreasing (:obj:`None`
+    if it already is), and the group sizes."""
+    counts = torch.bincount(index, minlength=num_groups)
+    if index.numel() > 1 and bool((index[1:] < index[:-1]).any()):
+        return torch.argsort(index, stable=True), counts
+    return None, counts
+
+
+class _PackedModel(torch.nn.Module):
+    r"""Shared plumbing: lazily built chains, input checks."""
+    def __init__(self):
+        super().__init__()
+        self._segments = None
+
+    def _apply(self, fn, *args, **kwargs):
+        self._segments = None  # Derived tensors follow the module.
+        return super()._apply(fn, *args, **kwargs)
+
+    def segments(self):
+        r"""The chains of :meth:`forward` (built on first use), or
+        :obj:`False` where the layers cannot be chained (then
+        :meth:`forward` runs :meth:`forward_layers`)."""
+        if self._segments is None:
+            try:
+                self._segments = self._build_segments()
+            except NotFusable:
+                self._segments = False
+        return self._segments
+
+    def _build_segments(self):
+        raise NotImplementedError
+
+    def _check(self, pos: Tensor, batch: Optional[Tensor],
+               x: Optional[Tensor]) -> Tuple[Tensor, int]:
+        name = self.__class__.__name__
+        check_points(pos, 'pos', batch, where=name)
+        if x is not None and (x.dim() != 2 or x.size(0) != pos.size(0)):
+            raise ValueError(f"{name}: 'x' must be a [{pos.size(0)}, "
+                             f"{self.in_channels}] matrix (got shape "
+                             f"{tuple(x.shape)})")
+        if (x.size(-1) if x is not None else 0) != self.in_channels:
+            raise ValueError(f"{name} was packed for {self.in_channels} "
+                             f"point features besides the coordinates")
+        if batch is None:
+            batch = torch.zeros(pos.size(0), dtype=torch.long,
+                                device=pos.device)
+        return batch, int(batch.max()) + 1
+
+    def _check_fast(self, pos: Tensor, batch: Optional[Tensor],
+                    x: Optional[Tensor]):
+        # Shapes only: non-finite values surface as NonFiniteInput in the
+        # first chain (whose float thresholds need finite values), and
+        # forward() then reports them as check_points does.
+        if pos.dim() != 2 or pos.size(0) == 0 or not \
+                pos.is_floating_point() or (
+                    batch is not None and batch.numel() != pos.size(0)):
+            check_points(pos, 'pos', batch, where=self.__class__.__name__)
+        if x is not None or self.in_channels:
+            self._check(pos, batch, x) if batch is not None else \
+                self._check(pos, None, x)
+
+    def num_bytes(self) -> int:
+        r"""The bytes :func:`~torch_geometric_binary.deploy.save` stores
+        for the model's tensors."""
+        from torch_geometric_binary.deploy.io import num_bytes
+        return num_bytes(self)
+
+
+# --------------------------------------------------------------------------
+# PointNet.
+
+class PackedTNet(torch.nn.Module):
+    r"""A packed PointNet transform network."""
+    def __init__(self, k: int, point_mlp: PackedMLP, pool: PackedGlobalPool,
+                 act: torch.nn.Module, head: PackedMLP):
+        super().__init__()
+        self.k = k
+        self.point_mlp = point_mlp
+        self.pool = pool
+        self.act = act
+        self.head = head
+
+    @classmethod
+    def from_tnet(cls, tnet, where, fp_dtype, epilogue_dtype):
+        _check_children(tnet, ('point_mlp', 'pool', 'act', 'head'))
+        return cls(tnet.k,
+                   _mlp(tnet.point_mlp, f'{where}.point_mlp', fp_dtype,
+                        epilogue_dtype),
+                   PackedGlobalPool.from_function(tnet.pool, f'{where}.pool'),
+                   _act(tnet.act, f'{where}.act'),
+                   _mlp(tnet.head, f'{where}.head', fp_dtype, epilogue_dtype))
+
+    def segment(self) -> Segment:
+        return Segment([self.point_mlp], [self.head], True, self.pool.ema,
+                       self.act)
+
+    def forward(self, x: Tensor, batch: Tensor, size: int) -> Tensor:
+        out = self.act(self.pool(self.point_mlp(x), batch, size))
+        return self.head(out).view(-1, self.k, self.k)
+
+
+class PackedPointNet(_PackedModel):
+    r"""A packed binary :class:`~torch_geometric_binary.nn.models.PointNet`
+    (with or without T-Nets). Build it with :func:`pack`."""
+    def __init__(self, num_classes: int, in_channels: int,
+                 input_tnet: Optional[PackedTNet], mlp1: PackedMLP,
+                 feature_tnet: Optional[PackedTNet], mlp2: PackedMLP,
+                 pool: PackedGlobalPool, act: torch.nn.Module,
+                 head: PackedMLP):
+        super().__init__()
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.input_tnet = input_tnet
+        self.mlp1 = mlp1
+        self.feature_tnet = feature_tnet
+        self.mlp2 = mlp2
+        self.pool = pool
+        self.act = act
+        self.head = head
+
+    @classmethod
+    def from_model(cls, model, fp_dtype=torch.float32,
+                   epilogue_dtype=torch.float32) -> 'PackedPointNet':
+        check_method(model.method, type(model).__name__)
+        _check_children(model, ('input_tnet', 'mlp1', 'feature_tnet', 'mlp2',
+                                'pool', 'act', 'head'))
+        args = (fp_dtype, epilogue_dtype)
+
+        def tnet(t, name):
+            return None if t is None else PackedTNet.from_tnet(t, name,
+                                                               *args)
+        mlp1 = _mlp(model.mlp1, 'PointNet.mlp1', *args)
+        mlp2 = _mlp(model.mlp2, 'PointNet.mlp2', *args)
+        if model.feature_tnet is None:
+            _bits_between(mlp1, mlp2)
+        return cls(model.num_classes, model.in_channels,
+                   tnet(model.input_tnet, 'PointNet.input_tnet'), mlp1,
+                   tnet(model.feature_tnet, 'PointNet.feature_tnet'), mlp2,
+                   PackedGlobalPool.from_function(model.pool, 'PointNet.pool'),
+                   _act(model.act, 'PointNet.act'),
+                   _mlp(model.head, 'PointNet.head', *args))
+
+    def _build_segments(self):
+        seg = {}
+        if self.input_tnet is not None:
+            seg['input_tnet'] = self.input_tnet.segment()
+        if self.feature_tnet is None:
+            seg['main'] = Segment([self.mlp1, self.mlp2], [self.head], True,
+                                  self.pool.ema, self.act, fuse_last=True)
+        else:
+            seg['mlp1'] = Segment([self.mlp1], out='float')
+            seg['feature_tnet'] = self.feature_tnet.segment()
+            seg['main'] = Segment([self.mlp2], [self.head], True,
+                                  self.pool.ema, self.act, fuse_last=True)
+        return seg
+
+    def forward(self, pos: Tensor, batch: Optional[Tensor] = None,
+                x: Optional[Tensor] = None) -> Tensor:
+        r"""Logits of each cloud, :obj:`[num_clouds, num_classes]`."""
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self.forward(pos, batch, x)
+        seg = self.segments()
+        if seg is False:
+            return self.forward_layers(pos, batch, x)
+        self._check_fast(pos, batch, x)
+        try:
+            return self._forward(seg, pos, batch, x)
+        except NonFiniteInput:
+            # Non-finite coordinates: the error of the trained model.
+            check_points(pos, 'pos', batch, where=self.__class__.__name__)
+            raise
+
+    def _forward(self, seg, pos: Tensor, batch: Optional[Tensor],
+                 x: Optional[Tensor]) -> Tensor:
+        if batch is None:  # One cloud.
+            counts = torch.tensor([pos.size(0)])
+            if self.input_tnet is not None or self.feature_tnet is not None:
+                batch = torch.zeros(pos.size(0), dtype=torch.long)
+        else:
+            size = int(batch.max()) + 1
+            perm, counts = _sorted_groups(batch, size)
+            if bool((counts == 0).any()):
+                empty = (counts == 0).nonzero().view(-1).tolist()[:10]
+                raise ValueError(f"PackedPointNet: cloud(s) {empty} of "
+                                 f"{size} have no points")
+            if perm is not None:  # Points are independent up to the pool.
+                pos, batch = pos[perm], batch[perm]
+                x = None if x is None else x[perm]
+        if self.input_tnet is not None:
+            transform = seg['input_tnet'](pos, counts).view(-1, 3, 3)
+            pos = torch.bmm(pos.unsqueeze(1), transform[batch]).squeeze(1)
+        h = pos if x is None else torch.cat([pos, x], dim=-1)
+        if self.feature_tnet is not None:
+            h = seg['mlp1'](h)
+            k = self.feature_tnet.k
+            transform = seg['feature_tnet'](h, counts).view(-1, k, k)
+            h = torch.bmm(h.unsqueeze(1), transform[batch]).squeeze(1)
+        return seg['main'](h, counts)
+
+    @torch.no_grad()
+    def forward_layers(self, pos: Tensor, batch: Optional[Tensor] = None,
+                       x: Optional[Tensor] = None) -> Tensor:
+        r"""The trained model's forward with the packed modules, one at a
+        time (float outputs where the trained model has them)."""
+        batch, size = self._check(pos, batch, x)
+        if self.input_tnet is not None:
+            transform = self.input_tnet(pos, batch, size)
+            pos = torch.bmm(pos.unsqueeze(1), transform[batch]).squeeze(1)
+        h = pos if x is None else torch.cat([pos, x], dim=-1)
+        h = self.mlp1(h)
+        if self.feature_tnet is not None:
+            transform = self.feature_tnet(h, batch, size)
+            h = torch.bmm(h.unsqueeze(1), transform[batch]).squeeze(1)
+        h = self.act(self.pool(self.mlp2(h), batch, size))
+        return self.head(h)
+
+
+# --------------------------------------------------------------------------
+# PointNet++.
+
+class PackedPointConv(PointNetConv):
+    r"""A packed :class:`~torch_geometric_binary.nn.BiPointConv`: PyG's
+    :class:`~torch_geometric.nn.conv.PointNetConv` with a packed local MLP
+    (its float path, for :meth:`forward`)."""
+    def __init__(self, local_nn: PackedMLP, global_nn: torch.nn.Module,
+                 ema: bool):
+        aggr = EMAMaxAggregation() if ema else 'max'
+        super().__init__(local_nn, global_nn, add_self_loops=False,
+                         aggr=aggr)
+        self.ema = ema
+
+    @classmethod
+    def from_conv(cls, conv, where, fp_dtype, epilogue_dtype):
+        if not isinstance(conv, PointNetConv) or conv.add_self_loops:
+            raise TypeError(f"pack: {where} is a {type(conv).__name__}; "
+                            f"expected a BiPointConv without self-loops")
+        ema = aggr_is_ema(conv.aggr_module, f'{where}.aggr')
+        return cls(_mlp(conv.local_nn, f'{where}.local_nn', fp_dtype,
+                        epilogue_dtype),
+                   _act(conv.global_nn, f'{where}.global_nn'), ema)
+
+
+class PackedSetAbstraction(torch.nn.Module):
+    r"""A packed PointNet++ set abstraction level."""
+    def __init__(self, ratio: float, r: float, max_num_neighbors: int,
+                 conv: PackedPointConv):
+        super().__init__()
+        self.ratio = ratio
+        self.r = r
+        self.max_num_neighbors = max_num_neighbors
+        self.conv = conv
+
+    def graph(self, pos: Tensor, batch: Tensor):
+        r"""Centres (sampled from the first point, as in evaluation) and
+        edges :obj:`(j, i)` sorted by centre :math:`i`."""
+        idx = fps(pos, batch, self.ratio, random_start=False)
+        edge_index = radius(pos, pos[idx], self.r, batch, batch[idx],
+                            self.max_num_neighbors)
+        return idx, edge_index
+
+    def forward(self, x: Optional[Tensor], pos: Tensor,
+                batch: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        idx, edge_index = self.graph(pos, batch)
+        x_dst = None if x is None else x[idx]
+        x = self.conv((x, x_dst), (pos, pos[idx]), edge_index)
+        return x, pos[idx], batch[idx]
+
+
+class PackedPointNet2(_PackedModel):
+    r"""A packed binary
+    :class:`~torch_geometric_binary.nn.models.PointNet2`. Build it with
+    :func:`pack`."""
+    def __init__(self, num_classes: int, in_channels: int,
+                 sa1: PackedSetAbstraction, sa2: PackedSetAbstraction,
+                 global_mlp: PackedMLP, pool: PackedGlobalPool,
+                 act: torch.nn.Module, head: PackedMLP):
+        super().__init__()
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.sa1 = sa1
+        self.sa2 = sa2
+        self.global_mlp = global_mlp
+        self.pool = pool
+        self.act = act
+        self.head = head
+
+    @classmethod
+    def from_model(cls, model, fp_dtype=torch.float32,
+                   epilogue_dtype=torch.float32) -> 'PackedPointNet2':
+        check_method(model.method, type(model).__name__)
+        _check_children(model, ('sa1', 'sa2', 'global_mlp', 'pool', 'act',
+                                'head'))
+        args = (fp_dtype, epilogue_dtype)
+
+        def sa(m, name):
+            _check_children(m, ('conv', ))
+            return PackedSetAbstraction(
+                m.ratio, m.r, m.max_num_neighbors,
+                PackedPointConv.from_conv(m.conv, f'{name}.conv', *args))
+        return cls(model.num_classes, model.in_channels,
+                   sa(model.sa1, 'PointNet2.sa1'),
+                   sa(model.sa2, 'PointNet2.sa2'),
+                   _mlp(model.global_mlp, 'PointNet2.global_mlp', *args),
+                   PackedGlobalPool.from_function(model.pool,
+                                                  'PointNet2.pool'),
+                   _act(model.act, 'PointNet2.act'),
+                   _mlp(model.head, 'PointNet2.head', *args))
+
+    def _build_segments(self):
+        c1, c2 = self.sa1.conv, self.sa2.conv
+        return {
+            'sa1': Segment([c1.local_nn], [], True, c1.ema, c1.global_nn),
+            'sa2': Segment([c2.local_nn], [], True, c2.ema, c2.global_nn),
+            'global': Segment([self.global_mlp], [self.head], True,
+                              self.pool.ema, self.act, fuse_last=True),
+        }
+
+    def _level(self, sa: PackedSetAbstraction, seg: Segment,
+               x: Optional[Tensor], x_channels: int, pos: Tensor,
+               batch: Tensor):
+        idx, edge_index = sa.graph(pos, batch)
+        pos_dst = pos[idx]
+        perm, counts = _sorted_groups(edge_index[1], idx.numel())
+        if perm is not None:
+            edge_index = edge_index[:, perm]
+        j, i = edge_index[0], edge_index[1]
+        msg = pos[j] - pos_dst[i]  # As PointNetConv.message.
+        if x is not None and x.is_floating_point():
+            msg = torch.cat([x[j], msg], dim=1)
+        elif x is not None:  # Packed features: concatenate the sign bits.
+            msg = cat_bits([(x[j], x_channels),
+                            (pack_bits(msg), msg.size(1))])
+        return seg(msg, counts), pos_dst, batch[idx]
+
+    @torch.no_grad()
+    def forward(self, pos: Tensor, batch: Optional[Tensor] = None,
+                x: Optional[Tensor] = None) -> Tensor:
+        r"""Logits of each cloud, :obj:`[num_clouds, num_classes]`."""
+        batch_in = batch
+        batch, size = self._check(pos, batch, x)
+        seg = self.segments()
+        if seg is False:
+            return self.forward_layers(pos, batch_in, x)
+        x, pos, batch = self._level(self.sa1, seg['sa1'], x,
+                                    self.in_channels, pos, batch)
+        x, pos, batch = self._level(self.sa2, seg['sa2'], x,
+                                    self.sa1.conv.local_nn.out_channels, pos,
+                                    batch)
+        h = cat_bits([(x, self.sa2.conv.local_nn.out_channels),
+                      (pack_bits(pos), pos.size(1))])
+        counts = torch.bincount(batch, minlength=size)
+        return seg['global'](h, counts)
+
+    @torch.no_grad()
+    def forward_layers(self, pos: Tensor, batch: Optional[Tensor] = None,
+                       x: Optional[Tensor] = None) -> Tensor:
+        r"""The trained model's forward with the packed modules, one at a
+        time."""
+        batch, size = self._check(pos, batch, x)
+        x, pos, batch = self.sa1(x, pos, batch)
+        x, pos, batch = self.sa2(x, pos, batch)
+        x = self.global_mlp(torch.cat([x, pos], dim=1))
+        x = self.act(self.pool(x, batch, size))
+        return self.head(x)
+
+
+# --------------------------------------------------------------------------
+# DGCNN.
+
+class PackedEdgeConv(EdgeConv):
+    r"""A packed :class:`~torch_geometric_binary.nn.BiDynamicEdgeConv`:
+    PyG's :class:`~torch_geometric.nn.conv.EdgeConv` with a packed MLP on
+    the :math:`k`-NN graph of its input."""
+    def __init__(self, nn: PackedMLP, k: int, ema: bool,
+                 num_workers: int = 1):
+        super().__init__(nn, aggr=EMAMaxAggregation() if ema else 'max')
+        self.k = k
+        self.ema = ema
+        self.num_workers = num_workers
+
+    @classmethod
+    def from_conv(cls, conv, where, fp_dtype, epilogue_dtype):
+        from torch_geometric_binary.nn.conv import BiDynamicEdgeConv
+        if not isinstance(conv, BiDynamicEdgeConv):
+            raise TypeError(f"pack: {where} is a {type(conv).__name__}; "
+                            f"expected a BiDynamicEdgeConv")
+        return cls(_mlp(conv.nn, f'{where}.nn', fp_dtype, epilogue_dtype),
+                   conv.k, aggr_is_ema(conv.aggr_module, f'{where}.aggr'),
+                   conv.num_workers)
+
+    def graph(self, x: Tensor, batch: Tensor) -> Tensor:
+        return knn(x, x, self.k, batch, batch, self.num_workers)
+
+    def forward(self, x: Tensor, batch: Tensor) -> Tensor:  # type: ignore
+        return super().forward(x, self.graph(x, batch))
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(nn={self.nn}, k={self.k}, '
+                f'ema={self.ema})')
+
+
+class PackedDGCNN(_PackedModel):
+    r"""A packed binary :class:`~torch_geometric_binary.nn.models.DGCNN`.
+    Build it with :func:`pack`."""
+    def __init__(self, num_classes: int, in_channels: int,
+                 conv1: PackedEdgeConv, conv2: PackedEdgeConv,
+                 lin1: PackedMLP, pool: PackedGlobalPool,
+                 act: torch.nn.Module, head: PackedMLP):
+        super().__init__()
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.conv1 = conv1
+        self.conv2 = conv2
+        self.lin1 = lin1
+        self.pool = pool
+        self.act = act
+        self.head = head
+
+    @classmethod
+    def from_model(cls, model, fp_dtype=torch.float32,
+                   epilogue_dtype=torch.float32) -> 'PackedDGCNN':
+        check_method(model.method, type(model).__name__)
+        _check_children(model, ('conv1', 'conv2', 'lin1', 'pool', 'act',
+                                'head'))
+        args = (fp_dtype, epilogue_dtype)
+        return cls(model.num_classes, model.in_channels,
+                   PackedEdgeConv.from_conv(model.conv1, 'DGCNN.conv1', *args),
+                   PackedEdgeConv.from_conv(model.conv2, 'DGCNN.conv2', *args),
+                   _mlp(model.lin1, 'DGCNN.lin1', *args),
+                   PackedGlobalPool.from_function(model.pool, 'DGCNN.pool'),
+                   _act(model.act, 'DGCNN.act'),
+                   _mlp(model.head, 'DGCNN.head', *args))
+
+    def _build_segments(self):
+        c1, c2 = self.conv1, self.conv2
+        seg = {
+            'conv1': Segment([c1.nn], out='dots'),
+            'conv2': Segment([c2.nn], [], True, c2.ema, self.act),
+            'main': Segment([self.lin1], [self.head], True, self.pool.ema,
+                            self.act, fuse_last=True),
+        }
+        layer = seg['conv1'].chain.layers[-1]
+        seg['conv1_flip'] = PoolTable(layer, c1.ema).flip
+        return seg
+
+    @staticmethod
+    def _edges(conv: PackedEdgeConv, h: Tensor, batch: Tensor):
+        edge_index = conv.graph(h, batch)
+        perm, counts = _sorted_groups(edge_index[1], h.size(0))
+        if perm is not None:
+            edge_index = edge_index[:, perm]
+        j, i = edge_index[0], edge_index[1]
+        x_i = h[i]
+        return torch.cat([x_i, h[j] - x_i], dim=-1), i, counts
+
+    @torch.no_grad()
+    def forward(self, pos: Tensor, batch: Optional[Tensor] = None,
+                x: Optional[Tensor] = None) -> Tensor:
+        r"""Logits of each cloud, :obj:`[num_clouds, num_classes]`."""
+        batch_in = batch
+        batch, size = self._check(pos, batch, x)
+        seg = self.segments()
+        if seg is False:
+            return self.forward_layers(pos, batch_in, x)
+        h = pos if x is None else torch.cat([pos, x], dim=-1)
+        # conv1: its pooled floats are needed (the next k-NN graph).
+        msg, i, _ = self._edges(self.conv1, h, batch)
+        dots = seg['conv1'](msg)
+        layer = seg['conv1'].chain.layers[-1]
+        x1 = self.act(pooled_floats(layer, dots, i, h.size(0),
+                                    self.conv1.ema, seg['conv1_flip']))
+        # conv2: only the signs of its pooled output are used.
+        msg, i, counts = self._edges(self.conv2, x1, batch)
+        x2 = seg['conv2'](msg, counts)
+        c1 = self.conv1.nn.out_channels
+        h = cat_bits([(pack_bits(x1), c1),
+                      (x2, self.conv2.nn.out_channels)])
+        counts = torch.bincount(batch, minlength=size)
+        return seg['main'](h, counts)
+
+    @torch.no_grad()
+    def forward_layers(self, pos: Tensor, batch: Optional[Tensor] = None,
+                       x: Optional[Tensor] = None) -> Tensor:
+        r"""The trained model's forward with the packed modules, one at a
+        time."""
+        batch, size = self._check(pos, batch, x)
+        h = pos if x is None else torch.cat([pos, x], dim=-1)
+        x1 = self.act(self.conv1(h, batch))
+        x2 = self.act(self.conv2(x1, batch))
+        out = self.lin1(torch.cat([x1, x2], dim=1))
+        out = self.act(self.pool(out, batch, size))
+        return self.head(out)
+
+
+# --------------------------------------------------------------------------
+
+def pack(model: torch.nn.Module, fp_dtype: torch.dtype = torch.float32,
+         epilogue_dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    r"""Packs a trained binary model for bit-packed inference.
+
+    Binary weights are stored as bits (:obj:`int64` words along the input
+    channels); batch normalization, LSR scale and the sign are folded into
+    integer thresholds wherever the next layer is binary; the
+    full-precision first and last layers are kept (stored in
+    :obj:`fp_dtype`, computed in float32). The result gives the same
+    outputs as :obj:`model` in inference mode (float32 storage; exactly for
+    PointNet, up to float rounding in the logits otherwise).
+
+    Args:
+        model (torch.nn.Module): A binary
+            :class:`~torch_geometric_binary.nn.models.PointNet` (with or
+            without T-Nets),
+            :class:`~torch_geometric_binary.nn.models.PointNet2` or
+            :class:`~torch_geometric_binary.nn.models.DGCNN`; also a
+            single :class:`~torch_geometric_binary.nn.BiMLP` (to a
+            :class:`~torch_geometric_binary.deploy.modules.PackedMLP`) or
+            :class:`~torch_geometric_binary.nn.BiLinear` (to a
+            :class:`~torch_geometric_binary.deploy.PackedBiLinear` with float
+            output).
+        fp_dtype (torch.dtype, optional): Storage type of the
+            full-precision layers (:obj:`torch.float16` halves them; their
+            results then differ slightly). (default: :obj:`torch.float32`)
+        epilogue_dtype (torch.dtype, optional): Storage type of the
+            per-channel float tails that stay float (before a pooling or a
+            full-precision layer); :obj:`torch.float16` is approximate.
+            (default: :obj:`torch.float32`)
+
+    Raises:
+        TypeError: for a model, layer, normalization, activation or pooling
+            that :func:`pack` does not know (naming its class).
+        ValueError: for full-precision models (method :obj:`"fp"`) and
+            methods whose input binarizer is not the sign.
+    """
+    from torch_geometric_binary.nn.models import DGCNN, PointNet, PointNet2
+    for t in (fp_dtype, epilogue_dtype):
+        if t not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"pack: storage dtypes must be float32, float16 "
+                             f"or bfloat16 (got {t})")
+    if isinstance(model, PointNet):
+        return PackedPointNet.from_model(model, fp_dtype, epilogue_dtype)
+    if isinstance(model, PointNet2):
+        return PackedPointNet2.from_model(model, fp_dtype, epilogue_dtype)
+    if isinstance(model, DGCNN):
+        return PackedDGCNN.from_model(model, fp_dtype, epilogue_dtype)
+    if isinstance(model, BiMLP):
+        return PackedMLP.from_bimlp(model, fp_dtype, epilogue_dtype)
+    if isinstance(model, BiLinear):
+        return pack_binary(model, None, None, 'float', epilogue_dtype)
+    raise TypeError(f"pack: cannot pack a {type(model).__name__} (supported: "
+                    f"PointNet, PointNet2, DGCNN, BiMLP, BiLinear)")
+
+
+__all__ = [
+    'pack',
+    'PackedPointNet',
+    'PackedTNet',
+    'PackedPointNet2',
+    'PackedSetAbstraction',
+    'PackedPointConv',
+    'PackedDGCNN',
+    'PackedEdgeConv',
+    'Segment',
+    'cat_bits',
+]

@@ -1,0 +1,408 @@
+r"""Packed counterparts of the building blocks of the binary models.
+
+Each class mirrors one training-time module (:class:`PackedMLP` a
+:class:`~torch_geometric_binary.nn.BiMLP`, :class:`PackedLinear` a
+full-precision linear layer, :class:`FrozenBatchNorm` a batch normalization
+in inference mode, :class:`PackedGlobalPool` a global (EMA) max pooling), so
+that a packed model can be compared with its trained model module by module.
+Binary layers are :class:`~torch_geometric_binary.deploy.PackedBiLinear`
+with their batch normalization and activation folded in.
+
+Every module here is inference-only: it holds buffers, no parameters, and
+behaves the same in training mode.
+"""
+import copy
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch_geometric.nn import global_max_pool
+from torch_geometric.nn.aggr import MaxAggregation
+
+from torch_geometric_binary.deploy.epilogue import AffineEpilogue
+from torch_geometric_binary.deploy.fold import _unwrap_norm
+from torch_geometric_binary.deploy.kernels import unpack_bits
+from torch_geometric_binary.deploy.linear import PackedBiLinear
+from torch_geometric_binary.nn.aggr import (EMAMaxAggregation,
+                                            global_ema_max_pool)
+from torch_geometric_binary.nn.linear import BiLinear
+from torch_geometric_binary.nn.methods import BinaryMethod
+
+FP_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+# --------------------------------------------------------------------------
+# Activations (stateless; exported as a name and their arguments).
+
+def act_spec(act: Optional[torch.nn.Module], where: str = ''
+             ) -> Optional[Tuple[str, Dict[str, Any]]]:
+    r"""The name and arguments of a supported activation (all
+    non-decreasing), or a :class:`TypeError` naming its class."""
+    if act is None:
+        return None
+    t = type(act)
+    if t is torch.nn.Identity:
+        return 'identity', {}
+    if t is torch.nn.Hardtanh:
+        return 'hardtanh', {'min_val': float(act.min_val),
+                            'max_val': float(act.max_val)}
+    if t is torch.nn.ReLU:
+        return 'relu', {}
+    if t is torch.nn.ReLU6:
+        return 'relu6', {}
+    if t is torch.nn.Tanh:
+        return 'tanh', {}
+    if t is torch.nn.LeakyReLU and act.negative_slope >= 0:
+        return 'leaky_relu', {'negative_slope': float(act.negative_slope)}
+    prefix = f"{where}: " if where else ''
+    raise TypeError(f"{prefix}pack does not support the activation "
+                    f"{t.__name__} (supported: Identity, Hardtanh, ReLU, "
+                    f"ReLU6, Tanh, LeakyReLU with a non-negative slope)")
+
+
+def make_act(spec: Optional[Tuple[str, Dict[str, Any]]]
+             ) -> Optional[torch.nn.Module]:
+    if spec is None:
+        return None
+    name, kwargs = spec
+    return {
+        'identity': torch.nn.Identity,
+        'hardtanh': torch.nn.Hardtanh,
+        'relu': torch.nn.ReLU,
+        'relu6': torch.nn.ReLU6,
+        'tanh': torch.nn.Tanh,
+        'leaky_relu': torch.nn.LeakyReLU,
+    }[name](**kwargs)
+
+
+def sign_preserving(act: Optional[torch.nn.Module]) -> bool:
+    r"""Whether :math:`[\mathrm{act}(x) \ge 0] = [x \ge 0]` for every
+    :math:`x` (so the sign of the input can skip the activation)."""
+    if act is None or type(act) in (torch.nn.Identity, torch.nn.Tanh):
+        return True
+    if type(act) is torch.nn.Hardtanh:
+        return act.min_val < 0 <= act.max_val
+    if type(act) is torch.nn.LeakyReLU:
+        return act.negative_slope > 0
+    return False
+
+
+# --------------------------------------------------------------------------
+# Full-precision pieces.
+
+class FrozenBatchNorm(torch.nn.Module):
+    r"""A batch normalization in inference mode (always, also in training
+    mode), with the same operation as the trained module
+    (:func:`torch.nn.functional.batch_norm` with the running statistics)."""
+    def __init__(self, running_mean: Tensor, running_var: Tensor,
+                 weight: Optional[Tensor], bias: Optional[Tensor],
+                 eps: float):
+        super().__init__()
+        self.num_features = running_mean.numel()
+        self.eps = float(eps)
+        self.register_buffer('running_mean', running_mean)
+        self.register_buffer('running_var', running_var)
+        self.register_buffer('weight', weight)
+        self.register_buffer('bias', bias)
+
+    @classmethod
+    def from_module(cls, norm: torch.nn.Module) -> 'FrozenBatchNorm':
+        bn = _unwrap_norm(norm)
+        if bn is None:
+            raise TypeError(f"Expected a batch normalization (got "
+                            f"{type(norm).__name__})")
+
+        def frozen(t):
+            return None if t is None else t.detach().clone()
+        return cls(frozen(bn.running_mean), frozen(bn.running_var),
+                   frozen(bn.weight), frozen(bn.bias), bn.eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var,
+                            self.weight, self.bias, False, 0.0, self.eps)
+
+    def extra_repr(self) -> str:
+        return f'{self.num_features}, eps={self.eps}'
+
+
+class PackedLinear(torch.nn.Module):
+    r"""A full-precision linear layer, stored in :obj:`dtype` (float32,
+    float16 or bfloat16) and computed in float32,
+    :math:`\mathbf{x} \mathbf{W}^{\top} + \mathbf{b}`. In float32 it is the
+    trained layer's operation exactly."""
+    def __init__(self, weight: Tensor, bias: Optional[Tensor] = None):
+        super().__init__()
+        if weight.dtype not in FP_DTYPES or weight.dim() != 2:
+            raise ValueError(f"PackedLinear expects a 2-D weight in one of "
+                             f"{FP_DTYPES} (got {weight.dtype})")
+        self.in_channels = weight.size(1)
+        self.out_channels = weight.size(0)
+        self.register_buffer('weight', weight)
+        self.register_buffer('bias', None if bias is None else
+                             bias.to(weight.dtype))
+        self._refresh()
+
+    @classmethod
+    def from_linear(cls, lin: torch.nn.Module,
+                    dtype: torch.dtype = torch.float32) -> 'PackedLinear':
+        weight = getattr(lin, 'weight', None)
+        if not isinstance(lin, (torch.nn.Linear,
+                                _pyg_linear())) or weight is None \
+                or weight.dim() != 2 or weight.is_meta:
+            raise TypeError(f"pack: expected a full-precision linear layer "
+                            f"(got {type(lin).__name__})")
+        if dtype not in FP_DTYPES:
+            raise ValueError(f"pack: 'fp_dtype' must be one of {FP_DTYPES} "
+                             f"(got {dtype})")
+        bias = None if lin.bias is None else lin.bias.detach().to(dtype)
+        return cls(weight.detach().to(dtype).clone(),
+                   None if bias is None else bias.clone())
+
+    def _refresh(self):
+        # Float32 copies to compute with (not stored).
+        w32 = self.weight if self.weight.dtype == torch.float32 \
+            else self.weight.float()
+        b32 = None if self.bias is None else self.bias.float()
+        self.register_buffer('weight32', w32, persistent=False)
+        self.register_buffer('bias32', b32, persistent=False)
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        self._refresh()
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dtype != torch.float32:
+            x = x.float()
+        return F.linear(x, self.weight32, self.bias32)
+
+    def extra_repr(self) -> str:
+        return (f'{self.in_channels}, {self.out_channels}, '
+                f'bias={self.bias is not None}, '
+                f'dtype={str(self.weight.dtype).split(".")[-1]}')
+
+
+def _pyg_linear():
+    from torch_geometric.nn.dense.linear import Linear
+    return Linear
+
+
+# --------------------------------------------------------------------------
+# Binary layers.
+
+def check_method(method: BinaryMethod, where: str):
+    r"""Raises for full-precision methods and methods whose inputs are not
+    binarized by the sign (what packed bits store)."""
+    if not method.binary:
+        raise ValueError(f"pack: {where} uses the full-precision method "
+                         f"'{method.name}'; only binary models can be packed")
+    if type(method).binarize_input is not BinaryMethod.binarize_input:
+        raise ValueError(f"pack: {where} uses method '{method.name}', whose "
+                         f"input binarizer ({type(method).__name__}."
+                         f"binarize_input) is not the sign")
+
+
+@torch.no_grad()
+def pack_binary(lin: BiLinear, norm: Optional[torch.nn.Module],
+                act: Optional[torch.nn.Module], output: str,
+                epilogue_dtype: torch.dtype = torch.float32
+                ) -> PackedBiLinear:
+    r"""A :class:`PackedBiLinear` for :obj:`lin` followed by :obj:`norm`
+    and :obj:`act`. Layers with :obj:`output="bits"` keep only their
+    thresholds; layers with float output keep the epilogue, in the compact
+    :class:`AffineEpilogue` form where it is exact."""
+    check_method(lin.method, type(lin).__name__)
+    layer = PackedBiLinear.from_bilinear(lin, norm, act, output=output)
+    if output == 'bits':
+        layer.epilogue = None
+    else:
+        aff = AffineEpilogue.from_epilogue(layer.epilogue, lin.in_channels,
+                                           epilogue_dtype)
+        if aff is not None:
+            layer.epilogue = aff
+    return layer
+
+
+# --------------------------------------------------------------------------
+# MLPs.
+
+class PackedMLP(torch.nn.Module):
+    r"""A packed :class:`~torch_geometric_binary.nn.BiMLP`: :obj:`lins[i]`
+    is a :class:`PackedBiLinear` (binary; its normalization and activation
+    folded in, so :obj:`norms[i]` is an :class:`~torch.nn.Identity`) or a
+    :class:`PackedLinear` (full precision, followed by :obj:`norms[i]` and
+    :obj:`act`). A binary layer followed by a binary layer outputs packed
+    bits; the others output floats.
+
+    :meth:`forward` runs the layers one by one and returns what the
+    trained MLP returns (in inference mode).
+    """
+    def __init__(self, channel_list: List[int], lins: List[torch.nn.Module],
+                 norms: List[torch.nn.Module],
+                 act: Optional[torch.nn.Module], plain_last: bool,
+                 last_norm: Optional[torch.nn.Module] = None):
+        super().__init__()
+        self.channel_list = list(channel_list)
+        self.lins = torch.nn.ModuleList(lins)
+        self.norms = torch.nn.ModuleList(norms)
+        self.act = act
+        self.plain_last = plain_last
+        # A full-precision last layer's output normalization (a binary last
+        # layer folds it into its epilogue).
+        self.last_norm = last_norm
+
+    @classmethod
+    def from_bimlp(cls, mlp: torch.nn.Module,
+                   fp_dtype: torch.dtype = torch.float32,
+                   epilogue_dtype: torch.dtype = torch.float32,
+                   where: str = 'BiMLP') -> 'PackedMLP':
+        from torch_geometric_binary.nn.mlp import BiMLP
+        if not isinstance(mlp, BiMLP):
+            raise TypeError(f"pack: {where} is a {type(mlp).__name__}, "
+                            f"expected a BiMLP")
+        check_method(mlp.method, where)
+        if getattr(mlp, 'act_first', False):
+            raise ValueError(f"pack: {where} applies its activation before "
+                             f"the normalization (act_first=True), which "
+                             f"pack does not support")
+        act_spec(mlp.act, where)
+        n = len(mlp.lins)
+        binary = [isinstance(lin, BiLinear) for lin in mlp.lins]
+        lins: List[torch.nn.Module] = []
+        norms: List[torch.nn.Module] = []
+        for i, lin in enumerate(mlp.lins):
+            last = i == n - 1
+            normed = not last or not mlp.plain_last
+            norm = mlp.norms[i] if normed else None
+            if norm is not None and isinstance(norm, torch.nn.Identity):
+                norm = None
+            if norm is not None and _unwrap_norm_or_none(norm) is None:
+                raise TypeError(f"pack: {where}.norms[{i}] is a "
+                                f"{type(norm).__name__}; pack supports batch "
+                                f"normalization only")
+            if binary[i]:
+                if last and mlp.last_norm is not None:
+                    epi_norm, epi_act = mlp.last_norm, None
+                else:
+                    epi_norm = norm
+                    epi_act = mlp.act if normed else None
+                nxt = not last and binary[i + 1]
+                lins.append(pack_binary(lin, epi_norm, epi_act,
+                                        'bits' if nxt else 'float',
+                                        epilogue_dtype))
+                norms.append(torch.nn.Identity())
+            else:
+                try:
+                    lins.append(PackedLinear.from_linear(lin, fp_dtype))
+                except TypeError:
+                    raise TypeError(f"pack: {where}.lins[{i}] is a "
+                                    f"{type(lin).__name__}, which pack does "
+                                    f"not know") from None
+                norms.append(FrozenBatchNorm.from_module(norm)
+                             if norm is not None else torch.nn.Identity())
+        last_norm = None
+        if mlp.last_norm is not None and not binary[-1]:
+            last_norm = FrozenBatchNorm.from_module(mlp.last_norm)
+        return cls(mlp.channel_list, lins, norms, copy.deepcopy(mlp.act),
+                   mlp.plain_last, last_norm)
+
+    @property
+    def in_channels(self) -> int:
+        return self.channel_list[0]
+
+    @property
+    def out_channels(self) -> int:
+        return self.channel_list[-1]
+
+    def is_binary(self, i: int) -> bool:
+        return isinstance(self.lins[i], PackedBiLinear)
+
+    def fp_tail(self, i: int, x: Tensor, sign_only: bool = False) -> Tensor:
+        r"""What follows full-precision layer :obj:`i`'s linear map: its
+        normalization and activation (see :meth:`fp_layer`)."""
+        last = i == len(self.lins) - 1
+        if not last or not self.plain_last:
+            x = self.norms[i](x)
+            if self.act is not None and not (sign_only
+                                             and sign_preserving(self.act)):
+                x = self.act(x)
+        elif self.last_norm is not None:
+            x = self.last_norm(x)
+        return x
+
+    def fp_layer(self, i: int, x: Tensor, sign_only: bool = False
+                 ) -> Tensor:
+        r"""Full-precision layer :obj:`i` with its normalization and
+        activation; with :obj:`sign_only`, an activation that preserves
+        signs is skipped (the result then has the right signs only)."""
+        lin = self.lins[i]
+        if not x.is_floating_point():
+            x = unpack_bits(x, lin.in_channels)
+        return self.fp_tail(i, lin(x), sign_only)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.is_floating_point() and x.size(-1) != self.in_channels:
+            raise ValueError(f"PackedMLP expects inputs with "
+                             f"{self.in_channels} channels (got shape "
+                             f"{tuple(x.shape)})")
+        for i, lin in enumerate(self.lins):
+            if isinstance(lin, PackedBiLinear):
+                x = lin(x)
+            else:
+                x = self.fp_layer(i, x)
+        return x
+
+    def extra_repr(self) -> str:
+        return f'channels={self.channel_list}, plain_last={self.plain_last}'
+
+
+def _unwrap_norm_or_none(norm):
+    try:
+        return _unwrap_norm(norm)
+    except (TypeError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------
+# Pooling.
+
+class PackedGlobalPool(torch.nn.Module):
+    r"""The global max pooling of a binary model: EMA (max minus
+    :math:`\delta(n)`) or plain. :meth:`forward` pools floats as the
+    trained model does; the packed models pool bits with
+    :class:`~torch_geometric_binary.deploy.BinaryChain`."""
+    def __init__(self, ema: bool):
+        super().__init__()
+        self.ema = ema
+
+    @classmethod
+    def from_function(cls, pool, where: str) -> 'PackedGlobalPool':
+        if pool is global_ema_max_pool:
+            return cls(True)
+        if pool is global_max_pool:
+            return cls(False)
+        name = getattr(pool, '__name__', type(pool).__name__)
+        raise TypeError(f"pack: {where} pools with {name}; pack supports "
+                        f"global_ema_max_pool and global_max_pool")
+
+    def forward(self, x: Tensor, batch: Optional[Tensor],
+                size: Optional[int] = None) -> Tensor:
+        if self.ema:
+            return global_ema_max_pool(x, batch, size)
+        return global_max_pool(x, batch, size)
+
+    def extra_repr(self) -> str:
+        return f'ema={self.ema}'
+
+
+def aggr_is_ema(aggr: torch.nn.Module, where: str) -> bool:
+    r"""Whether a (local) max aggregation is EMA; a :class:`TypeError` for
+    other aggregations."""
+    if isinstance(aggr, EMAMaxAggregation):
+        return True
+    if type(aggr) is MaxAggregation:
+        return False
+    raise TypeError(f"pack: {where} aggregates with "
+                    f"{type(aggr).__name__}; pack supports EMAMaxAggregation "
+                    f"and MaxAggregation")
