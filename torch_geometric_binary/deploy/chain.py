@@ -29,7 +29,7 @@ layer's own float operations on every reachable :math:`D` (as in
 :func:`~torch_geometric_binary.deploy.fold_threshold`), once per size, so
 the pooled bits equal the trained model's exactly.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -330,6 +330,7 @@ class BinaryChain:
         self.zero_flips = [torch.zeros(layer.out_channels, dtype=torch.bool)
                            for layer in layers]
         self._cpp: Optional[tuple] = None
+        self._ptrs: Dict[int, Tensor] = {}
         self._epilogue_args = None
         if out == 'float' and isinstance(last.epilogue, AffineEpilogue):
             self._epilogue_args = last.epilogue.kernel_args()
@@ -371,7 +372,7 @@ class BinaryChain:
                          transposed, offsets)
         return self._cpp
 
-    def __call__(self, x: Tensor, counts: Optional[Tensor] = None,
+    def __call__(self, x: Tensor, counts: Union[Tensor, int, None] = None,
                  backend: Optional[str] = None,
                  in_threshold: Optional[Tensor] = None,
                  final: Optional[Tuple[Tensor, Optional[Tensor]]] = None
@@ -381,9 +382,10 @@ class BinaryChain:
         Args:
             x (torch.Tensor): Packed rows :obj:`[M, W]` (:obj:`int64`) or
                 float rows :obj:`[M, K]`, binarized by their sign.
-            counts (torch.Tensor, optional): With pooling, the number of
-                rows of each group (:obj:`int64 [G]`); the rows of a group
-                are consecutive.
+            counts (torch.Tensor or int, optional): With pooling, the
+                number of rows of each group (:obj:`int64 [G]`, or an
+                :obj:`int` for one group; default: one group of all rows);
+                the rows of a group are consecutive.
             backend (str, optional): :obj:`"cpp"` or :obj:`"torch"`.
             in_threshold (torch.Tensor, optional): For float inputs,
                 :obj:`[2, K]` float32 :math:`(s, u)`: the input bits are
@@ -411,10 +413,18 @@ class BinaryChain:
                              f"{tuple(x.shape)})")
         ptr = sizes = gset = table = None
         if self.pool is not None:
-            if counts is None:
-                counts = torch.tensor([x.size(0)])
-            counts = counts.to(torch.int64)
-            ptr, sizes, gset = groups_from_counts(counts)
+            if counts is None or isinstance(counts, int):  # One group.
+                n = x.size(0) if counts is None else counts
+                ptr = self._ptrs.get(n)
+                if ptr is None:
+                    ptr = torch.tensor([0, n])
+                    if len(self._ptrs) < 64:
+                        self._ptrs[n] = ptr
+                sizes, gset = [n], _ONE_SET
+                counts = ptr[1:]
+            else:
+                counts = counts.to(torch.int64)
+                ptr, sizes, gset = groups_from_counts(counts)
             if int(ptr[-1]) != x.size(0):
                 raise ValueError(f"BinaryChain: the groups hold "
                                  f"{int(ptr[-1])} rows but the input has "

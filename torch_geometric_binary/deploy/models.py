@@ -144,8 +144,15 @@ def _check_children(model: torch.nn.Module, known: Sequence[str]):
                             f"know")
 
 
-def _mlp(module, where: str, fp_dtype, epilogue_dtype) -> PackedMLP:
-    return PackedMLP.from_bimlp(module, fp_dtype, epilogue_dtype, where)
+def _mlp(module, where: str, fp_dtype, epilogue_dtype,
+         classifier: bool = False) -> PackedMLP:
+    r"""Packs a BiMLP of a model. :obj:`fp_dtype` applies to the
+    classifier only: a full-precision layer whose output is binarized later
+    (a first layer, a T-Net transform) stays float32, as rounding its
+    weights would move the signs after it."""
+    return PackedMLP.from_bimlp(module,
+                                fp_dtype if classifier else torch.float32,
+                                epilogue_dtype, where)
 
 
 def _act(module, where: str) -> torch.nn.Module:
@@ -305,7 +312,8 @@ class PackedPointNet(_PackedModel):
                    tnet(model.feature_tnet, 'PointNet.feature_tnet'), mlp2,
                    PackedGlobalPool.from_function(model.pool, 'PointNet.pool'),
                    _act(model.act, 'PointNet.act'),
-                   _mlp(model.head, 'PointNet.head', *args))
+                   _mlp(model.head, 'PointNet.head', *args,
+                        classifier=True))
 
     def _build_segments(self):
         seg = {}
@@ -341,7 +349,7 @@ class PackedPointNet(_PackedModel):
     def _forward(self, seg, pos: Tensor, batch: Optional[Tensor],
                  x: Optional[Tensor]) -> Tensor:
         if batch is None:  # One cloud.
-            counts = torch.tensor([pos.size(0)])
+            counts = pos.size(0)
             if self.input_tnet is not None or self.feature_tnet is not None:
                 batch = torch.zeros(pos.size(0), dtype=torch.long)
         else:
@@ -472,7 +480,8 @@ class PackedPointNet2(_PackedModel):
                    PackedGlobalPool.from_function(model.pool,
                                                   'PointNet2.pool'),
                    _act(model.act, 'PointNet2.act'),
-                   _mlp(model.head, 'PointNet2.head', *args))
+                   _mlp(model.head, 'PointNet2.head', *args,
+                        classifier=True))
 
     def _build_segments(self):
         c1, c2 = self.sa1.conv, self.sa2.conv
@@ -597,7 +606,8 @@ class PackedDGCNN(_PackedModel):
                    _mlp(model.lin1, 'DGCNN.lin1', *args),
                    PackedGlobalPool.from_function(model.pool, 'DGCNN.pool'),
                    _act(model.act, 'DGCNN.act'),
-                   _mlp(model.head, 'DGCNN.head', *args))
+                   _mlp(model.head, 'DGCNN.head', *args,
+                        classifier=True))
 
     def _build_segments(self):
         c1, c2 = self.conv1, self.conv2
@@ -686,8 +696,13 @@ def pack(model: torch.nn.Module, fp_dtype: torch.dtype = torch.float32,
             :class:`~torch_geometric_binary.deploy.PackedBiLinear` with float
             output).
         fp_dtype (torch.dtype, optional): Storage type of the
-            full-precision layers (:obj:`torch.float16` halves them; their
-            results then differ slightly). (default: :obj:`torch.float32`)
+            full-precision classifier (the last layer, computed in float32;
+            :obj:`torch.float16` halves it, its logits then differ
+            slightly). Full-precision layers whose outputs are binarized
+            later (first layers, T-Net transforms) stay float32: rounding
+            their weights would flip signs. For a single
+            :class:`~torch_geometric_binary.nn.BiMLP`, it applies to all
+            its full-precision layers. (default: :obj:`torch.float32`)
         epilogue_dtype (torch.dtype, optional): Storage type of the
             per-channel float tails that stay float (before a pooling or a
             full-precision layer); :obj:`torch.float16` is approximate.
