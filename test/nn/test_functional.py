@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from torch_geometric_binary.nn.functional import (binarize, binarize_weight,
-                                                  ema_delta, sign)
+                                                  ema_delta, scaled_linear,
+                                                  sign)
 
 
 def test_sign_of_zero_is_plus_one():
@@ -77,3 +78,22 @@ def test_ema_balances_pooled_sign():
         ema = (x.max(dim=1).values - ema_delta(n) >= 0).float().mean()
         assert plain > 0.99
         assert abs(ema - 0.5) < 0.04, (n, float(ema))
+
+
+def test_scaled_linear_matches_autograd_and_gradcheck():
+    x = torch.randn(4, 6, 5, dtype=torch.double, requires_grad=True)
+    w = torch.randn(3, 5, dtype=torch.double, requires_grad=True)
+    s = torch.tensor(0.7, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(scaled_linear, (x, w, s))
+    out = scaled_linear(x, w, s)
+    ref = torch.nn.functional.linear(x, w) * s
+    assert torch.equal(out, ref)  # The product first, then one rounding.
+    g = torch.randn_like(out)
+    got = torch.autograd.grad(out, (x, w, s), g)
+    want = torch.autograd.grad(ref, (x, w, s), g)
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b)
+    # Only the inputs that need a gradient get one.
+    out = scaled_linear(x.detach(), w.detach(), s)
+    gs, = torch.autograd.grad(out.sum(), s)
+    assert torch.allclose(gs, torch.nn.functional.linear(x, w).sum())

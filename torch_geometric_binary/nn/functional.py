@@ -52,6 +52,44 @@ def binarize_weight(weight: Tensor) -> Tensor:
     return binarize(weight - weight.mean())
 
 
+class ScaledLinear(torch.autograd.Function):
+    r""":math:`(\mathbf{x} \mathbf{W}^{\top}) \cdot \alpha` for a scalar
+    :math:`\alpha`, with a backward pass that never touches the output:
+    :math:`\partial \mathcal{L} / \partial \alpha = \sum (\mathbf{G}^{\top}
+    \mathbf{x}) \odot \mathbf{W}`, where :math:`\mathbf{G}^{\top}
+    \mathbf{x}` is the weight gradient's product anyway. Autograd's
+    :obj:`out * scale` would spend two passes over the (large) activations
+    on it. The forward multiplies the product by :math:`\alpha` last, so
+    that binary products stay exact integers until one final rounding, as
+    in packed inference."""
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
+        ctx.save_for_backward(x, weight, scale)
+        return torch.nn.functional.linear(x, weight).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, weight, scale = ctx.saved_tensors
+        grad_x = grad_w = grad_scale = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_out @ (weight * scale)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            gw = grad_out.reshape(-1, grad_out.size(-1)).t() @ \
+                x.reshape(-1, x.size(-1))
+            if ctx.needs_input_grad[1]:
+                grad_w = gw * scale
+            if ctx.needs_input_grad[2]:
+                grad_scale = (gw * weight).sum().reshape(scale.shape)
+        return grad_x, grad_w, grad_scale
+
+
+def scaled_linear(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
+    r""":math:`(\mathbf{x} \mathbf{W}^{\top}) \cdot \alpha` with a cheap
+    backward pass (:class:`ScaledLinear`); :obj:`scale` is a 0-dim
+    tensor."""
+    return ScaledLinear.apply(x, weight, scale)
+
+
 def ema_delta(n: Union[int, Tensor]) -> Union[float, Tensor]:
     r"""The offset of Entropy-Maximizing Aggregation for groups of size
     :math:`n`,

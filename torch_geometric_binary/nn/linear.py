@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Parameter
 
+from torch_geometric_binary.nn.functional import scaled_linear
 from torch_geometric_binary.nn.methods import BinaryMethod, resolve_method
 
 
@@ -121,9 +122,11 @@ class BiLinear(torch.nn.Module):
         self._check_input(x)
         if self.training and not self.scale_initialized:
             self.init_scale(x)
-        out = self.binary_forward(x)
         if self.scale is not None:
-            out = out * self.scale
+            out = scaled_linear(self.method.binarize_input(x),
+                                self.binary_weight(), self.scale)
+        else:
+            out = self.binary_forward(x)
         if self.bias is not None:
             out = out + self.bias
         return out
