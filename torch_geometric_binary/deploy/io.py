@@ -104,10 +104,8 @@ def _export(m: Optional[torch.nn.Module], w: _Writer) -> Optional[dict]:
 
 
 _CHILDREN = {
-    PackedPointNet: ('input_tnet', 'mlp1', 'feature_tnet', 'mlp2', 'pool',
-                     'act', 'head'),
-    PackedPointNet2: ('sa1', 'sa2', 'global_mlp', 'pool', 'act', 'head'),
-    PackedDGCNN: ('conv1', 'conv2', 'lin1', 'pool', 'act', 'head'),
+    **{cls: cls.child_names()
+       for cls in (PackedPointNet, PackedPointNet2, PackedDGCNN)},
     PackedTNet: ('point_mlp', 'pool', 'act', 'head'),
 }
 
@@ -256,16 +254,13 @@ def _binary_epilogue_in(a, t, c):
     return ep
 
 
+def _classifier_in(cls):
+    return lambda a, t, c: cls(a['num_classes'], a['in_channels'], **c)
+
+
 _IMPORTERS: Dict[str, Callable] = {
-    'PackedPointNet': lambda a, t, c: PackedPointNet(
-        a['num_classes'], a['in_channels'], c['input_tnet'], c['mlp1'],
-        c['feature_tnet'], c['mlp2'], c['pool'], c['act'], c['head']),
-    'PackedPointNet2': lambda a, t, c: PackedPointNet2(
-        a['num_classes'], a['in_channels'], c['sa1'], c['sa2'],
-        c['global_mlp'], c['pool'], c['act'], c['head']),
-    'PackedDGCNN': lambda a, t, c: PackedDGCNN(
-        a['num_classes'], a['in_channels'], c['conv1'], c['conv2'],
-        c['lin1'], c['pool'], c['act'], c['head']),
+    **{cls.__name__: _classifier_in(cls)
+       for cls in (PackedPointNet, PackedPointNet2, PackedDGCNN)},
     'PackedTNet': lambda a, t, c: PackedTNet(
         a['k'], c['point_mlp'], c['pool'], c['act'], c['head']),
     'PackedSetAbstraction': lambda a, t, c: PackedSetAbstraction(

@@ -26,7 +26,7 @@ its second :math:`k`-NN graph is built on (computed exactly from integer
 dot products, see :func:`~torch_geometric_binary.deploy.chain.pooled_floats`).
 """
 import copy
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -46,6 +46,8 @@ from torch_geometric_binary.deploy.modules import (PackedGlobalPool,
 from torch_geometric_binary.nn.aggr import EMAMaxAggregation
 from torch_geometric_binary.nn.linear import BiLinear
 from torch_geometric_binary.nn.mlp import BiMLP
+from torch_geometric_binary.nn.models import DGCNN, PointNet, PointNet2
+from torch_geometric_binary.nn.models.pointnet import apply_transform
 from torch_geometric_binary.nn.neighbors import fps, knn, radius
 from torch_geometric_binary.utils import check_points
 
@@ -180,11 +182,58 @@ def _sorted_groups(index: Tensor, num_groups: int
     return None, counts
 
 
-class _PackedModel(torch.nn.Module):
-    r"""Shared plumbing: lazily built chains, input checks."""
-    def __init__(self):
+class _PackedClassifier(torch.nn.Module):
+    r"""The packed twin of
+    :class:`~torch_geometric_binary.nn.models.common.PointCloudClassifier`:
+    the per-point feature modules named in :attr:`PARTS`, a max over each
+    cloud (:obj:`pool`), the activation (:obj:`act`) and the classifier
+    (:obj:`head`); chains built lazily, input checks.
+
+    A subclass names its :attr:`PARTS`, packs them from the trained model
+    (:meth:`pack_parts`), and runs them as chains (:meth:`_forward`) and
+    module by module (:meth:`point_features`)."""
+    PARTS: Tuple[str, ...] = ()
+
+    def __init__(self, num_classes: int, in_channels: int,
+                 pool: PackedGlobalPool, act: torch.nn.Module,
+                 head: PackedMLP, **parts: Optional[torch.nn.Module]):
         super().__init__()
+        if set(parts) != set(self.PARTS):
+            raise TypeError(f"{self.__class__.__name__} takes the parts "
+                            f"{self.PARTS} (got {tuple(parts)})")
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        for name in self.PARTS:
+            setattr(self, name, parts[name])
+        self.pool = pool
+        self.act = act
+        self.head = head
         self._segments = None
+
+    @classmethod
+    def child_names(cls) -> Tuple[str, ...]:
+        return cls.PARTS + ('pool', 'act', 'head')
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module,
+                   fp_dtype: torch.dtype = torch.float32,
+                   epilogue_dtype: torch.dtype = torch.float32):
+        where = type(model).__name__
+        check_method(model.method, where)
+        _check_children(model, cls.child_names())
+        args = (fp_dtype, epilogue_dtype)
+        return cls(model.num_classes, model.in_channels,
+                   PackedGlobalPool.from_function(model.pool, f'{where}.pool'),
+                   _act(model.act, f'{where}.act'),
+                   _mlp(model.head, f'{where}.head', *args, classifier=True),
+                   **cls.pack_parts(model, where, *args))
+
+    @classmethod
+    def pack_parts(cls, model: torch.nn.Module, where: str,
+                   fp_dtype: torch.dtype, epilogue_dtype: torch.dtype
+                   ) -> Dict[str, Optional[torch.nn.Module]]:
+        r"""The packed :attr:`PARTS` of the trained :obj:`model`."""
+        raise NotImplementedError
 
     def _apply(self, fn, *args, **kwargs):
         self._segments = None  # Derived tensors follow the module.
@@ -203,6 +252,45 @@ class _PackedModel(torch.nn.Module):
 
     def _build_segments(self):
         raise NotImplementedError
+
+    def forward(self, pos: Tensor, batch: Optional[Tensor] = None,
+                x: Optional[Tensor] = None) -> Tensor:
+        r"""Logits of each cloud, :obj:`[num_clouds, num_classes]`."""
+        if torch.is_grad_enabled():  # Cheaper than a decorator at batch 1.
+            with torch.no_grad():
+                return self.forward(pos, batch, x)
+        seg = self.segments()
+        if seg is False:
+            return self.forward_layers(pos, batch, x)
+        self._check_fast(pos, batch, x)
+        try:
+            return self._forward(seg, pos, batch, x)
+        except NonFiniteInput:
+            # Non-finite coordinates: the error of the trained model.
+            check_points(pos, 'pos', batch, where=self.__class__.__name__)
+            raise
+
+    def _forward(self, seg, pos: Tensor, batch: Optional[Tensor],
+                 x: Optional[Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def point_features(self, pos: Tensor, batch: Tensor, x: Optional[Tensor],
+                       size: int) -> Tuple[Tensor, Tensor]:
+        r"""The trained model's :obj:`point_features` with the packed
+        modules: per-point features and their batch vector. The packed
+        modules mirror the trained ones (names, calls), so subclasses run
+        the trained model's own code on them."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def forward_layers(self, pos: Tensor, batch: Optional[Tensor] = None,
+                       x: Optional[Tensor] = None) -> Tensor:
+        r"""The trained model's forward with the packed modules, one at a
+        time (float outputs where the trained model has them, for
+        comparisons module by module)."""
+        batch, size = self._check(pos, batch, x)
+        h, batch = self.point_features(pos, batch, x, size)
+        return self.head(self.act(self.pool(h, batch, size)))
 
     def _check(self, pos: Tensor, batch: Optional[Tensor],
                x: Optional[Tensor]) -> Tuple[Tensor, int]:
@@ -273,47 +361,25 @@ class PackedTNet(torch.nn.Module):
         return self.head(out).view(-1, self.k, self.k)
 
 
-class PackedPointNet(_PackedModel):
+class PackedPointNet(_PackedClassifier):
     r"""A packed binary :class:`~torch_geometric_binary.nn.models.PointNet`
     (with or without T-Nets). Build it with :func:`pack`."""
-    def __init__(self, num_classes: int, in_channels: int,
-                 input_tnet: Optional[PackedTNet], mlp1: PackedMLP,
-                 feature_tnet: Optional[PackedTNet], mlp2: PackedMLP,
-                 pool: PackedGlobalPool, act: torch.nn.Module,
-                 head: PackedMLP):
-        super().__init__()
-        self.num_classes = num_classes
-        self.in_channels = in_channels
-        self.input_tnet = input_tnet
-        self.mlp1 = mlp1
-        self.feature_tnet = feature_tnet
-        self.mlp2 = mlp2
-        self.pool = pool
-        self.act = act
-        self.head = head
+    PARTS = ('input_tnet', 'mlp1', 'feature_tnet', 'mlp2')
 
     @classmethod
-    def from_model(cls, model, fp_dtype=torch.float32,
-                   epilogue_dtype=torch.float32) -> 'PackedPointNet':
-        check_method(model.method, type(model).__name__)
-        _check_children(model, ('input_tnet', 'mlp1', 'feature_tnet', 'mlp2',
-                                'pool', 'act', 'head'))
+    def pack_parts(cls, model, where, fp_dtype, epilogue_dtype):
         args = (fp_dtype, epilogue_dtype)
 
-        def tnet(t, name):
-            return None if t is None else PackedTNet.from_tnet(t, name,
-                                                               *args)
-        mlp1 = _mlp(model.mlp1, 'PointNet.mlp1', *args)
-        mlp2 = _mlp(model.mlp2, 'PointNet.mlp2', *args)
+        def tnet(name):
+            t = getattr(model, name)
+            return None if t is None else PackedTNet.from_tnet(
+                t, f'{where}.{name}', *args)
+        mlp1 = _mlp(model.mlp1, f'{where}.mlp1', *args)
+        mlp2 = _mlp(model.mlp2, f'{where}.mlp2', *args)
         if model.feature_tnet is None:
             _bits_between(mlp1, mlp2)
-        return cls(model.num_classes, model.in_channels,
-                   tnet(model.input_tnet, 'PointNet.input_tnet'), mlp1,
-                   tnet(model.feature_tnet, 'PointNet.feature_tnet'), mlp2,
-                   PackedGlobalPool.from_function(model.pool, 'PointNet.pool'),
-                   _act(model.act, 'PointNet.act'),
-                   _mlp(model.head, 'PointNet.head', *args,
-                        classifier=True))
+        return dict(input_tnet=tnet('input_tnet'), mlp1=mlp1,
+                    feature_tnet=tnet('feature_tnet'), mlp2=mlp2)
 
     def _build_segments(self):
         seg = {}
@@ -328,23 +394,6 @@ class PackedPointNet(_PackedModel):
             seg['main'] = Segment([self.mlp2], [self.head], True,
                                   self.pool.ema, self.act, fuse_last=True)
         return seg
-
-    def forward(self, pos: Tensor, batch: Optional[Tensor] = None,
-                x: Optional[Tensor] = None) -> Tensor:
-        r"""Logits of each cloud, :obj:`[num_clouds, num_classes]`."""
-        if torch.is_grad_enabled():
-            with torch.no_grad():
-                return self.forward(pos, batch, x)
-        seg = self.segments()
-        if seg is False:
-            return self.forward_layers(pos, batch, x)
-        self._check_fast(pos, batch, x)
-        try:
-            return self._forward(seg, pos, batch, x)
-        except NonFiniteInput:
-            # Non-finite coordinates: the error of the trained model.
-            check_points(pos, 'pos', batch, where=self.__class__.__name__)
-            raise
 
     def _forward(self, seg, pos: Tensor, batch: Optional[Tensor],
                  x: Optional[Tensor]) -> Tensor:
@@ -364,31 +413,17 @@ class PackedPointNet(_PackedModel):
                 x = None if x is None else x[perm]
         if self.input_tnet is not None:
             transform = seg['input_tnet'](pos, counts).view(-1, 3, 3)
-            pos = torch.bmm(pos.unsqueeze(1), transform[batch]).squeeze(1)
+            pos = apply_transform(pos, transform, batch)
         h = pos if x is None else torch.cat([pos, x], dim=-1)
         if self.feature_tnet is not None:
             h = seg['mlp1'](h)
             k = self.feature_tnet.k
             transform = seg['feature_tnet'](h, counts).view(-1, k, k)
-            h = torch.bmm(h.unsqueeze(1), transform[batch]).squeeze(1)
+            h = apply_transform(h, transform, batch)
         return seg['main'](h, counts)
 
-    @torch.no_grad()
-    def forward_layers(self, pos: Tensor, batch: Optional[Tensor] = None,
-                       x: Optional[Tensor] = None) -> Tensor:
-        r"""The trained model's forward with the packed modules, one at a
-        time (float outputs where the trained model has them)."""
-        batch, size = self._check(pos, batch, x)
-        if self.input_tnet is not None:
-            transform = self.input_tnet(pos, batch, size)
-            pos = torch.bmm(pos.unsqueeze(1), transform[batch]).squeeze(1)
-        h = pos if x is None else torch.cat([pos, x], dim=-1)
-        h = self.mlp1(h)
-        if self.feature_tnet is not None:
-            transform = self.feature_tnet(h, batch, size)
-            h = torch.bmm(h.unsqueeze(1), transform[batch]).squeeze(1)
-        h = self.act(self.pool(self.mlp2(h), batch, size))
-        return self.head(h)
+    def point_features(self, pos, batch, x, size):
+        return PointNet.point_features(self, pos, batch, x, size)
 
 
 # --------------------------------------------------------------------------
@@ -442,46 +477,26 @@ class PackedSetAbstraction(torch.nn.Module):
         return x, pos[idx], batch[idx]
 
 
-class PackedPointNet2(_PackedModel):
+class PackedPointNet2(_PackedClassifier):
     r"""A packed binary
     :class:`~torch_geometric_binary.nn.models.PointNet2`. Build it with
     :func:`pack`."""
-    def __init__(self, num_classes: int, in_channels: int,
-                 sa1: PackedSetAbstraction, sa2: PackedSetAbstraction,
-                 global_mlp: PackedMLP, pool: PackedGlobalPool,
-                 act: torch.nn.Module, head: PackedMLP):
-        super().__init__()
-        self.num_classes = num_classes
-        self.in_channels = in_channels
-        self.sa1 = sa1
-        self.sa2 = sa2
-        self.global_mlp = global_mlp
-        self.pool = pool
-        self.act = act
-        self.head = head
+    PARTS = ('sa1', 'sa2', 'global_mlp')
 
     @classmethod
-    def from_model(cls, model, fp_dtype=torch.float32,
-                   epilogue_dtype=torch.float32) -> 'PackedPointNet2':
-        check_method(model.method, type(model).__name__)
-        _check_children(model, ('sa1', 'sa2', 'global_mlp', 'pool', 'act',
-                                'head'))
+    def pack_parts(cls, model, where, fp_dtype, epilogue_dtype):
         args = (fp_dtype, epilogue_dtype)
 
-        def sa(m, name):
+        def sa(name):
+            m = getattr(model, name)
             _check_children(m, ('conv', ))
             return PackedSetAbstraction(
                 m.ratio, m.r, m.max_num_neighbors,
-                PackedPointConv.from_conv(m.conv, f'{name}.conv', *args))
-        return cls(model.num_classes, model.in_channels,
-                   sa(model.sa1, 'PointNet2.sa1'),
-                   sa(model.sa2, 'PointNet2.sa2'),
-                   _mlp(model.global_mlp, 'PointNet2.global_mlp', *args),
-                   PackedGlobalPool.from_function(model.pool,
-                                                  'PointNet2.pool'),
-                   _act(model.act, 'PointNet2.act'),
-                   _mlp(model.head, 'PointNet2.head', *args,
-                        classifier=True))
+                PackedPointConv.from_conv(m.conv, f'{where}.{name}.conv',
+                                          *args))
+        return dict(sa1=sa('sa1'), sa2=sa('sa2'),
+                    global_mlp=_mlp(model.global_mlp, f'{where}.global_mlp',
+                                    *args))
 
     def _build_segments(self):
         c1, c2 = self.sa1.conv, self.sa2.conv
@@ -509,15 +524,9 @@ class PackedPointNet2(_PackedModel):
                             (pack_bits(msg), msg.size(1))])
         return seg(msg, counts), pos_dst, batch[idx]
 
-    @torch.no_grad()
-    def forward(self, pos: Tensor, batch: Optional[Tensor] = None,
-                x: Optional[Tensor] = None) -> Tensor:
-        r"""Logits of each cloud, :obj:`[num_clouds, num_classes]`."""
-        batch_in = batch
+    def _forward(self, seg, pos: Tensor, batch: Optional[Tensor],
+                 x: Optional[Tensor]) -> Tensor:
         batch, size = self._check(pos, batch, x)
-        seg = self.segments()
-        if seg is False:
-            return self.forward_layers(pos, batch_in, x)
         x, pos, batch = self._level(self.sa1, seg['sa1'], x,
                                     self.in_channels, pos, batch)
         x, pos, batch = self._level(self.sa2, seg['sa2'], x,
@@ -528,17 +537,8 @@ class PackedPointNet2(_PackedModel):
         counts = torch.bincount(batch, minlength=size)
         return seg['global'](h, counts)
 
-    @torch.no_grad()
-    def forward_layers(self, pos: Tensor, batch: Optional[Tensor] = None,
-                       x: Optional[Tensor] = None) -> Tensor:
-        r"""The trained model's forward with the packed modules, one at a
-        time."""
-        batch, size = self._check(pos, batch, x)
-        x, pos, batch = self.sa1(x, pos, batch)
-        x, pos, batch = self.sa2(x, pos, batch)
-        x = self.global_mlp(torch.cat([x, pos], dim=1))
-        x = self.act(self.pool(x, batch, size))
-        return self.head(x)
+    def point_features(self, pos, batch, x, size):
+        return PointNet2.point_features(self, pos, batch, x, size)
 
 
 # --------------------------------------------------------------------------
@@ -576,38 +576,20 @@ class PackedEdgeConv(EdgeConv):
                 f'ema={self.ema})')
 
 
-class PackedDGCNN(_PackedModel):
+class PackedDGCNN(_PackedClassifier):
     r"""A packed binary :class:`~torch_geometric_binary.nn.models.DGCNN`.
     Build it with :func:`pack`."""
-    def __init__(self, num_classes: int, in_channels: int,
-                 conv1: PackedEdgeConv, conv2: PackedEdgeConv,
-                 lin1: PackedMLP, pool: PackedGlobalPool,
-                 act: torch.nn.Module, head: PackedMLP):
-        super().__init__()
-        self.num_classes = num_classes
-        self.in_channels = in_channels
-        self.conv1 = conv1
-        self.conv2 = conv2
-        self.lin1 = lin1
-        self.pool = pool
-        self.act = act
-        self.head = head
+    PARTS = ('conv1', 'conv2', 'lin1')
 
     @classmethod
-    def from_model(cls, model, fp_dtype=torch.float32,
-                   epilogue_dtype=torch.float32) -> 'PackedDGCNN':
-        check_method(model.method, type(model).__name__)
-        _check_children(model, ('conv1', 'conv2', 'lin1', 'pool', 'act',
-                                'head'))
+    def pack_parts(cls, model, where, fp_dtype, epilogue_dtype):
         args = (fp_dtype, epilogue_dtype)
-        return cls(model.num_classes, model.in_channels,
-                   PackedEdgeConv.from_conv(model.conv1, 'DGCNN.conv1', *args),
-                   PackedEdgeConv.from_conv(model.conv2, 'DGCNN.conv2', *args),
-                   _mlp(model.lin1, 'DGCNN.lin1', *args),
-                   PackedGlobalPool.from_function(model.pool, 'DGCNN.pool'),
-                   _act(model.act, 'DGCNN.act'),
-                   _mlp(model.head, 'DGCNN.head', *args,
-                        classifier=True))
+        return dict(
+            conv1=PackedEdgeConv.from_conv(model.conv1, f'{where}.conv1',
+                                           *args),
+            conv2=PackedEdgeConv.from_conv(model.conv2, f'{where}.conv2',
+                                           *args),
+            lin1=_mlp(model.lin1, f'{where}.lin1', *args))
 
     def _build_segments(self):
         c1, c2 = self.conv1, self.conv2
@@ -631,15 +613,9 @@ class PackedDGCNN(_PackedModel):
         x_i = h[i]
         return torch.cat([x_i, h[j] - x_i], dim=-1), i, counts
 
-    @torch.no_grad()
-    def forward(self, pos: Tensor, batch: Optional[Tensor] = None,
-                x: Optional[Tensor] = None) -> Tensor:
-        r"""Logits of each cloud, :obj:`[num_clouds, num_classes]`."""
-        batch_in = batch
+    def _forward(self, seg, pos: Tensor, batch: Optional[Tensor],
+                 x: Optional[Tensor]) -> Tensor:
         batch, size = self._check(pos, batch, x)
-        seg = self.segments()
-        if seg is False:
-            return self.forward_layers(pos, batch_in, x)
         h = pos if x is None else torch.cat([pos, x], dim=-1)
         # conv1: its pooled floats are needed (the next k-NN graph).
         msg, i, _ = self._edges(self.conv1, h, batch)
@@ -656,18 +632,8 @@ class PackedDGCNN(_PackedModel):
         counts = torch.bincount(batch, minlength=size)
         return seg['main'](h, counts)
 
-    @torch.no_grad()
-    def forward_layers(self, pos: Tensor, batch: Optional[Tensor] = None,
-                       x: Optional[Tensor] = None) -> Tensor:
-        r"""The trained model's forward with the packed modules, one at a
-        time."""
-        batch, size = self._check(pos, batch, x)
-        h = pos if x is None else torch.cat([pos, x], dim=-1)
-        x1 = self.act(self.conv1(h, batch))
-        x2 = self.act(self.conv2(x1, batch))
-        out = self.lin1(torch.cat([x1, x2], dim=1))
-        out = self.act(self.pool(out, batch, size))
-        return self.head(out)
+    def point_features(self, pos, batch, x, size):
+        return DGCNN.point_features(self, pos, batch, x, size)
 
 
 # --------------------------------------------------------------------------
@@ -714,7 +680,6 @@ def pack(model: torch.nn.Module, fp_dtype: torch.dtype = torch.float32,
         ValueError: for full-precision models (method :obj:`"fp"`) and
             methods whose input binarizer is not the sign.
     """
-    from torch_geometric_binary.nn.models import DGCNN, PointNet, PointNet2
     for t in (fp_dtype, epilogue_dtype):
         if t not in (torch.float32, torch.float16, torch.bfloat16):
             raise ValueError(f"pack: storage dtypes must be float32, float16 "

@@ -9,6 +9,12 @@ from torch_geometric_binary.nn.models.common import (PointCloudClassifier,
                                                      activation, global_pool)
 
 
+def apply_transform(h: Tensor, transform: Tensor, batch: Tensor) -> Tensor:
+    r"""Multiplies every point's row :obj:`h[i]` by its cloud's
+    :obj:`[k, k]` matrix :obj:`transform[batch[i]]`."""
+    return torch.bmm(h.unsqueeze(1), transform[batch]).squeeze(1)
+
+
 class TNet(torch.nn.Module):
     r"""PointNet's transform network: predicts a :math:`k \times k` matrix per
     cloud (initialized at the identity) that aligns its points or
@@ -94,12 +100,12 @@ class PointNet(PointCloudClassifier):
                        size: int) -> Tuple[Tensor, Tensor]:
         if self.input_tnet is not None:
             transform = self.input_tnet(pos, batch, size)
-            pos = torch.bmm(pos.unsqueeze(1), transform[batch]).squeeze(1)
+            pos = apply_transform(pos, transform, batch)
         h = pos if x is None else torch.cat([pos, x], dim=-1)
         h = self.mlp1(h)
         if self.feature_tnet is not None:
             transform = self.feature_tnet(h, batch, size)
-            h = torch.bmm(h.unsqueeze(1), transform[batch]).squeeze(1)
+            h = apply_transform(h, transform, batch)
         return self.mlp2(h), batch
 
     def extra_repr_args(self) -> str:
