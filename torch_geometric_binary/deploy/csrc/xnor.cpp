@@ -285,48 +285,67 @@ static inline void csa(__m256i& h, __m256i& l, __m256i a, __m256i b,
   l = _mm256_xor_si256(u, c);
 }
 
+// A bit-sliced counter over 256 lanes: plane b holds bit b of every lane's
+// count. add16 adds 16 input vectors through a carry-save adder tree and
+// ripples the 16s into the high planes (B >= 5 planes).
 template <int B>
-static inline __m256i sliced_vector(const Sliced& s,
-                                    const uint64_t* const* rowk, int64_t v,
-                                    const uint64_t* lim) {
-  const __m256i zero = _mm256_setzero_si256();
-  __m256i ones = zero, twos = zero, fours = zero, eights = zero;
-  __m256i hi[B - 4];
-  for (int b = 0; b < B - 4; ++b) hi[b] = zero;
-  for (int64_t k = 0; k < s.Kp; k += 16) {
-    const uint64_t* const* rk = rowk + k;
-#define TGB_X(i) \
-  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rk[i] + 4 * v))
+struct SlicedCounter {
+  __m256i ones, twos, fours, eights, hi[B - 4];
+
+  SlicedCounter() {
+    ones = twos = fours = eights = _mm256_setzero_si256();
+    for (int b = 0; b < B - 4; ++b) hi[b] = _mm256_setzero_si256();
+  }
+
+  template <class Load>  // load(i): the i-th of the 16 vectors
+  inline void add16(const Load& load) {
     __m256i twos_a, twos_b, fours_a, fours_b, eights_a, eights_b, sixteens;
-    csa(twos_a, ones, ones, TGB_X(0), TGB_X(1));
-    csa(twos_b, ones, ones, TGB_X(2), TGB_X(3));
+    csa(twos_a, ones, ones, load(0), load(1));
+    csa(twos_b, ones, ones, load(2), load(3));
     csa(fours_a, twos, twos, twos_a, twos_b);
-    csa(twos_a, ones, ones, TGB_X(4), TGB_X(5));
-    csa(twos_b, ones, ones, TGB_X(6), TGB_X(7));
+    csa(twos_a, ones, ones, load(4), load(5));
+    csa(twos_b, ones, ones, load(6), load(7));
     csa(fours_b, twos, twos, twos_a, twos_b);
     csa(eights_a, fours, fours, fours_a, fours_b);
-    csa(twos_a, ones, ones, TGB_X(8), TGB_X(9));
-    csa(twos_b, ones, ones, TGB_X(10), TGB_X(11));
+    csa(twos_a, ones, ones, load(8), load(9));
+    csa(twos_b, ones, ones, load(10), load(11));
     csa(fours_a, twos, twos, twos_a, twos_b);
-    csa(twos_a, ones, ones, TGB_X(12), TGB_X(13));
-    csa(twos_b, ones, ones, TGB_X(14), TGB_X(15));
+    csa(twos_a, ones, ones, load(12), load(13));
+    csa(twos_b, ones, ones, load(14), load(15));
     csa(fours_b, twos, twos, twos_a, twos_b);
     csa(eights_b, fours, fours, fours_a, fours_b);
     csa(sixteens, eights, eights, eights_a, eights_b);
-#undef TGB_X
-    __m256i carry = sixteens;  // Ripple the 16s into the high planes.
+    __m256i carry = sixteens;
     for (int b = 0; b < B - 4; ++b) {
       const __m256i t = _mm256_and_si256(hi[b], carry);
       hi[b] = _mm256_xor_si256(hi[b], carry);
       carry = t;
     }
   }
+
+  inline __m256i plane(int b) const {
+    return b == 0 ? ones : b == 1 ? twos : b == 2 ? fours
+         : b == 3 ? eights : hi[b - 4];
+  }
+};
+
+template <int B>
+static inline __m256i sliced_vector(const Sliced& s,
+                                    const uint64_t* const* rowk, int64_t v,
+                                    const uint64_t* lim) {
+  SlicedCounter<B> n;
+  for (int64_t k = 0; k < s.Kp; k += 16) {
+    const uint64_t* const* rk = rowk + k;
+    n.add16([&](int i) {
+      return _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(rk[i] + 4 * v));
+    });
+  }
   // [count < lim], from the most significant plane down.
   const __m256i* lp = reinterpret_cast<const __m256i*>(lim + 4 * B * v);
-  __m256i lt = zero, eq = _mm256_set1_epi64x(-1);
+  __m256i lt = _mm256_setzero_si256(), eq = _mm256_set1_epi64x(-1);
   for (int b = B - 1; b >= 0; --b) {
-    const __m256i c = b == 0 ? ones : b == 1 ? twos : b == 2 ? fours
-                    : b == 3 ? eights : hi[b - 4];
+    const __m256i c = n.plane(b);
     const __m256i l = _mm256_loadu_si256(lp + b);
     lt = _mm256_or_si256(lt, _mm256_and_si256(eq, _mm256_andnot_si256(c, l)));
     eq = _mm256_andnot_si256(_mm256_xor_si256(c, l), eq);
@@ -410,44 +429,18 @@ static inline void transpose64(uint64_t a[64]) {
 template <int B>
 static inline __m256i tchannel(const uint64_t* xx, int64_t Kp,
                                const uint8_t* off, int64_t lim) {
-  const __m256i zero = _mm256_setzero_si256();
-  __m256i ones = zero, twos = zero, fours = zero, eights = zero;
-  __m256i hi[B - 4];
-  for (int b = 0; b < B - 4; ++b) hi[b] = zero;
+  SlicedCounter<B> n;
   for (int64_t k = 0; k < Kp; k += 16) {
     const uint64_t* xk = xx + 8 * k;
     const uint8_t* ok = off + k;
-#define TGB_X(i)                                       \
-  _mm256_loadu_si256(reinterpret_cast<const __m256i*>( \
-      xk + 8 * (i) + ok[i]))
-    __m256i twos_a, twos_b, fours_a, fours_b, eights_a, eights_b, sixteens;
-    csa(twos_a, ones, ones, TGB_X(0), TGB_X(1));
-    csa(twos_b, ones, ones, TGB_X(2), TGB_X(3));
-    csa(fours_a, twos, twos, twos_a, twos_b);
-    csa(twos_a, ones, ones, TGB_X(4), TGB_X(5));
-    csa(twos_b, ones, ones, TGB_X(6), TGB_X(7));
-    csa(fours_b, twos, twos, twos_a, twos_b);
-    csa(eights_a, fours, fours, fours_a, fours_b);
-    csa(twos_a, ones, ones, TGB_X(8), TGB_X(9));
-    csa(twos_b, ones, ones, TGB_X(10), TGB_X(11));
-    csa(fours_a, twos, twos, twos_a, twos_b);
-    csa(twos_a, ones, ones, TGB_X(12), TGB_X(13));
-    csa(twos_b, ones, ones, TGB_X(14), TGB_X(15));
-    csa(fours_b, twos, twos, twos_a, twos_b);
-    csa(eights_b, fours, fours, fours_a, fours_b);
-    csa(sixteens, eights, eights, eights_a, eights_b);
-#undef TGB_X
-    __m256i carry = sixteens;
-    for (int b = 0; b < B - 4; ++b) {
-      const __m256i t = _mm256_and_si256(hi[b], carry);
-      hi[b] = _mm256_xor_si256(hi[b], carry);
-      carry = t;
-    }
+    n.add16([&](int i) {
+      return _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(xk + 8 * i + ok[i]));
+    });
   }
-  __m256i lt = zero, eq = _mm256_set1_epi64x(-1);
+  __m256i lt = _mm256_setzero_si256(), eq = _mm256_set1_epi64x(-1);
   for (int b = B - 1; b >= 0; --b) {
-    const __m256i c = b == 0 ? ones : b == 1 ? twos : b == 2 ? fours
-                    : b == 3 ? eights : hi[b - 4];
+    const __m256i c = n.plane(b);
     if ((lim >> b) & 1) {
       lt = _mm256_or_si256(lt, _mm256_andnot_si256(c, eq));
       eq = _mm256_and_si256(eq, c);
