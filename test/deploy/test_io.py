@@ -9,17 +9,9 @@ import torch
 from torch_geometric_binary.deploy import (file_size, load, num_bytes, pack,
                                            save)
 from torch_geometric_binary.nn import BiMLP
-from torch_geometric_binary.nn.models import DGCNN, PointNet, PointNet2
+from torch_geometric_binary.nn.models import PointNet
 
-from .test_pack_models import batch_of, cached
-
-MODELS = [
-    (PointNet, {}),
-    (PointNet, {'input_transform': True, 'feature_transform': True}),
-    (PointNet2, {}),
-    (DGCNN, {'k': 12}),
-]
-IDS = ['pointnet', 'pointnet_tnets', 'pointnet2', 'dgcnn']
+from .test_pack_models import IDS, MODELS, batch_of, cached
 
 
 CASES = [(cls, kwargs, (torch.float32, torch.float32))
