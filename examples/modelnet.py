@@ -44,8 +44,6 @@ if importlib.util.find_spec('torch_geometric_binary') is None:
 
 import torch  # noqa: E402
 
-from torch_geometric.loader import DataLoader  # noqa: E402
-
 import torch_geometric_binary  # noqa: F401,E402 (silences PyG's warnings)
 from torch_geometric_binary.nn import method_names  # noqa: E402
 from torch_geometric_binary.nn.models import MODELS  # noqa: E402
@@ -60,14 +58,17 @@ from torch_geometric_binary.train import (  # noqa: E402
     cosine_lr_lambda,
     epoch_seed,
     evaluate,
+    init_from_checkpoint,
     load_checkpoint,
-    load_matching_weights,
+    load_teacher,
     rng_state,
     save_checkpoint,
     seed_everything,
     set_rng_state,
     setup_distributed,
+    test_loader,
     train_epoch,
+    train_loader,
 )
 
 #: Options stored in a checkpoint's config that ``--eval`` falls back to.
@@ -254,17 +255,6 @@ def make_progress(env, quiet: bool, desc: str):
     return lambda it: tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
 
 
-def test_loader(test, env, batch_size: int, workers: int) -> DataLoader:
-    r"""Every process evaluates a disjoint shard of the test set (no
-    padding, so that every cloud counts once in the all-reduced metrics)."""
-    if env.distributed:
-        idx = list(range(env.rank, len(test), env.world_size))
-        test = [test[i] for i in idx] if isinstance(test, list) \
-            else test[torch.tensor(idx, dtype=torch.long)]
-    return DataLoader(test, batch_size=batch_size, shuffle=False,
-                      num_workers=workers)
-
-
 def load_data(env, config: Dict[str, Any], augment: bool):
     r"""Builds the datasets on rank 0 first (it may process them into a
     cache), then on the other ranks."""
@@ -324,7 +314,8 @@ def run_eval(args, env) -> Dict[str, Any]:
     model = build_model(config).to(env.device)
     model.load_state_dict(ckpt['model'])
     batch_size = max(1, (data_config['batch_size'] or 32) // env.world_size)
-    loader = test_loader(data.test, env, batch_size, args.workers)
+    loader = test_loader(data.test, batch_size, env.world_size,
+                         env.rank, args.workers)
     t = time.perf_counter()
     metric = evaluate(model, loader, env.device, data.num_classes,
                       make_progress(env, args.quiet, 'Test'))
@@ -408,30 +399,21 @@ def run_train(args, env) -> Dict[str, Any]:
 
     teacher = None
     if args.teacher:
-        t_ckpt = load_checkpoint(args.teacher)
-        if t_ckpt['config']['num_classes'] != data.num_classes:
-            raise UsageError(
-                f"--teacher: '{args.teacher}' has "
-                f"{t_ckpt['config']['num_classes']} classes, the dataset "
-                f"{data.num_classes}")
-        teacher = build_model(t_ckpt['config']).to(env.device)
-        teacher.load_state_dict(t_ckpt['model'])
-        teacher.eval().requires_grad_(False)
-        if t_ckpt['config']['method'] != 'fp':
+        try:
+            teacher, t_method = load_teacher(args.teacher, data.num_classes,
+                                             env.device)
+        except ValueError as e:
+            raise UsageError(f"--teacher: {e}") from e
+        if t_method != 'fp':
             log(env, f"--teacher: note that '{args.teacher}' is a "
-                f"'{t_ckpt['config']['method']}' model, not full precision")
+                f"'{t_method}' model, not full precision")
 
     if args.init_from and resume is None:
-        src = load_checkpoint(args.init_from)
-        if src['config']['model'] != args.model:
-            raise UsageError(
-                f"--init-from: '{args.init_from}' is a "
-                f"{src['config']['model']} model, not {args.model}")
-        loaded, untouched, skipped = load_matching_weights(model,
-                                                           src['model'])
-        if not loaded:
-            raise UsageError(f"--init-from: no tensor of '{args.init_from}' "
-                             f"matches the {args.model} model")
+        try:
+            loaded, untouched, skipped = init_from_checkpoint(
+                model, args.init_from, args.model)
+        except ValueError as e:
+            raise UsageError(f"--init-from: {e}") from e
         log(env, f"--init-from: loaded {len(loaded)} tensors, "
             f"{len(untouched)} left at their initialization, "
             f"{len(skipped)} skipped")
@@ -468,20 +450,11 @@ def run_train(args, env) -> Dict[str, Any]:
             else None)
 
     per_rank_bs = max(1, args.batch_size // env.world_size)
-    if env.distributed:
-        sampler = torch.utils.data.distributed.DistributedSampler(
-            data.train, num_replicas=env.world_size, rank=env.rank,
-            shuffle=True, seed=args.seed)
-        n_per_rank = len(sampler)
-    else:
-        sampler = None
-        n_per_rank = len(data.train)
-    # A last batch of a single cloud breaks BatchNorm: drop it (only then).
-    drop_last = n_per_rank > 1 and n_per_rank % per_rank_bs == 1
-    train_loader = DataLoader(data.train, batch_size=per_rank_bs,
-                              shuffle=sampler is None, sampler=sampler,
-                              drop_last=drop_last, num_workers=args.workers)
-    loader = test_loader(data.test, env, per_rank_bs, args.workers)
+    loader_train, sampler = train_loader(data.train, per_rank_bs,
+                                         env.world_size, env.rank, args.seed,
+                                         args.workers)
+    loader = test_loader(data.test, per_rank_bs, env.world_size, env.rank,
+                         args.workers)
 
     if env.is_main:
         os.makedirs(out, exist_ok=True)
@@ -519,7 +492,7 @@ def run_train(args, env) -> Dict[str, Any]:
             sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]['lr']
         train = train_epoch(
-            ddp_model, train_loader, optimizer, env.device, teacher,
+            ddp_model, loader_train, optimizer, env.device, teacher,
             args.kd_alpha, args.kd_temp,
             make_progress(env, args.quiet, f'Epoch {epoch:03d} train'))
         scheduler.step()

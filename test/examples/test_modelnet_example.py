@@ -268,6 +268,23 @@ def test_distillation_and_init_from(main, fp_run, tmp_path, capsys):
     assert result['method'] == 'bipointnet'
 
 
+@pytest.mark.parametrize('option,argv,message', [
+    # The teacher was trained on 4 classes, this run has 5.
+    ('--teacher', ['--synthetic-classes', '5'],
+     'has 4 classes, the dataset 5'),
+    ('--init-from', ['--model', 'dgcnn'], 'is a pointnet model, not dgcnn'),
+])
+def test_teacher_and_init_from_errors(main, fp_run, tmp_path, capsys, option,
+                                      argv, message):
+    fp_out, _ = fp_run
+    with pytest.raises(SystemExit) as e:
+        main(TINY + ['--epochs', '1', '--out', str(tmp_path / 'x'), option,
+                     str(fp_out / 'best.pt')] + argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f'{option}: ' in err[-1] and message in err[-1], err
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))

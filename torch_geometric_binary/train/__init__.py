@@ -4,13 +4,13 @@ evaluation loops, metrics, checkpoints and :obj:`torch.distributed` set-up.
 """
 from .metrics import ClassAccuracy
 from .transforms import FirstPoints, NormalizeUnitSphere, RandomScaleTranslate
-from .data import DATASETS, NEEDS_ROOT, DataSplits, balanced_subset, \
-    build_datasets
+from .data import (DATASETS, NEEDS_ROOT, DataSplits, balanced_subset,
+                   build_datasets, train_loader, test_loader)
 from .loop import (seed_everything, epoch_seed, cosine_lr_lambda, kd_loss,
                    train_epoch, evaluate)
 from .checkpoint import (CHECKPOINT_VERSION, save_checkpoint, load_checkpoint,
-                         build_model, load_matching_weights, rng_state,
-                         set_rng_state)
+                         build_model, load_matching_weights, load_teacher,
+                         init_from_checkpoint, rng_state, set_rng_state)
 from .distributed import (DistEnv, resolve_device, setup_distributed,
                           cleanup_distributed, broadcast_buffers)
 
@@ -24,6 +24,8 @@ __all__ = [
     'DataSplits',
     'balanced_subset',
     'build_datasets',
+    'train_loader',
+    'test_loader',
     'seed_everything',
     'epoch_seed',
     'cosine_lr_lambda',
@@ -35,6 +37,8 @@ __all__ = [
     'load_checkpoint',
     'build_model',
     'load_matching_weights',
+    'load_teacher',
+    'init_from_checkpoint',
     'rng_state',
     'set_rng_state',
     'DistEnv',

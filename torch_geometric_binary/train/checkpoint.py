@@ -1,7 +1,7 @@
 import os
 import os.path as osp
 import random
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple, Union
 
 import numpy as np
 import torch
@@ -111,3 +111,37 @@ def set_rng_state(state: Dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all(state['cuda'])
         except Exception:  # Another number of devices.
             pass
+
+
+def load_teacher(path: str, num_classes: int,
+                 device: Union[str, torch.device] = 'cpu'
+                 ) -> Tuple[torch.nn.Module, str]:
+    r"""The model of checkpoint :obj:`path`, frozen in evaluation mode, as
+    a distillation teacher for a dataset of :obj:`num_classes` classes.
+    Returns the model and its method name (:obj:`"fp"` for the usual
+    full-precision teacher)."""
+    ckpt = load_checkpoint(path)
+    config = ckpt['config']
+    if int(config['num_classes']) != num_classes:
+        raise ValueError(f"'{path}' has {config['num_classes']} classes, "
+                         f"the dataset {num_classes}")
+    teacher = build_model(config).to(device)
+    teacher.load_state_dict(ckpt['model'])
+    teacher.eval().requires_grad_(False)
+    return teacher, config['method']
+
+
+def init_from_checkpoint(model: torch.nn.Module, path: str, model_name: str
+                         ) -> Tuple[List[str], List[str], List[str]]:
+    r""":func:`load_matching_weights` from the checkpoint :obj:`path`,
+    which must hold a :obj:`model_name` model with at least one matching
+    tensor (a :class:`ValueError` otherwise)."""
+    src = load_checkpoint(path)
+    if src['config']['model'] != model_name:
+        raise ValueError(f"'{path}' is a {src['config']['model']} model, "
+                         f"not {model_name}")
+    loaded, untouched, skipped = load_matching_weights(model, src['model'])
+    if not loaded:
+        raise ValueError(f"no tensor of '{path}' matches the {model_name} "
+                         f"model")
+    return loaded, untouched, skipped

@@ -152,3 +152,39 @@ def build_datasets(
     train = _limit(train, limit_train)
     test = _limit(test, limit_test)
     return DataSplits(train, test, num_classes, classes, info)
+
+
+def train_loader(dataset, batch_size: int, world_size: int = 1,
+                 rank: int = 0, seed: int = 0, workers: int = 0):
+    r"""The shuffled training loader of one process, and its
+    :class:`~torch.utils.data.distributed.DistributedSampler` under
+    :obj:`torch.distributed` (:obj:`None` otherwise; call its
+    :meth:`set_epoch` every epoch). :obj:`batch_size` is per process."""
+    from torch_geometric.loader import DataLoader
+    sampler = None
+    n = len(dataset)
+    if world_size > 1:
+        sampler = torch.utils.data.distributed.DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=True,
+            seed=seed)
+        n = len(sampler)
+    # A last batch of a single cloud breaks BatchNorm: drop it (only then).
+    drop_last = n > 1 and n % batch_size == 1
+    loader = DataLoader(dataset, batch_size=batch_size,
+                        shuffle=sampler is None, sampler=sampler,
+                        drop_last=drop_last, num_workers=workers)
+    return loader, sampler
+
+
+def test_loader(dataset, batch_size: int, world_size: int = 1,
+                rank: int = 0, workers: int = 0):
+    r"""The evaluation loader of one process: every process takes a
+    disjoint shard of :obj:`dataset` (no padding, so that every cloud counts
+    once in the all-reduced metrics)."""
+    from torch_geometric.loader import DataLoader
+    if world_size > 1:
+        idx = list(range(rank, len(dataset), world_size))
+        dataset = [dataset[i] for i in idx] if isinstance(dataset, list) \
+            else dataset[torch.tensor(idx, dtype=torch.long)]
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                      num_workers=workers)
