@@ -201,6 +201,20 @@ def test_eval_reproduces_training_accuracy(fp_run):
         ('synthetic', 'pointnet', 'fp')
 
 
+def test_stripped_checkpoint_evaluates_the_same(main, fp_run, tmp_path,
+                                                capsys):
+    from torch_geometric_binary.train import strip_checkpoint
+    out, _ = fp_run
+    res = read_results(out)
+    small = tmp_path / 'small.pt'
+    state = strip_checkpoint(str(out / 'best.pt'), str(small))
+    assert 'optimizer' not in state and 'model' in state
+    assert small.stat().st_size < (out / 'best.pt').stat().st_size
+    result = main(['--eval', str(small), '--quiet'])
+    capsys.readouterr()
+    assert result['overall_acc'] == res['best']['overall_acc']
+
+
 @pytest.mark.parametrize('argv,message', [
     (['--model', 'resnet'], "argument --model: invalid choice: 'resnet'"),
     (['--method', 'xnor++'], "argument --method: invalid choice: 'xnor++'"),

@@ -9,6 +9,7 @@ from .data import (DATASETS, NEEDS_ROOT, DataSplits, balanced_subset,
 from .loop import (seed_everything, epoch_seed, cosine_lr_lambda, kd_loss,
                    train_epoch, evaluate)
 from .checkpoint import (CHECKPOINT_VERSION, save_checkpoint, load_checkpoint,
+                         strip_checkpoint,
                          build_model, load_matching_weights, load_teacher,
                          init_from_checkpoint, rng_state, set_rng_state)
 from .distributed import (DistEnv, resolve_device, setup_distributed,
@@ -35,6 +36,7 @@ __all__ = [
     'CHECKPOINT_VERSION',
     'save_checkpoint',
     'load_checkpoint',
+    'strip_checkpoint',
     'build_model',
     'load_matching_weights',
     'load_teacher',

@@ -36,6 +36,18 @@ def load_checkpoint(path: str, map_location: Any = 'cpu') -> Dict[str, Any]:
     return state
 
 
+def strip_checkpoint(src: str, dst: str) -> Dict[str, Any]:
+    r"""Writes the checkpoint :obj:`src` to :obj:`dst` without its optimizer,
+    scheduler and random states: a small file that
+    :obj:`examples/modelnet.py --eval` (and :func:`build_model`) still
+    loads. Returns the written state."""
+    state = load_checkpoint(src)
+    for key in ('optimizer', 'scheduler', 'rng'):
+        state.pop(key, None)
+    save_checkpoint(dst, state)
+    return state
+
+
 def build_model(config: Dict[str, Any]) -> torch.nn.Module:
     r"""Builds the model described by a checkpoint's :obj:`config`
     (:obj:`model`, :obj:`num_classes`, :obj:`method`, :obj:`model_kwargs`)."""
