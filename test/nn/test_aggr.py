@@ -117,6 +117,17 @@ def test_dense_fast_path_matches_scatter_values_and_gradients():
     ref.sum().backward()
     assert torch.equal(x.grad, ref_x.grad)
     assert torch.equal(global_max_pool(x, batch), ref)
+    # Ties (binary layers give few distinct values) share the gradient
+    # evenly, as in the scatter max.
+    x = torch.randint(-2, 3, (100, 6)).float().requires_grad_()
+    ref_x = x.detach().clone().requires_grad_()
+    g = torch.randn(4, 6)
+    segment_max(x, batch, 4, 0, count).backward(g)
+    scatter(ref_x, batch, 0, 4, reduce='max').backward(g)
+    assert torch.allclose(x.grad, ref_x.grad)
+    assert (x.grad != 0).sum() > 4 * 6  # There were ties.
+    x = torch.randn(100, 6, requires_grad=True)
+    ref = scatter(x.detach(), batch, 0, 4, reduce='max')
     # Unsorted or unequal groups take the scatter path, same result.
     perm = torch.randperm(100)
     assert torch.equal(global_max_pool(x[perm], batch[perm], 4), ref)
