@@ -186,40 +186,16 @@ static inline void tile_mask(const Gemm& g, int64_t m, int64_t blk,
 
 #include "xnor_driver.inc"
 
-// Sign bits of float rows: one compare + movemask per 8 values.
-static void pack_rows_f32(const float* x, int64_t K, int64_t W, uint64_t* out,
-                          int64_t r0, int64_t r1) {
-  const __m256 zero = _mm256_setzero_ps();
-  for (int64_t row = r0; row < r1; ++row) {
-    const float* xr = x + row * K;
-    uint64_t* o = out + row * W;
-    int64_t w = 0;
-    for (; (w + 1) * 64 <= K; ++w) {
-      uint64_t bits = 0;
-      for (int q = 0; q < 8; ++q) {
-        const __m256 v = _mm256_loadu_ps(xr + 64 * w + 8 * q);
-        // _CMP_GE_OQ: false for NaN, true for -0.0, as `x >= 0` in torch.
-        const int mk = _mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GE_OQ));
-        bits |= static_cast<uint64_t>(static_cast<unsigned>(mk)) << (8 * q);
-      }
-      o[w] = bits;
-    }
-    if (w < W) {
-      uint64_t bits = 0;
-      for (int64_t k = 64 * w; k < K; ++k)
-        bits |= static_cast<uint64_t>(xr[k] >= 0.f) << (k - 64 * w);
-      o[w] = bits;
-    }
-  }
-}
-
-// Bits [x * sgn >= thr] of float rows, per channel (the sign of a
-// full-precision layer's normalized output, as a threshold on its input).
-static bool pack_rows_f32_thr(const float* x, int64_t K, int64_t W,
+// Packed bits of float rows, one compare + movemask per 8 values: the
+// signs [x >= 0] (kThr false), or [x * sgn >= thr] per channel (kThr true:
+// the sign of a full-precision layer's normalized output, as a threshold on
+// its input). With kThr, returns whether every value is finite (the
+// thresholds are exact for finite values only); without, true.
+template <bool kThr>
+static bool pack_rows_f32_any(const float* x, int64_t K, int64_t W,
                               const float* sgn, const float* thr,
                               uint64_t* out, int64_t r0, int64_t r1) {
-  // Also reports whether every value is finite (the thresholds are exact
-  // for finite values only).
+  const __m256 zero = _mm256_setzero_ps();
   const __m256 inf = _mm256_set1_ps(__builtin_inff());
   const __m256 abs_mask =
       _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
@@ -234,11 +210,15 @@ static bool pack_rows_f32_thr(const float* x, int64_t K, int64_t W,
       for (int q = 0; q < 8; ++q) {
         const int64_t k = 64 * w + 8 * q;
         const __m256 xv = _mm256_loadu_ps(xr + k);
-        bad |= _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(xv, abs_mask),
-                                                inf, _CMP_NLT_UQ));
-        const __m256 v = _mm256_mul_ps(xv, _mm256_loadu_ps(sgn + k));
-        const int mk = _mm256_movemask_ps(
-            _mm256_cmp_ps(v, _mm256_loadu_ps(thr + k), _CMP_GE_OQ));
+        __m256 v = xv, t = zero;
+        if (kThr) {
+          bad |= _mm256_movemask_ps(_mm256_cmp_ps(
+              _mm256_and_ps(xv, abs_mask), inf, _CMP_NLT_UQ));
+          v = _mm256_mul_ps(xv, _mm256_loadu_ps(sgn + k));
+          t = _mm256_loadu_ps(thr + k);
+        }
+        // _CMP_GE_OQ: false for NaN, true for -0.0, as `x >= 0` in torch.
+        const int mk = _mm256_movemask_ps(_mm256_cmp_ps(v, t, _CMP_GE_OQ));
         bits |= static_cast<uint64_t>(static_cast<unsigned>(mk)) << (8 * q);
       }
       o[w] = bits;
@@ -246,14 +226,30 @@ static bool pack_rows_f32_thr(const float* x, int64_t K, int64_t W,
     if (w < W) {
       uint64_t bits = 0;
       for (int64_t k = 64 * w; k < K; ++k) {
-        finite = finite && std::isfinite(xr[k]);
-        bits |= static_cast<uint64_t>(xr[k] * sgn[k] >= thr[k])
-                << (k - 64 * w);
+        bool bit;
+        if (kThr) {
+          finite = finite && std::isfinite(xr[k]);
+          bit = xr[k] * sgn[k] >= thr[k];
+        } else {
+          bit = xr[k] >= 0.f;
+        }
+        bits |= static_cast<uint64_t>(bit) << (k - 64 * w);
       }
       o[w] = bits;
     }
   }
   return finite && bad == 0;
+}
+
+static void pack_rows_f32(const float* x, int64_t K, int64_t W, uint64_t* out,
+                          int64_t r0, int64_t r1) {
+  pack_rows_f32_any<false>(x, K, W, nullptr, nullptr, out, r0, r1);
+}
+
+static bool pack_rows_f32_thr(const float* x, int64_t K, int64_t W,
+                              const float* sgn, const float* thr,
+                              uint64_t* out, int64_t r0, int64_t r1) {
+  return pack_rows_f32_any<true>(x, K, W, sgn, thr, out, r0, r1);
 }
 
 // ---------------------------------------------------------------------------
