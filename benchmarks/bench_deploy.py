@@ -12,15 +12,23 @@ In one process, with the same number of threads and the same inputs:
   share of the graph construction (farthest point sampling, radius and
   k-NN search, on the float coordinates/features) in the packed model.
 
-Weights are random (timing does not depend on them); one forward in
-training mode initializes the LSR scales and moves the normalization
-statistics, then the models are evaluated. Times are medians over
+Weights are random by default; one forward in training mode initializes
+the LSR scales and moves the normalization statistics, then the models are
+evaluated. The FP32 time does not depend on the weights or the points; the
+packed time does a little (a pooled channel stops at the first point that
+sets it, and repeated binary rows are pooled once), so
+:obj:`--checkpoint` (a trained BiPointNet of ``examples/modelnet.py``) and
+:obj:`--data` (a pre-sampled ModelNet folder: the inputs are its first test
+clouds of each class) time the deployed case. Times are medians over
 :obj:`--reps` repetitions, the two models alternating.
 
 Usage::
 
     python3 benchmarks/bench_deploy.py                # full, writes results
     python3 benchmarks/bench_deploy.py --quick        # < 1 minute, no files
+    python3 benchmarks/bench_deploy.py --models pointnet \
+        --checkpoint benchmarks/results/pointnet_bipointnet.pt \
+        --data ../shared/data/ModelNet40 --out benchmarks/results/deploy_pointnet_trained
 
 The last line printed is a JSON object with :obj:`end_to_end_speedup_b1`,
 :obj:`end_to_end_speedup_b32` and :obj:`storage_ratio` (FP32 file over the
@@ -74,7 +82,40 @@ def median_times(fns: Dict[str, Callable[[], object]], reps: int,
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+REAL_CLOUDS: Optional[torch.Tensor] = None  # [clouds, points, 3], --data
+
+
+def load_real_clouds(root: str, num_points: int) -> torch.Tensor:
+    r"""The first :obj:`num_points` points of test clouds of a pre-sampled
+    ModelNet folder, one class after the other (cloud i of class i % C)."""
+    from torch_geometric_binary.datasets import PreSampledModelNet
+    data = PreSampledModelNet(root, train=False, log=False)
+    by_class: Dict[int, List[torch.Tensor]] = {}
+    for d in data:
+        if d.pos.size(0) < num_points:
+            raise ValueError(f"--data: a test cloud has {d.pos.size(0)} "
+                             f"points, fewer than --num-points "
+                             f"{num_points}")
+        by_class.setdefault(int(d.y), []).append(d.pos[:num_points])
+    out, i = [], 0
+    while len(out) < 64:
+        lists = [v for v in by_class.values() if len(v) > i]
+        if not lists:
+            break
+        out += [v[i] for v in lists]
+        i += 1
+    return torch.stack(out)
+
+
 def clouds(batch_size: int, num_points: int, seed: int = 0):
+    r"""Points uniform in the unit ball, or real clouds with :obj:`--data`
+    (:obj:`seed` then picks the first cloud)."""
+    if REAL_CLOUDS is not None:
+        idx = (torch.arange(batch_size) + seed) % REAL_CLOUDS.size(0)
+        pos = REAL_CLOUDS[idx, :num_points].reshape(-1, 3)
+        batch = None if batch_size == 1 else torch.arange(
+            batch_size).repeat_interleave(num_points)
+        return pos, batch
     g = torch.Generator().manual_seed(seed)
     pos = torch.randn(batch_size * num_points, 3, generator=g)
     pos = pos / pos.norm(dim=-1, keepdim=True)  # Points on a sphere.
@@ -232,15 +273,21 @@ def time_layers(parts: Dict[str, Dict], reps: int) -> Dict[str, Dict]:
 def bench_pointnet(args) -> Dict:
     torch.manual_seed(0)
     fp = prepare(PointNet(args.classes, method='fp'), args.num_points)
-    bi = prepare(PointNet(args.classes, method='bipointnet'),
-                 args.num_points)
+    if args.checkpoint:
+        bi = trained_binary_model(args.checkpoint, args.classes)
+    else:
+        bi = prepare(PointNet(args.classes, method='bipointnet'),
+                     args.num_points)
     packed = pack(bi)
     packed16 = pack(bi, fp_dtype=torch.float16)
     packed16e = pack(bi, fp_dtype=torch.float16,
                      epilogue_dtype=torch.float16)
     res: Dict = {'architecture': 'PointNet, no T-Nets, 3-64-64 | 64-64-128-'
                  f'1024 | max | 1024-512-256-{args.classes}',
-                 'num_points': args.num_points}
+                 'num_points': args.num_points,
+                 'binary_weights': args.checkpoint or 'random',
+                 'inputs': (f'test clouds of {args.data}' if args.data
+                            else 'points uniform in the unit ball')}
 
     # Exactness check on the benchmark input (eval mode).
     pos, batch = clouds(4, args.num_points, seed=2)
@@ -284,6 +331,23 @@ def bench_pointnet(args) -> Dict:
     s['ratio_fp16_all_float'] = round(
         fp_size / s['packed_fp16_all_float_bytes'], 2)
     return res
+
+
+def trained_binary_model(path: str, classes: int) -> torch.nn.Module:
+    r"""The PointNet of an ``examples/modelnet.py`` checkpoint."""
+    from torch_geometric_binary.train import build_model, load_checkpoint
+    state = load_checkpoint(path)
+    config = state['config']
+    if config['model'] != 'pointnet' or config['method'] == 'fp':
+        raise ValueError(f"--checkpoint: '{path}' is a {config['model']} "
+                         f"({config['method']}) model, not a binary "
+                         f"PointNet")
+    if int(config['num_classes']) != classes or config.get('model_kwargs'):
+        raise ValueError(f"--checkpoint: '{path}' is not the benchmark's "
+                         f"architecture (no T-Nets, --classes {classes})")
+    model = build_model(config)
+    model.load_state_dict(state['model'])
+    return model.eval()
 
 
 def graph_fn(packed, pos, batch) -> Callable[[], None]:
@@ -349,8 +413,9 @@ def markdown(res: Dict) -> str:
              f"Command: `{m['command']}`", '',
              f"Machine: {m['machine']}; {m['threads']} thread(s); torch "
              f"{m['torch']}; kernels: {m['kernels']}; {m['note']}", '',
-             'Times are medians (ms); weights random (one calibration pass '
-             'of the normalization statistics in training mode).', '']
+             'Times are medians (ms). Weights are random (one calibration '
+             'pass of the normalization statistics in training mode) unless '
+             'a trained checkpoint is named below.', '']
     pn = res.get('pointnet')
     if pn is not None:
         lines += pointnet_markdown(pn)
@@ -378,6 +443,9 @@ def pointnet_markdown(pn: Dict) -> List[str]:
     lines = []
     lines += [f"## PointNet ({pn['architecture']}), "
               f"{pn['num_points']} points per cloud", '',
+              f"Binary weights: {pn.get('binary_weights', 'random')}; "
+              f"inputs: {pn.get('inputs', 'points uniform in the unit ball')}"
+              f".", '',
               f"Packed (float32 FP layers) vs. the binary model (eval), 4 "
               f"clouds: {pn['packed_vs_binary_model']}", '',
               '| batch | FP32 (ms) | packed (ms) | speedup |',
@@ -424,6 +492,12 @@ def main(argv: Optional[List[str]] = None):
     parser.add_argument('--models', nargs='+',
                         default=['pointnet', 'pointnet2', 'dgcnn'])
     parser.add_argument('--no-layers', action='store_true')
+    parser.add_argument('--checkpoint', default=None,
+                        help='trained binary PointNet checkpoint (default: '
+                        'random weights)')
+    parser.add_argument('--data', default=None,
+                        help='pre-sampled ModelNet folder whose test clouds '
+                        'are the inputs (default: points in the unit ball)')
     parser.add_argument('--note', default='',
                         help='machine state, for the report')
     parser.add_argument('--out', default=None,
@@ -438,6 +512,9 @@ def main(argv: Optional[List[str]] = None):
         args.no_layers = True
         global ROUNDS, CALIBRATION
         ROUNDS, CALIBRATION = 1, 1
+    if args.data:
+        global REAL_CLOUDS
+        REAL_CLOUDS = load_real_clouds(args.data, args.num_points)
     if args.other_batch_sizes is None:
         args.other_batch_sizes = [1] if args.quick else [1, 32]
 

@@ -158,9 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--kd-temp', type=float, default=4.0, metavar='T',
                    help='distillation temperature T')
     g.add_argument('--init-from', default=None, metavar='CHECKPOINT',
-                   help='initialize the weights from a (full-precision) '
-                   'checkpoint of the same architecture (matching tensors '
-                   'only; LSR scales are set from the first batch)')
+                   help='initialize the weights from a checkpoint of the '
+                   'same architecture, full precision or binary (matching '
+                   'tensors only; LSR scales it lacks are set from the '
+                   'first batch); a fresh optimizer and schedule, e.g. a '
+                   'warm restart of a finished binary run')
 
     g = p.add_argument_group('run')
     g.add_argument('--out', default=None,

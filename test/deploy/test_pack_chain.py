@@ -147,6 +147,26 @@ def test_row_sliced_and_other_kernels_agree():
     assert torch.equal(chain(x, small), chain(x, small, backend='torch'))
 
 
+def test_row_sliced_pooling_skips_repeated_rows():
+    r"""The row-sliced kernel pools each group's distinct rows only: clouds
+    made of few distinct points (and one of a single repeated point) give
+    the bits of the reference that pools every row."""
+    need_cpp()
+    lins, norms, act = make_stack([3, 64, 64, 128, 300], seed=3)
+    layers = pack_stack(lins, norms, act, last_output='float',
+                        last_act=False)
+    chain = BinaryChain(layers[1:], 'bits', pool=len(layers) - 2,
+                        pool_ema=True, pool_act=act)
+    g = torch.Generator().manual_seed(4)
+    points = torch.randn(40, 64, generator=g)
+    x = points[torch.randint(0, 40, (1500, ), generator=g)]
+    x[1024:] = x[1024]
+    for sizes in ([1024, 476], [300, 1200], [1500]):
+        counts = torch.tensor(sizes)
+        assert torch.equal(chain(x, counts), chain(x, counts,
+                                                   backend='torch')), sizes
+
+
 def test_input_thresholds_and_non_finite(kernel_backend):
     lins, norms, act = make_stack([20, 70], seed=4)
     layers = pack_stack(lins, norms, act)

@@ -66,8 +66,10 @@ def load_matching_weights(model: torch.nn.Module,
                           ) -> Tuple[List[str], List[str], List[str]]:
     r"""Copies the tensors of :obj:`state_dict` whose name and shape match
     :obj:`model`'s (:obj:`strict=False`), *e.g.* full-precision weights into
-    a binary model of the same architecture. Every LSR scale is then marked
-    uninitialized, so that it is set from data on the first training batch.
+    a binary model of the same architecture. Every LSR scale that
+    :obj:`state_dict` does not hold (*e.g.* a full-precision source) is then
+    marked uninitialized, so that it is set from data on the first training
+    batch; scales learned by a binary source are kept.
 
     Returns:
         The names loaded, the model's names left untouched, and the names of
@@ -81,8 +83,9 @@ def load_matching_weights(model: torch.nn.Module,
         if k in own and tuple(own[k].shape) == tuple(v.shape)
     }
     model.load_state_dict(matching, strict=False)
-    for m in model.modules():
-        if isinstance(m, BiLinear) and m.scale is not None:
+    for name, m in model.named_modules():
+        if (isinstance(m, BiLinear) and m.scale is not None
+                and f'{name}.scale' not in matching):
             with torch.no_grad():
                 m.scale.fill_(1.0)
             m.scale_initialized = False

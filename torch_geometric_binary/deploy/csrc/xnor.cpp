@@ -988,6 +988,40 @@ void run_layer(const Gemm& g0, int64_t rows, uint64_t* bits, uint64_t* oracc,
 
 }  // namespace
 
+#if TGB_X86
+// Moves the distinct rows of `rows` (n rows of W words) to its front, in
+// their order of first appearance; returns their number. Open addressing
+// on a hash of the words: linear in n.
+static int64_t distinct_rows(uint64_t* rows, int64_t n, int64_t W) {
+  if (n <= 1) return n;
+  int64_t cap = 2;
+  while (cap < 2 * n) cap <<= 1;
+  std::vector<int64_t> slot(cap, -1);
+  int64_t u = 0;
+  for (int64_t r = 0; r < n; ++r) {
+    const uint64_t* row = rows + r * W;
+    uint64_t h = 0x9E3779B97F4A7C15ull;
+    for (int64_t w = 0; w < W; ++w) {  // splitmix64 finalizer per word
+      h ^= row[w];
+      h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ull;
+      h = (h ^ (h >> 27)) * 0x94D049BB133111EBull;
+      h ^= h >> 31;
+    }
+    for (int64_t s = static_cast<int64_t>(h & (cap - 1));;
+         s = (s + 1) & (cap - 1)) {
+      if (slot[s] < 0) {
+        slot[s] = u;
+        if (u != r) std::copy_n(row, W, rows + u * W);
+        ++u;
+        break;
+      }
+      if (std::equal(row, row + W, rows + slot[s] * W)) break;
+    }
+  }
+  return u;
+}
+#endif
+
 static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
                              at::IntArrayRef in_channels,
                              at::IntArrayRef out_channels,
@@ -1289,13 +1323,41 @@ static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
         for (int64_t n = 0; n < c.N; ++n)
           lim[l][s * c.N + n] = c.pcmax[s * c.NB * kBlock + n] + 1;
     }
+    // Phase 0 (parallel over groups): each group's rows packed, then only
+    // its distinct rows kept. The pooled bits are an OR over the rows, so a
+    // repeated row adds nothing, and real clouds repeat many (nearby points
+    // share the first layer's code). The blocks cover the distinct rows.
+    const int64_t W0 = first.W;
+    std::vector<uint64_t> packed(M * W0);
+    std::vector<int64_t> distinct(G, 0);
+    at::parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g) {
+        const int64_t r0 = offsets[g], n = offsets[g + 1] - r0;
+        uint64_t* dst = packed.data() + r0 * W0;
+        if (float_in) {
+          const float* xf = static_cast<const float*>(xp) + r0 * first.K;
+          bool ok = true;
+          if (in_sgn != nullptr)
+            ok = avx2::pack_rows_f32_thr(xf, first.K, W0, in_sgn, in_t, dst,
+                                         0, n);
+          else
+            avx2::pack_rows_f32(xf, first.K, W0, dst, 0, n);
+          TORCH_CHECK(ok, kNonFinite);
+        } else {
+          std::copy_n(static_cast<const uint64_t*>(xp) + r0 * W0, n * W0,
+                      dst);
+        }
+        distinct[g] = distinct_rows(dst, n, W0);
+      }
+    });
     struct TBlock { int64_t r0, rows, group; };
     std::vector<TBlock> tb;
     std::vector<int64_t> gfirst(G + 1, 0);
     for (int64_t g = 0; g < G; ++g) {
       gfirst[g] = static_cast<int64_t>(tb.size());
-      for (int64_t r = offsets[g]; r < offsets[g + 1]; r += 256)
-        tb.push_back({r, std::min<int64_t>(256, offsets[g + 1] - r), g});
+      const int64_t end = offsets[g] + distinct[g];
+      for (int64_t r = offsets[g]; r < end; r += 256)
+        tb.push_back({r, std::min<int64_t>(256, end - r), g});
     }
     gfirst[G] = static_cast<int64_t>(tb.size());
     const int64_t nb = static_cast<int64_t>(tb.size());
@@ -1305,29 +1367,14 @@ static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
       kmax = std::max(kmax, std::max(tl[l].Kp, tl[l].N));
     std::vector<uint64_t> xs_all(nb * KpP * 8);
     at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<uint64_t> rowbits(256 * first.W);
       std::vector<uint64_t> xa(8 * kmax), xb(8 * kmax);
       std::vector<const int64_t*> lims(P + 1);
       for (int64_t l = 0; l < P; ++l) lims[l] = lim[l].data();
       for (int64_t bi = b0; bi < b1; ++bi) {
         const TBlock& blk = tb[bi];
-        const uint64_t* in;
-        if (float_in) {
-          const float* xf = static_cast<const float*>(xp) + blk.r0 * first.K;
-          bool ok = true;
-          if (in_sgn != nullptr)
-            ok = avx2::pack_rows_f32_thr(xf, first.K, first.W, in_sgn, in_t,
-                                         rowbits.data(), 0, blk.rows);
-          else
-            avx2::pack_rows_f32(xf, first.K, first.W, rowbits.data(), 0,
-                                blk.rows);
-          TORCH_CHECK(ok, kNonFinite);
-          in = rowbits.data();
-        } else {
-          in = static_cast<const uint64_t*>(xp) + blk.r0 * first.W;
-        }
-        avx2::tchain_inputs(tl, P, lims, in, first.W, blk.rows, xa.data(),
-                            xb.data(), xs_all.data() + bi * KpP * 8);
+        avx2::tchain_inputs(tl, P, lims, packed.data() + blk.r0 * W0, W0,
+                            blk.rows, xa.data(), xb.data(),
+                            xs_all.data() + bi * KpP * 8);
       }
     });
     // Phase 2: items of (group, range of channels in whole words).
