@@ -335,7 +335,8 @@ def bench_pointnet(args) -> Dict:
 
 def trained_binary_model(path: str, classes: int) -> torch.nn.Module:
     r"""The PointNet of an ``examples/modelnet.py`` checkpoint."""
-    from torch_geometric_binary.train import build_model, load_checkpoint
+    from torch_geometric_binary.train import (load_checkpoint,
+                                              model_from_checkpoint)
     state = load_checkpoint(path)
     config = state['config']
     if config['model'] != 'pointnet' or config['method'] == 'fp':
@@ -345,9 +346,7 @@ def trained_binary_model(path: str, classes: int) -> torch.nn.Module:
     if int(config['num_classes']) != classes or config.get('model_kwargs'):
         raise ValueError(f"--checkpoint: '{path}' is not the benchmark's "
                          f"architecture (no T-Nets, --classes {classes})")
-    model = build_model(config)
-    model.load_state_dict(state['model'])
-    return model.eval()
+    return model_from_checkpoint(state)
 
 
 def graph_fn(packed, pos, batch) -> Callable[[], None]:

@@ -61,6 +61,7 @@ from torch_geometric_binary.train import (  # noqa: E402
     init_from_checkpoint,
     load_checkpoint,
     load_teacher,
+    model_from_checkpoint,
     rng_state,
     save_checkpoint,
     seed_everything,
@@ -313,8 +314,7 @@ def run_eval(args, env) -> Dict[str, Any]:
             f"--eval: the checkpoint has {config['num_classes']} classes, "
             f"--dataset {data_config['dataset']} has {data.num_classes}")
 
-    model = build_model(config).to(env.device)
-    model.load_state_dict(ckpt['model'])
+    model = model_from_checkpoint(ckpt, env.device)
     batch_size = max(1, (data_config['batch_size'] or 32) // env.world_size)
     loader = test_loader(data.test, batch_size, env.world_size,
                          env.rank, args.workers)

@@ -131,13 +131,19 @@ def test_chain_pooling(kernel_backend, widths, ema):
             assert torch.equal(pf, ema_max(y, batch, None, len(sizes)))
 
 
-def test_row_sliced_and_other_kernels_agree():
-    need_cpp()
+def pointnet_like_chain() -> BinaryChain:
+    r"""The binary layers 64-64-128-300 of a PointNet-like stack with an EMA
+    max pooling after the last: the row-sliced kernel's case."""
     lins, norms, act = make_stack([3, 64, 64, 128, 300], seed=3)
     layers = pack_stack(lins, norms, act, last_output='float',
                         last_act=False)
-    chain = BinaryChain(layers[1:], 'bits', pool=len(layers) - 2,
-                        pool_ema=True, pool_act=act)
+    return BinaryChain(layers[1:], 'bits', pool=len(layers) - 2,
+                       pool_ema=True, pool_act=act)
+
+
+def test_row_sliced_and_other_kernels_agree():
+    need_cpp()
+    chain = pointnet_like_chain()
     x = torch.randn(1500, 64)
     counts = torch.tensor([1024, 476])
     a = chain(x, counts)  # Large groups: row-sliced.
@@ -152,11 +158,7 @@ def test_row_sliced_pooling_skips_repeated_rows():
     made of few distinct points (and one of a single repeated point) give
     the bits of the reference that pools every row."""
     need_cpp()
-    lins, norms, act = make_stack([3, 64, 64, 128, 300], seed=3)
-    layers = pack_stack(lins, norms, act, last_output='float',
-                        last_act=False)
-    chain = BinaryChain(layers[1:], 'bits', pool=len(layers) - 2,
-                        pool_ema=True, pool_act=act)
+    chain = pointnet_like_chain()
     g = torch.Generator().manual_seed(4)
     points = torch.randn(40, 64, generator=g)
     x = points[torch.randint(0, 40, (1500, ), generator=g)]

@@ -11,6 +11,7 @@ from .loop import (seed_everything, epoch_seed, cosine_lr_lambda, kd_loss,
 from .checkpoint import (CHECKPOINT_VERSION, save_checkpoint, load_checkpoint,
                          strip_checkpoint,
                          build_model, load_matching_weights, load_teacher,
+                         model_from_checkpoint,
                          init_from_checkpoint, rng_state, set_rng_state)
 from .distributed import (DistEnv, resolve_device, setup_distributed,
                           cleanup_distributed, broadcast_buffers)
@@ -40,6 +41,7 @@ __all__ = [
     'build_model',
     'load_matching_weights',
     'load_teacher',
+    'model_from_checkpoint',
     'init_from_checkpoint',
     'rng_state',
     'set_rng_state',

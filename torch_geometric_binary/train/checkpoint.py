@@ -61,6 +61,16 @@ def build_model(config: Dict[str, Any]) -> torch.nn.Module:
                         **dict(config.get('model_kwargs') or {}))
 
 
+def model_from_checkpoint(state: Dict[str, Any],
+                          device: Union[str, torch.device] = 'cpu'
+                          ) -> torch.nn.Module:
+    r"""The model of a loaded checkpoint :obj:`state` (its :obj:`config` and
+    trained weights), in evaluation mode on :obj:`device`."""
+    model = build_model(state['config']).to(device)
+    model.load_state_dict(state['model'])
+    return model.eval()
+
+
 def load_matching_weights(model: torch.nn.Module,
                           state_dict: Dict[str, torch.Tensor]
                           ) -> Tuple[List[str], List[str], List[str]]:
@@ -140,9 +150,7 @@ def load_teacher(path: str, num_classes: int,
     if int(config['num_classes']) != num_classes:
         raise ValueError(f"'{path}' has {config['num_classes']} classes, "
                          f"the dataset {num_classes}")
-    teacher = build_model(config).to(device)
-    teacher.load_state_dict(ckpt['model'])
-    teacher.eval().requires_grad_(False)
+    teacher = model_from_checkpoint(ckpt, device).requires_grad_(False)
     return teacher, config['method']
 
 
