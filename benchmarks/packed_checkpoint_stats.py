@@ -1,0 +1,73 @@
+r"""Checks a trained binary PointNet checkpoint against its packed model on
+the test split, and counts the distinct binary rows its pooling sees.
+
+    python3 benchmarks/packed_checkpoint_stats.py \
+        benchmarks/results/pointnet_bipointnet.pt --root ../shared/data/ModelNet40
+
+Prints (1) on how many test clouds the packed model gives the binary
+model's argmax, with the inputs of ``examples/modelnet.py --eval`` (the
+checkpoint's first ``num_points`` points, normalized), and the packed
+model's accuracy; (2) the number of distinct 64-bit codes that the first
+binary layer receives per test cloud of 1,024 points (every 100th cloud),
+which is the number of rows the packed chain pools.
+"""
+import argparse
+import os
+import sys
+
+import torch
+import torch_geometric.transforms as T
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
+from torch_geometric_binary.datasets import PreSampledModelNet  # noqa: E402
+from torch_geometric_binary.deploy import pack  # noqa: E402
+from torch_geometric_binary.train import (load_checkpoint,  # noqa: E402
+                                          model_from_checkpoint)
+from torch_geometric_binary.train.transforms import (  # noqa: E402
+    FirstPoints, NormalizeUnitSphere)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('checkpoint')
+    parser.add_argument('--root', required=True)
+    parser.add_argument('--batch-size', type=int, default=64)
+    args = parser.parse_args()
+    state = load_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(state)
+    packed = pack(model)
+    n = int(state['config']['num_points'])
+    data = PreSampledModelNet(args.root, train=False, log=False,
+                              transform=T.Compose([FirstPoints(n),
+                                                   NormalizeUnitSphere()]))
+    same = correct = 0
+    for i in range(0, len(data), args.batch_size):
+        ds = [data[j] for j in range(i, min(i + args.batch_size, len(data)))]
+        pos = torch.cat([d.pos for d in ds])
+        batch = torch.arange(len(ds)).repeat_interleave(n)
+        with torch.no_grad():
+            ref = model(pos, batch).argmax(1)
+        got = packed(pos, batch).argmax(1)
+        same += int((ref == got).sum())
+        correct += int((got == torch.cat([d.y for d in ds])).sum())
+    print(f'packed vs binary model: same argmax on {same} of {len(data)} '
+          f'test clouds; packed accuracy {correct / len(data):.5f}')
+
+    codes = {}
+    hook = model.mlp1.lins[1].register_forward_hook(
+        lambda mod, inp, out: codes.__setitem__('x', inp[0]))
+    raw = PreSampledModelNet(args.root, train=False, log=False)
+    counts = []
+    for j in range(0, len(raw), 100):
+        with torch.no_grad():
+            model(raw[j].pos)
+        counts.append(torch.unique(codes['x'] >= 0, dim=0).size(0))
+    hook.remove()
+    print(f'distinct first-layer codes per cloud of {raw[0].pos.size(0)} '
+          f'points ({len(counts)} clouds): mean '
+          f'{sum(counts) / len(counts):.2f}, min {min(counts)}, '
+          f'max {max(counts)}')
+
+
+if __name__ == '__main__':
+    main()
