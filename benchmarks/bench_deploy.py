@@ -7,7 +7,8 @@ In one process, with the same number of threads and the same inputs:
   the same architecture, at batch 1 (one cloud of :obj:`--num-points`
   points) and batch 32; end to end and per layer (where the time goes);
   and the storage: the FP32 :obj:`state_dict` file against the packed file
-  with the full-precision first and last layers in float32 and in float16.
+  with the full-precision first and last layers in float32 and in float16,
+  for clouds of any size and for clouds of :obj:`--num-points` points.
 * **PointNet++** and **DGCNN**: FP32 against packed, end to end, with the
   share of the graph construction (farthest point sampling, radius and
   k-NN search, on the float coordinates/features) in the packed model.
@@ -32,7 +33,9 @@ Usage::
 
 The last line printed is a JSON object with :obj:`end_to_end_speedup_b1`,
 :obj:`end_to_end_speedup_b32` and :obj:`storage_ratio` (FP32 file over the
-packed file with float16 first/last layers).
+packed file with float16 first/last layers, for clouds of any size), and
+:obj:`storage_ratio_fixed_points` (the same, packed for clouds of
+:obj:`--num-points` points only: :obj:`pack(..., num_points=n)`).
 """
 import argparse
 import io
@@ -282,6 +285,9 @@ def bench_pointnet(args) -> Dict:
     packed16 = pack(bi, fp_dtype=torch.float16)
     packed16e = pack(bi, fp_dtype=torch.float16,
                      epilogue_dtype=torch.float16)
+    # Clouds of one size only: thresholds instead of the pooled float tail.
+    fixed = pack(bi, num_points=args.num_points)
+    fixed16 = pack(bi, fp_dtype=torch.float16, num_points=args.num_points)
     res: Dict = {'architecture': 'PointNet, no T-Nets, 3-64-64 | 64-64-128-'
                  f'1024 | max | 1024-512-256-{args.classes}',
                  'num_points': args.num_points,
@@ -294,6 +300,8 @@ def bench_pointnet(args) -> Dict:
     with torch.inference_mode():
         ref, got = bi(pos, batch), packed(pos, batch)
         got16 = packed16(pos, batch)
+        fixed_same = torch.equal(fixed16(pos, batch), got16) and \
+            torch.equal(fixed(pos, batch), got)
     res['packed_vs_binary_model'] = {
         'same_argmax': bool(torch.equal(ref.argmax(1), got.argmax(1))),
         'max_abs_logit_diff': float((ref - got).abs().max()),
@@ -301,6 +309,7 @@ def bench_pointnet(args) -> Dict:
         'fp16_same_argmax': bool(torch.equal(ref.argmax(1),
                                              got16.argmax(1))),
         'fp16_max_abs_logit_diff': float((ref - got16).abs().max()),
+        'fixed_points_same_logits': fixed_same,
     }
 
     for B in args.batch_sizes:
@@ -324,8 +333,14 @@ def bench_pointnet(args) -> Dict:
         'packed_fp16_bytes': packed_size(packed16),
         'packed_fp16_all_float_bytes': packed_size(packed16e),
         'packed_fp16_breakdown': num_bytes(packed16, by_kind=True),
+        'packed_fp32_fixed_points_bytes': packed_size(fixed),
+        'packed_fp16_fixed_points_bytes': packed_size(fixed16),
+        'packed_fp16_fixed_points_breakdown': num_bytes(fixed16,
+                                                        by_kind=True),
     }
     s = res['storage']
+    for k in ('fp32_fixed_points', 'fp16_fixed_points'):
+        s[f'ratio_{k}'] = round(fp_size / s[f'packed_{k}_bytes'], 2)
     s['ratio_fp32'] = round(fp_size / s['packed_fp32_bytes'], 2)
     s['ratio_fp16'] = round(fp_size / s['packed_fp16_bytes'], 2)
     s['ratio_fp16_all_float'] = round(
@@ -462,9 +477,18 @@ def pointnet_markdown(pn: Dict) -> List[str]:
               f"{s['ratio_fp16']}x |",
               f"| packed, all float tensors float16 | "
               f"{s['packed_fp16_all_float_bytes']} | "
-              f"{s['ratio_fp16_all_float']}x |", '',
+              f"{s['ratio_fp16_all_float']}x |",
+              f"| packed for {pn['num_points']}-point clouds, FP layers "
+              f"float32 | {s['packed_fp32_fixed_points_bytes']} | "
+              f"{s['ratio_fp32_fixed_points']}x |",
+              f"| packed for {pn['num_points']}-point clouds, FP layers "
+              f"float16 | {s['packed_fp16_fixed_points_bytes']} | "
+              f"{s['ratio_fp16_fixed_points']}x |", '',
               f"Packed (FP layers float16) payload by kind: "
-              f"{s['packed_fp16_breakdown']}", '']
+              f"{s['packed_fp16_breakdown']}; for {pn['num_points']}-point "
+              f"clouds (`pack(..., num_points={pn['num_points']})`, the same "
+              f"logits, other sizes refused): "
+              f"{s['packed_fp16_fixed_points_breakdown']}", '']
     for k, v in pn.items():
         if k.startswith('batch_') and 'layers_ms' in v:
             lines += [f"### Per layer, batch {k[6:]} (ms, median)", '']
@@ -549,6 +573,8 @@ def main(argv: Optional[List[str]] = None):
         'end_to_end_speedup_b32': pn.get('batch_32', {}).get('speedup'),
         'storage_ratio': pn.get('storage', {}).get('ratio_fp16'),
         'storage_ratio_fp32': pn.get('storage', {}).get('ratio_fp32'),
+        'storage_ratio_fixed_points': pn.get('storage', {}).get(
+            'ratio_fp16_fixed_points'),
     }
     for name in ('pointnet2', 'dgcnn'):
         if name in res:

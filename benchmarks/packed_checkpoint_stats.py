@@ -7,7 +7,8 @@ the test split, and counts the distinct binary rows its pooling sees.
 Prints (1) on how many test clouds the packed model gives the binary
 model's argmax, with the inputs of ``examples/modelnet.py --eval`` (the
 checkpoint's first ``num_points`` points, normalized), and the packed
-model's accuracy; (2) the number of distinct 64-bit codes that the first
+model's accuracy, and on how many the model packed for clouds of that
+size (``pack(..., num_points=n)``) gives the same logits; (2) the number of distinct 64-bit codes that the first
 binary layer receives per test cloud of 1,024 points (every 100th cloud),
 which is the number of rows the packed chain pools.
 """
@@ -37,21 +38,26 @@ def main():
     model = model_from_checkpoint(state)
     packed = pack(model)
     n = int(state['config']['num_points'])
+    fixed = pack(model, num_points=n)
     data = PreSampledModelNet(args.root, train=False, log=False,
                               transform=T.Compose([FirstPoints(n),
                                                    NormalizeUnitSphere()]))
-    same = correct = 0
+    same = correct = same_fixed = 0
     for i in range(0, len(data), args.batch_size):
         ds = [data[j] for j in range(i, min(i + args.batch_size, len(data)))]
         pos = torch.cat([d.pos for d in ds])
         batch = torch.arange(len(ds)).repeat_interleave(n)
         with torch.no_grad():
             ref = model(pos, batch).argmax(1)
-        got = packed(pos, batch).argmax(1)
+        logits = packed(pos, batch)
+        got = logits.argmax(1)
         same += int((ref == got).sum())
+        same_fixed += int((fixed(pos, batch) == logits).all(1).sum())
         correct += int((got == torch.cat([d.y for d in ds])).sum())
     print(f'packed vs binary model: same argmax on {same} of {len(data)} '
           f'test clouds; packed accuracy {correct / len(data):.5f}')
+    print(f'packed for {n}-point clouds vs packed: same logits on '
+          f'{same_fixed} of {len(data)} test clouds')
 
     codes = {}
     hook = model.mlp1.lins[1].register_forward_hook(

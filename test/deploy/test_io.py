@@ -51,6 +51,24 @@ def test_round_trip_gives_identical_outputs(tmp_path, cls, kwargs, dtypes):
     assert num_bytes(loaded) == num_bytes(packed)
 
 
+def test_round_trip_of_fixed_cloud_size(tmp_path):
+    model, general = cached(PointNet, adversarial=True,
+                            input_transform=True, feature_transform=True)
+    packed = pack(model, fp_dtype=torch.float16, num_points=37)
+    save(packed, tmp_path / 'fixed.tgb')
+    loaded = load(tmp_path / 'fixed.tgb')
+    assert loaded.num_points == 37
+    assert loaded.input_tnet.pool.num_points == 37
+    assert num_bytes(loaded) == num_bytes(packed)
+    assert file_size(loaded) < file_size(pack(model, fp_dtype=torch.float16))
+    pos, batch = batch_of([37, 37], seed=4)
+    assert torch.equal(loaded(pos, batch), packed(pos, batch))
+    assert torch.equal(loaded.forward_layers(pos, batch),
+                       packed.forward_layers(pos, batch))
+    with pytest.raises(ValueError, match='exactly 37 points'):
+        loaded(pos[:40])
+
+
 def test_storage_is_small():
     model, packed = cached(PointNet)
     fp32 = PointNet(5, method='fp')

@@ -322,3 +322,50 @@ def test_types_and_repr():
         a = packed(pos, batch)
         packed.eval()
         assert torch.equal(a, packed(pos, batch))
+
+
+@pytest.mark.parametrize('kwargs', [{}, {'input_transform': True,
+                                         'feature_transform': True}],
+                         ids=['pointnet', 'pointnet_tnets'])
+def test_pointnet_packed_for_fixed_cloud_size(kernel_backend, monkeypatch,
+                                              kwargs):
+    r"""pack(..., num_points=n): integer thresholds replace the pooled
+    layers' float tails; the same logits as the general packed model on
+    clouds of n points (also the row-sliced size 300, also module by
+    module), a smaller file, and a clear error for other sizes."""
+    from torch_geometric_binary.deploy import num_bytes
+    monkeypatch.setenv('TORCH_GEOMETRIC_BINARY_KERNELS', kernel_backend)
+    model, general = cached(PointNet, True, **kwargs)
+    for n in (37, 300):
+        fixed = pack(model, num_points=n)
+        assert fixed.num_points == n and general.num_points is None
+        assert fixed.mlp2.lins[-1].epilogue is None
+        assert num_bytes(fixed) < num_bytes(general)
+        pos, batch = batch_of([n, n, n], seed=n)
+        with torch.no_grad():
+            ref = model(pos, batch)
+        out = fixed(pos, batch)
+        assert torch.equal(out, general(pos, batch))
+        assert_same_predictions(ref, out)
+        assert torch.equal(fixed(pos[:n]), general(pos[:n]))
+        if kernel_backend == 'cpp':
+            assert_same_predictions(ref, fixed.forward_layers(pos, batch))
+        pos, batch = batch_of([n, n + 1], seed=1)
+        with pytest.raises(ValueError, match=f'exactly {n} points'):
+            fixed(pos, batch)
+        with pytest.raises(ValueError, match=f'exactly {n} points'):
+            fixed.forward_layers(pos, batch)
+
+
+def test_fixed_cloud_size_errors():
+    model, _ = cached(PointNet)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match='num_points'):
+            pack(model, num_points=bad)
+    with pytest.raises(ValueError, match='PointNet only'):
+        pack(cached(DGCNN, k=12)[0], num_points=64)
+    fixed = pack(model, num_points=40)
+    with pytest.raises(ValueError, match='already specialized'):
+        fixed.fix_num_points(41)
+    assert fixed.fix_num_points(40) is fixed
+    assert 'num_points=40' in repr(fixed.pool)

@@ -115,6 +115,9 @@ class PoolTable:
         ema (bool): Whether the pooling subtracts :math:`\delta(n)`.
         act (torch.nn.Module, optional): The non-decreasing activation
             after the pooling.
+
+    :meth:`fixed` builds the table of a layer specialized to one group size
+    (by :meth:`fixed_layer`), which needs no epilogue.
     """
     def __init__(self, layer: PackedBiLinear, ema: bool,
                  act: Optional[torch.nn.Module] = None):
@@ -122,6 +125,7 @@ class PoolTable:
             raise ValueError("A pooled binary layer needs its epilogue")
         K, N = layer.in_channels, layer.out_channels
         self.K, self.N, self.ema, self.act = K, N, ema, act
+        self.layer, self.size = layer, None
         grid = torch.arange(-K, K + 1, 2, dtype=torch.float32)
         with torch.no_grad():
             y = layer.epilogue(grid[:, None].expand(-1, N).contiguous())
@@ -141,9 +145,42 @@ class PoolTable:
         self._rows: Dict[int, Tensor] = {}
         self._sets: Dict[Tuple[int, ...], Tensor] = {}
 
+    @classmethod
+    def fixed(cls, layer: PackedBiLinear, size: int) -> 'PoolTable':
+        r"""The table of a layer from :meth:`fixed_layer`: its thresholds
+        and flips hold for groups of :obj:`size` elements only."""
+        table = cls.__new__(cls)
+        table.K, table.N = layer.in_channels, layer.out_channels
+        table.ema = table.act = table.table = None
+        table.layer, table.size = layer, int(size)
+        table.flip = layer.flip.clone()
+        t = layer.threshold.to(torch.int64)
+        table._rows = {table.size: torch.where(table.flip, 1 - t, t)}
+        table._sets = {}
+        return table
+
+    def fixed_layer(self, size: int) -> PackedBiLinear:
+        r"""The layer with bit output whose thresholds and flips give the
+        pooled bits of groups of :obj:`size` elements, without the
+        epilogue: :math:`[\max_{i} y(D_i) - \delta(n) \ge 0]` is
+        :math:`\max_i\,[D_i \ge t] \oplus f` (see :meth:`fixed`)."""
+        if size < 1:
+            raise ValueError(f"The group size must be positive (got {size})")
+        K = self.K
+        # [-D >= t] = [D >= 1 - t] ^ 1; clamped to [-K - 1, K + 1] (the
+        # same bits), so that 1 - t fits in int32.
+        t = self.row(size).clamp(-K - 1, K + 1)
+        threshold = torch.where(self.flip, 1 - t, t)
+        return PackedBiLinear(self.layer.weight, K, threshold, self.flip,
+                              None, 'bits')
+
     def row(self, n: int) -> Tensor:
         r"""The thresholds :obj:`[N]` (int64) for groups of :math:`n`
         elements, in the flip-folded orientation."""
+        if self.size is not None and n != self.size:
+            raise ValueError(f"This packed model was specialized for clouds "
+                             f"(groups) of exactly {self.size} points (pack("
+                             f"..., num_points={self.size})); got one of {n}")
         t = self._rows.get(n)
         if t is None:
             v = self.table
@@ -275,10 +312,14 @@ class BinaryChain:
         pool_ema (bool, optional): EMA offsets in the pooling.
         pool_act (torch.nn.Module, optional): The activation after the
             pooling (non-decreasing).
+        pool_size (int, optional): The pooled layer was specialized to
+            groups of this size (:meth:`PoolTable.fixed_layer`); other
+            sizes raise a :class:`ValueError`.
     """
     def __init__(self, layers: Sequence[PackedBiLinear], out: str = 'bits',
                  pool: Optional[int] = None, pool_ema: bool = False,
-                 pool_act: Optional[torch.nn.Module] = None):
+                 pool_act: Optional[torch.nn.Module] = None,
+                 pool_size: Optional[int] = None):
         layers = list(layers)
         if not layers:
             raise ValueError("BinaryChain needs at least one layer")
@@ -301,8 +342,11 @@ class BinaryChain:
         self.layers = layers
         self.out = out
         self.pool = pool
-        self.pool_table = None if pool is None else PoolTable(
-            layers[pool], pool_ema, pool_act)
+        self.pool_table = None
+        if pool is not None:
+            self.pool_table = PoolTable(layers[pool], pool_ema, pool_act) \
+                if pool_size is None else \
+                PoolTable.fixed(layers[pool], pool_size)
         last = layers[-1]
         if out == 'float' and last.epilogue is None:
             raise ValueError("BinaryChain: out='float' needs the last "

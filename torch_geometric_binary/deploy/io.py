@@ -157,7 +157,8 @@ def _bn(m, w):
 
 
 def _pool(m, w):
-    return {'ema': m.ema}, {}, {}
+    return ({'ema': m.ema, 'num_points': m.num_points,
+             'channels': m.channels}, {}, {})
 
 
 def _affine(m, w):
@@ -276,7 +277,8 @@ _IMPORTERS: Dict[str, Callable] = {
     'FrozenBatchNorm': lambda a, t, c: FrozenBatchNorm(
         t['running_mean'], t['running_var'], t['weight'], t['bias'],
         a['eps']),
-    'PackedGlobalPool': lambda a, t, c: PackedGlobalPool(a['ema']),
+    'PackedGlobalPool': lambda a, t, c: PackedGlobalPool(
+        a['ema'], a.get('num_points'), a.get('channels')),
     'AffineEpilogue': lambda a, t, c: AffineEpilogue(
         a['channels'], t['alpha'], t['beta'], t['scale'], t['bias'],
         a['lo'], a['hi']),

@@ -77,7 +77,8 @@ class Segment:
     def __init__(self, pre: Sequence[PackedMLP],
                  post: Sequence[PackedMLP] = (), pool: bool = False,
                  ema: bool = False, pool_act: Optional[torch.nn.Module] = None,
-                 out: Optional[str] = None, fuse_last: bool = False):
+                 out: Optional[str] = None, fuse_last: bool = False,
+                 pool_size: Optional[int] = None):
         pre_lins = [(m, i) for m in pre for i in range(len(m.lins))]
         post_lins = [(m, i) for m in post for i in range(len(m.lins))]
         self.first = self.last = None
@@ -95,7 +96,7 @@ class Segment:
         layers = [m.lins[i] for m, i in pre_lins + post_lins]
         self.chain = BinaryChain(layers, out,
                                  len(pre_lins) - 1 if pool else None, ema,
-                                 pool_act)
+                                 pool_act, pool_size)
         self.first_threshold = None
         if self.first is not None:
             # The normalization and activation of the first layer, folded
@@ -328,6 +329,30 @@ class _PackedClassifier(torch.nn.Module):
         return num_bytes(self)
 
 
+def fix_pool_size(mlp: PackedMLP, pool: PackedGlobalPool,
+                  act: Optional[torch.nn.Module], n: int,
+                  where: str) -> PackedGlobalPool:
+    r"""Specializes a global pooling of :obj:`mlp`'s binary last layer
+    (followed by :obj:`act`) to groups of :obj:`n` points: replaces the
+    layer by its :meth:`PoolTable.fixed_layer` (in place) and returns the
+    pooling of its bits."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"pack: 'num_points' must be a positive integer "
+                         f"(got {n!r})")
+    if pool.num_points is not None:
+        if pool.num_points != n:
+            raise ValueError(f"pack: {where} is already specialized to "
+                             f"{pool.num_points} points")
+        return pool
+    layer = mlp.lins[-1]
+    if not isinstance(layer, PackedBiLinear) or layer.epilogue is None:
+        raise ValueError(f"pack: num_points needs a binary layer before the "
+                         f"pooling ({where} ends with a "
+                         f"{type(layer).__name__})")
+    mlp.lins[-1] = PoolTable(layer, pool.ema, act).fixed_layer(n)
+    return PackedGlobalPool(pool.ema, n, layer.out_channels)
+
+
 # --------------------------------------------------------------------------
 # PointNet.
 
@@ -354,7 +379,13 @@ class PackedTNet(torch.nn.Module):
 
     def segment(self) -> Segment:
         return Segment([self.point_mlp], [self.head], True, self.pool.ema,
-                       self.act)
+                       self.act, pool_size=self.pool.num_points)
+
+    def fix_num_points(self, n: int):
+        r"""Specializes the pooling to clouds of :obj:`n` points (see
+        :func:`fix_pool_size`)."""
+        self.pool = fix_pool_size(self.point_mlp, self.pool, self.act, n,
+                                  'PackedTNet.point_mlp')
 
     def forward(self, x: Tensor, batch: Tensor, size: int) -> Tensor:
         out = self.act(self.pool(self.point_mlp(x), batch, size))
@@ -387,13 +418,34 @@ class PackedPointNet(_PackedClassifier):
             seg['input_tnet'] = self.input_tnet.segment()
         if self.feature_tnet is None:
             seg['main'] = Segment([self.mlp1, self.mlp2], [self.head], True,
-                                  self.pool.ema, self.act, fuse_last=True)
+                                  self.pool.ema, self.act, fuse_last=True,
+                                  pool_size=self.pool.num_points)
         else:
             seg['mlp1'] = Segment([self.mlp1], out='float')
             seg['feature_tnet'] = self.feature_tnet.segment()
             seg['main'] = Segment([self.mlp2], [self.head], True,
-                                  self.pool.ema, self.act, fuse_last=True)
+                                  self.pool.ema, self.act, fuse_last=True,
+                                  pool_size=self.pool.num_points)
         return seg
+
+    @property
+    def num_points(self) -> Optional[int]:
+        r"""The cloud size the model was specialized to
+        (:obj:`pack(..., num_points=n)`), or :obj:`None` (any size)."""
+        return self.pool.num_points
+
+    def fix_num_points(self, n: int) -> 'PackedPointNet':
+        r"""Specializes every pooling (T-Nets included) to clouds of exactly
+        :obj:`n` points: the pooled layers store integer thresholds instead
+        of their float epilogues (smaller files), and clouds of other sizes
+        raise a :class:`ValueError`. The outputs stay exact."""
+        for tnet in (self.input_tnet, self.feature_tnet):
+            if tnet is not None:
+                tnet.fix_num_points(n)
+        self.pool = fix_pool_size(self.mlp2, self.pool, self.act, n,
+                                  'PackedPointNet.mlp2')
+        self._segments = None
+        return self
 
     def _forward(self, seg, pos: Tensor, batch: Optional[Tensor],
                  x: Optional[Tensor]) -> Tensor:
@@ -639,7 +691,8 @@ class PackedDGCNN(_PackedClassifier):
 # --------------------------------------------------------------------------
 
 def pack(model: torch.nn.Module, fp_dtype: torch.dtype = torch.float32,
-         epilogue_dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+         epilogue_dtype: torch.dtype = torch.float32,
+         num_points: Optional[int] = None) -> torch.nn.Module:
     r"""Packs a trained binary model for bit-packed inference.
 
     Binary weights are stored as bits (:obj:`int64` words along the input
@@ -673,6 +726,13 @@ def pack(model: torch.nn.Module, fp_dtype: torch.dtype = torch.float32,
             per-channel float tails that stay float (before a pooling or a
             full-precision layer); :obj:`torch.float16` is approximate.
             (default: :obj:`torch.float32`)
+        num_points (int, optional): For a PointNet deployed on clouds of
+            one size: specializes every pooling to clouds of exactly this
+            many points. The layers before the poolings then store integer
+            thresholds (which fold in :math:`\delta(n)`) instead of float
+            tails, so the file is smaller and the outputs stay exact; other
+            cloud sizes raise a :class:`ValueError`. (default: :obj:`None`:
+            any size)
 
     Raises:
         TypeError: for a model, layer, normalization, activation or pooling
@@ -684,8 +744,14 @@ def pack(model: torch.nn.Module, fp_dtype: torch.dtype = torch.float32,
         if t not in (torch.float32, torch.float16, torch.bfloat16):
             raise ValueError(f"pack: storage dtypes must be float32, float16 "
                              f"or bfloat16 (got {t})")
+    if num_points is not None and not isinstance(model, PointNet):
+        raise ValueError(f"pack: 'num_points' (a fixed cloud size) is "
+                         f"supported for PointNet only (got a "
+                         f"{type(model).__name__})")
     if isinstance(model, PointNet):
-        return PackedPointNet.from_model(model, fp_dtype, epilogue_dtype)
+        packed = PackedPointNet.from_model(model, fp_dtype, epilogue_dtype)
+        return packed if num_points is None else \
+            packed.fix_num_points(num_points)
     if isinstance(model, PointNet2):
         return PackedPointNet2.from_model(model, fp_dtype, epilogue_dtype)
     if isinstance(model, DGCNN):

@@ -371,10 +371,24 @@ class PackedGlobalPool(torch.nn.Module):
     r"""The global max pooling of a binary model: EMA (max minus
     :math:`\delta(n)`) or plain. :meth:`forward` pools floats as the
     trained model does; the packed models pool bits with
-    :class:`~torch_geometric_binary.deploy.BinaryChain`."""
-    def __init__(self, ema: bool):
+    :class:`~torch_geometric_binary.deploy.BinaryChain`.
+
+    With :obj:`num_points` (a model packed for clouds of exactly that many
+    points), the layer before it gives the bits
+    :math:`[y_{ic} - \delta(n) \ge 0]` instead of floats, and
+    :meth:`forward` takes their maximum over each cloud (a bitwise OR) and
+    returns it as :math:`\pm 1` floats: the signs the next binary layer
+    takes, unchanged by the sign-preserving activation after the pooling.
+    """
+    def __init__(self, ema: bool, num_points: Optional[int] = None,
+                 channels: Optional[int] = None):
         super().__init__()
+        if (num_points is None) != (channels is None):
+            raise ValueError("PackedGlobalPool: 'num_points' needs "
+                             "'channels' (and vice versa)")
         self.ema = ema
+        self.num_points = num_points
+        self.channels = channels
 
     @classmethod
     def from_function(cls, pool, where: str) -> 'PackedGlobalPool':
@@ -388,12 +402,38 @@ class PackedGlobalPool(torch.nn.Module):
 
     def forward(self, x: Tensor, batch: Optional[Tensor],
                 size: Optional[int] = None) -> Tensor:
+        if self.num_points is not None:
+            return self._pool_bits(x, batch, size)
         if self.ema:
             return global_ema_max_pool(x, batch, size)
         return global_max_pool(x, batch, size)
 
+    def _pool_bits(self, x: Tensor, batch: Optional[Tensor],
+                   size: Optional[int]) -> Tensor:
+        if x.is_floating_point():
+            raise ValueError("PackedGlobalPool: a pooling specialized to "
+                             "fixed-size clouds takes packed bits")
+        if batch is None:
+            batch = torch.zeros(x.size(0), dtype=torch.long)
+        size = int(batch.max()) + 1 if size is None else size
+        counts = torch.bincount(batch, minlength=size)
+        bad = (counts != self.num_points).nonzero().view(-1)
+        if bad.numel():
+            i = int(bad[0])
+            raise ValueError(f"This packed model was specialized for clouds "
+                             f"of exactly {self.num_points} points (pack(..., "
+                             f"num_points={self.num_points})); cloud {i} has "
+                             f"{int(counts[i])}")
+        bits = (unpack_bits(x, self.channels) > 0).to(torch.uint8)
+        out = torch.zeros(size, self.channels, dtype=torch.uint8)
+        out.scatter_reduce_(0, batch[:, None].expand_as(bits), bits, 'amax')
+        return out.float() * 2 - 1
+
     def extra_repr(self) -> str:
-        return f'ema={self.ema}'
+        if self.num_points is None:
+            return f'ema={self.ema}'
+        return (f'ema={self.ema}, num_points={self.num_points}, '
+                f'channels={self.channels}')
 
 
 def aggr_is_ema(aggr: torch.nn.Module, where: str) -> bool:
