@@ -105,6 +105,14 @@ def thresholds_from_bits(bits: Tensor, K: int) -> Tensor:
     return torch.where(ones == K + 1, INT32_MIN, t)
 
 
+def wrong_size(size: int, n: int, which: str = 'one') -> ValueError:
+    r"""The error for a group of :obj:`n` elements given to a layer
+    specialized to groups of :obj:`size`."""
+    return ValueError(f"This packed model was specialized for clouds "
+                      f"(groups) of exactly {size} points (pack(..., "
+                      f"num_points={size})); got {which} of {n}")
+
+
 class PoolTable:
     r"""The per-group-size thresholds of a pooled binary layer.
 
@@ -178,9 +186,7 @@ class PoolTable:
         r"""The thresholds :obj:`[N]` (int64) for groups of :math:`n`
         elements, in the flip-folded orientation."""
         if self.size is not None and n != self.size:
-            raise ValueError(f"This packed model was specialized for clouds "
-                             f"(groups) of exactly {self.size} points (pack("
-                             f"..., num_points={self.size})); got one of {n}")
+            raise wrong_size(self.size, n)
         t = self._rows.get(n)
         if t is None:
             v = self.table

@@ -20,6 +20,7 @@ from torch import Tensor
 from torch_geometric.nn import global_max_pool
 from torch_geometric.nn.aggr import MaxAggregation
 
+from torch_geometric_binary.deploy.chain import wrong_size
 from torch_geometric_binary.deploy.epilogue import AffineEpilogue
 from torch_geometric_binary.deploy.fold import _unwrap_norm
 from torch_geometric_binary.deploy.kernels import unpack_bits
@@ -420,10 +421,7 @@ class PackedGlobalPool(torch.nn.Module):
         bad = (counts != self.num_points).nonzero().view(-1)
         if bad.numel():
             i = int(bad[0])
-            raise ValueError(f"This packed model was specialized for clouds "
-                             f"of exactly {self.num_points} points (pack(..., "
-                             f"num_points={self.num_points})); cloud {i} has "
-                             f"{int(counts[i])}")
+            raise wrong_size(self.num_points, int(counts[i]), f'cloud {i}')
         bits = (unpack_bits(x, self.channels) > 0).to(torch.uint8)
         out = torch.zeros(size, self.channels, dtype=torch.uint8)
         out.scatter_reduce_(0, batch[:, None].expand_as(bits), bits, 'amax')
