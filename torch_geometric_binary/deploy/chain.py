@@ -119,21 +119,29 @@ class PoolTable:
     Args:
         layer (PackedBiLinear): The layer whose float output
             :math:`y = \mathrm{epilogue}(D)` (before the pooling) is pooled;
-            it needs its epilogue.
+            it needs its epilogue. With :obj:`size`: a layer from
+            :meth:`fixed_layer` (bits, no epilogue).
         ema (bool): Whether the pooling subtracts :math:`\delta(n)`.
         act (torch.nn.Module, optional): The non-decreasing activation
             after the pooling.
-
-    :meth:`fixed` builds the table of a layer specialized to one group size
-    (by :meth:`fixed_layer`), which needs no epilogue.
+        size (int, optional): The one group size that :obj:`layer`'s
+            thresholds hold for; other sizes raise a :class:`ValueError`.
     """
     def __init__(self, layer: PackedBiLinear, ema: bool,
-                 act: Optional[torch.nn.Module] = None):
-        if layer.epilogue is None:
-            raise ValueError("A pooled binary layer needs its epilogue")
+                 act: Optional[torch.nn.Module] = None,
+                 size: Optional[int] = None):
         K, N = layer.in_channels, layer.out_channels
         self.K, self.N, self.ema, self.act = K, N, ema, act
-        self.layer, self.size = layer, None
+        self.layer, self.size = layer, size
+        self._rows: Dict[int, Tensor] = {}
+        self._sets: Dict[Tuple[int, ...], Tensor] = {}
+        if size is not None:  # The layer's own bits: [D >= t] ^ f.
+            self.flip = layer.flip.clone()
+            t = layer.threshold.to(torch.int64)
+            self._rows[size] = torch.where(self.flip, 1 - t, t)
+            return
+        if layer.epilogue is None:
+            raise ValueError("A pooled binary layer needs its epilogue")
         grid = torch.arange(-K, K + 1, 2, dtype=torch.float32)
         with torch.no_grad():
             y = layer.epilogue(grid[:, None].expand(-1, N).contiguous())
@@ -150,28 +158,13 @@ class PoolTable:
         self.flip = falling & ~rising
         # The table in the negated orientation: D' = -D reverses the grid.
         self.table = torch.where(self.flip, y.flip(0), y)
-        self._rows: Dict[int, Tensor] = {}
-        self._sets: Dict[Tuple[int, ...], Tensor] = {}
-
-    @classmethod
-    def fixed(cls, layer: PackedBiLinear, size: int) -> 'PoolTable':
-        r"""The table of a layer from :meth:`fixed_layer`: its thresholds
-        and flips hold for groups of :obj:`size` elements only."""
-        table = cls.__new__(cls)
-        table.K, table.N = layer.in_channels, layer.out_channels
-        table.ema = table.act = table.table = None
-        table.layer, table.size = layer, int(size)
-        table.flip = layer.flip.clone()
-        t = layer.threshold.to(torch.int64)
-        table._rows = {table.size: torch.where(table.flip, 1 - t, t)}
-        table._sets = {}
-        return table
 
     def fixed_layer(self, size: int) -> PackedBiLinear:
         r"""The layer with bit output whose thresholds and flips give the
         pooled bits of groups of :obj:`size` elements, without the
         epilogue: :math:`[\max_{i} y(D_i) - \delta(n) \ge 0]` is
-        :math:`\max_i\,[D_i \ge t] \oplus f` (see :meth:`fixed`)."""
+        :math:`\max_i\,[D_i \ge t] \oplus f` (its table:
+        :obj:`PoolTable(layer, ema, act, size)`)."""
         if size < 1:
             raise ValueError(f"The group size must be positive (got {size})")
         K = self.K
@@ -352,7 +345,7 @@ class BinaryChain:
         if pool is not None:
             self.pool_table = PoolTable(layers[pool], pool_ema, pool_act) \
                 if pool_size is None else \
-                PoolTable.fixed(layers[pool], pool_size)
+                PoolTable(layers[pool], pool_ema, pool_act, pool_size)
         last = layers[-1]
         if out == 'float' and last.epilogue is None:
             raise ValueError("BinaryChain: out='float' needs the last "
