@@ -72,6 +72,8 @@ def markdown(rows: List[Dict[str, Any]]) -> str:
         if not r['finished']:
             epochs += ' (unfinished)'
         extra = ''.join(f' {k}={v}' for k, v in r['model_kwargs'].items())
+        if p.get('augment') is False:
+            extra += ' no-augment'
         lines.append(
             f"| {r['run']} | {r['model']} | {r['method']}{extra} | {epochs} "
             f"| {p['num_points']} | {100 * r['best_overall_acc']:.2f} "

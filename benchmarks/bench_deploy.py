@@ -358,10 +358,13 @@ def trained_binary_model(path: str, classes: int) -> torch.nn.Module:
         raise ValueError(f"--checkpoint: '{path}' is a {config['model']} "
                          f"({config['method']}) model, not a binary "
                          f"PointNet")
-    if int(config['num_classes']) != classes or config.get('model_kwargs'):
+    model = model_from_checkpoint(state)
+    # Dropout and other training-only options may differ; the layers not.
+    if model.num_classes != classes or model.in_channels or \
+            model.input_tnet is not None or model.feature_tnet is not None:
         raise ValueError(f"--checkpoint: '{path}' is not the benchmark's "
                          f"architecture (no T-Nets, --classes {classes})")
-    return model_from_checkpoint(state)
+    return model
 
 
 def graph_fn(packed, pos, batch) -> Callable[[], None]:
