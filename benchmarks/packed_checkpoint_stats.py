@@ -8,9 +8,10 @@ Prints (1) on how many test clouds the packed model gives the binary
 model's argmax, with the inputs of ``examples/modelnet.py --eval`` (the
 checkpoint's first ``num_points`` points, normalized), and the packed
 model's accuracy, and on how many the model packed for clouds of that
-size (``pack(..., num_points=n)``) gives the same logits; (2) the number of distinct 64-bit codes that the first
-binary layer receives per test cloud of 1,024 points (every 100th cloud),
-which is the number of rows the packed chain pools.
+size (``pack(..., num_points=n)``) gives the same logits; (2) the number
+of distinct 64-bit codes that the first binary layer receives per test
+cloud of 1,024 points (every 100th cloud), which is the number of rows the
+packed chain pools.
 """
 import argparse
 import os

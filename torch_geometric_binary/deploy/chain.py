@@ -105,6 +105,15 @@ def thresholds_from_bits(bits: Tensor, K: int) -> Tensor:
     return torch.where(ones == K + 1, INT32_MIN, t)
 
 
+def flip_folded(threshold: Tensor, flip: Tensor) -> Tensor:
+    r"""Moves inversions between thresholds and weight rows:
+    :math:`[D \ge t] \oplus 1 = [-D \ge 1 - t]`, so a layer's
+    :math:`(t, f)` becomes thresholds on the negated rows' dot products,
+    and back (int64)."""
+    t = threshold.to(torch.int64)
+    return torch.where(flip, 1 - t, t)
+
+
 def wrong_size(size: int, n: int, which: str = 'one') -> ValueError:
     r"""The error for a group of :obj:`n` elements given to a layer
     specialized to groups of :obj:`size`."""
@@ -137,8 +146,7 @@ class PoolTable:
         self._sets: Dict[Tuple[int, ...], Tensor] = {}
         if size is not None:  # The layer's own bits: [D >= t] ^ f.
             self.flip = layer.flip.clone()
-            t = layer.threshold.to(torch.int64)
-            self._rows[size] = torch.where(self.flip, 1 - t, t)
+            self._rows[size] = flip_folded(layer.threshold, self.flip)
             return
         if layer.epilogue is None:
             raise ValueError("A pooled binary layer needs its epilogue")
@@ -168,10 +176,10 @@ class PoolTable:
         if size < 1:
             raise ValueError(f"The group size must be positive (got {size})")
         K = self.K
-        # [-D >= t] = [D >= 1 - t] ^ 1; clamped to [-K - 1, K + 1] (the
-        # same bits), so that 1 - t fits in int32.
-        t = self.row(size).clamp(-K - 1, K + 1)
-        threshold = torch.where(self.flip, 1 - t, t)
+        # Clamped to [-K - 1, K + 1] (the same bits), so that 1 - t fits
+        # in int32.
+        threshold = flip_folded(self.row(size).clamp(-K - 1, K + 1),
+                                self.flip)
         return PackedBiLinear(self.layer.weight, K, threshold, self.flip,
                               None, 'bits')
 
@@ -341,11 +349,8 @@ class BinaryChain:
         self.layers = layers
         self.out = out
         self.pool = pool
-        self.pool_table = None
-        if pool is not None:
-            self.pool_table = PoolTable(layers[pool], pool_ema, pool_act) \
-                if pool_size is None else \
-                PoolTable(layers[pool], pool_ema, pool_act, pool_size)
+        self.pool_table = None if pool is None else PoolTable(
+            layers[pool], pool_ema, pool_act, pool_size)
         last = layers[-1]
         if out == 'float' and last.epilogue is None:
             raise ValueError("BinaryChain: out='float' needs the last "
@@ -362,10 +367,8 @@ class BinaryChain:
                 flip = self.pool_table.flip
                 t = torch.empty(0, dtype=torch.int64)
             else:
-                flip = layer.flip
-                t = layer.threshold.to(torch.int64)
-                # [D >= t] ^ 1 = [-D >= 1 - t]: negate the weight row.
-                t = torch.where(flip, 1 - t, t)
+                flip = layer.flip  # Negate the weight row.
+                t = flip_folded(layer.threshold, flip)
             mask = valid_mask(layer.in_channels)
             w = torch.where(flip[:, None], w ^ mask, w)
             self.weights.append(w.contiguous())
