@@ -16,6 +16,7 @@ import torch_geometric.transforms as T
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 from torch_geometric_binary.datasets import PreSampledModelNet  # noqa: E402
+from torch_geometric_binary.nn import BiLinear  # noqa: E402
 from torch_geometric_binary.train import (load_checkpoint,  # noqa: E402
                                           model_from_checkpoint)
 from torch_geometric_binary.train.transforms import (  # noqa: E402
@@ -39,8 +40,10 @@ def main():
         batch = torch.arange(64).repeat_interleave(n)
         y = torch.cat([d.y for d in ds])
         model = model_from_checkpoint(state)
-        scales = {k[:-len('.scale')]: round(float(v), 4)
-                  for k, v in state['model'].items() if k.endswith('.scale')}
+        # From the model, not the file: files before log_scale store 'scale'.
+        scales = {name: round(float(m.scale), 4)
+                  for name, m in model.named_modules()
+                  if isinstance(m, BiLinear) and m.scale is not None}
         stats = {}
         for name, mod in model.named_modules():
             if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):

@@ -1,5 +1,6 @@
 r"""BinaryChain (fused binary layers with OR pooling), AffineEpilogue and
 the helpers behind pack(), on odd channel counts and group sizes."""
+import math
 from fractions import Fraction
 
 import pytest
@@ -25,7 +26,8 @@ def make_stack(widths, seed=0, act=torch.nn.Hardtanh()):
     for i, (K, N) in enumerate(zip(widths[:-1], widths[1:])):
         lin = BiLinear(K, N).eval()
         with torch.no_grad():
-            lin.scale.fill_(float(torch.rand((), generator=g)) + 0.2)
+            alpha = float(torch.rand((), generator=g)) + 0.2
+            lin.log_scale.fill_(math.log(alpha))
         lin.scale_initialized = True
         bn = torch.nn.BatchNorm1d(N).eval()
         with torch.no_grad():

@@ -8,7 +8,7 @@ import torch
 from torch_geometric_binary.deploy import (PackedDGCNN, PackedMLP,
                                            PackedPointNet, PackedPointNet2,
                                            pack)
-from torch_geometric_binary.nn import BiMLP
+from torch_geometric_binary.nn import BiLinear, BiMLP
 from torch_geometric_binary.nn.methods import BinaryMethod
 from torch_geometric_binary.nn.models import DGCNN, PointNet, PointNet2
 
@@ -36,9 +36,8 @@ def randomize_norms(model: torch.nn.Module, seed: int = 0):
                 m.weight.mul_(torch.randn(n, generator=g).sign())
                 m.weight[torch.rand(n, generator=g) < 0.02] = 0
                 m.bias.add_(torch.randn(n, generator=g) * 0.2)
-            if getattr(m, 'scale', None) is not None and \
-                    isinstance(m.scale, torch.nn.Parameter):
-                m.scale.mul_(torch.rand((), generator=g) + 0.5)
+            if isinstance(m, BiLinear) and m.log_scale is not None:
+                m.log_scale.add_((torch.rand((), generator=g) + 0.5).log())
 
 
 _CACHE = {}

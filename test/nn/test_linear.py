@@ -1,4 +1,5 @@
 import copy
+import math
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ from torch_geometric_binary.nn.functional import sign
 def test_forward_is_scaled_sign_product():
     lin = BiLinear(16, 8, bias=True)
     with torch.no_grad():
-        lin.scale.fill_(0.25)
+        lin.log_scale.fill_(math.log(0.25))
         lin.bias.uniform_()
     lin.scale_initialized = True
     x = torch.randn(10, 16)
@@ -27,7 +28,8 @@ def test_forward_is_scaled_sign_product():
 
 def test_plain_layer_without_scale_gives_integers():
     lin = BiLinear(33, 5, scale=False)
-    assert lin.scale is None and 'scale' not in lin.state_dict()
+    assert lin.scale is None and lin.log_scale is None
+    assert not any('scale' in k for k in lin.state_dict())
     out = lin(torch.randn(7, 33))
     assert torch.equal(out, out.round())
     assert bool(((out + 33) % 2 == 0).all())  # K - 2 * popcount: same parity
@@ -51,7 +53,7 @@ def test_lsr_initialized_from_first_training_batch():
 
 def test_lsr_scale_trains_and_is_a_parameter():
     lin = BiLinear(8, 4)
-    assert any(p is lin.scale for p in lin.parameters())
+    assert any(p is lin.log_scale for p in lin.parameters())
     opt = torch.optim.SGD(lin.parameters(), lr=0.1)
     x, target = torch.randn(32, 8), torch.randn(32, 4)
     lin(x)  # initialization batch
@@ -60,7 +62,7 @@ def test_lsr_scale_trains_and_is_a_parameter():
         opt.zero_grad()
         loss = ((lin(x) - target)**2).mean()
         loss.backward()
-        assert lin.scale.grad is not None and lin.scale.grad != 0
+        assert lin.log_scale.grad is not None and lin.log_scale.grad != 0
         assert lin.weight.grad.abs().sum() > 0
         opt.step()
     assert lin.scale.item() != before
@@ -128,7 +130,7 @@ torch.manual_seed(100 + rank)  # a different batch on every rank
 x = torch.randn(64, 16) * (rank + 1)
 model(x).sum().backward()
 with open(os.path.join(sys.argv[1], f'{rank}.json'), 'w') as f:
-    json.dump([lin.scale.item(), lin.scale.grad.item()], f)
+    json.dump([lin.scale.item(), lin.log_scale.grad.item()], f)
 torch.distributed.destroy_process_group()
 """
 
@@ -146,3 +148,49 @@ def test_scale_initialization_agrees_across_ddp_ranks(tmp_path):
     # Each rank saw another batch, yet both hold the averaged scale.
     assert s0 == pytest.approx(s1) and s0 != 1.0
     assert g0 == pytest.approx(g1)  # DDP averaged the scale's gradient
+
+
+@pytest.mark.parametrize('old_scale', [0.3, -0.02])
+def test_state_dict_with_linear_scale_loads_exactly(old_scale):
+    # State dicts saved before log_scale hold 'scale', possibly negative
+    # (a linear scale could cross zero).
+    torch.manual_seed(0)
+    lin = BiLinear(16, 8, bias=True)
+    old = {'weight': lin.weight.detach().clone(),
+           'bias': torch.randn(8), 'scale': torch.tensor(old_scale)}
+    x = torch.randn(10, 16)
+    w = sign(old['weight'] - old['weight'].mean())
+    expected = old_scale * (sign(x) @ w.t()) + old['bias']
+    lin.load_state_dict(old)
+    assert lin.scale_initialized and lin.scale.item() > 0
+    assert torch.allclose(lin.scale, torch.tensor(abs(old_scale)))
+    assert torch.allclose(lin.train()(x), expected, atol=1e-6)
+    assert 'scale' in old  # the caller's dict is left alone
+
+
+def test_scale_before_batch_norm_moves_by_a_bounded_factor():
+    # Followed by a BatchNorm, the loss barely depends on the scale, and Adam
+    # still takes full learning-rate steps on it: a linear scale drifted
+    # (2.7x here, to zero in long runs); a log scale moves by at most about
+    # exp(lr) per step.
+    torch.manual_seed(0)
+    lin, bn = BiLinear(32, 64), torch.nn.BatchNorm1d(64)
+    head = torch.nn.Linear(64, 4)
+    x = torch.randn(512, 32)
+    y = (x[:, :2] > 0).long() @ torch.tensor([1, 2])
+    lr, steps = 1e-3, 300
+    params = [*lin.parameters(), *bn.parameters(), *head.parameters()]
+    opt = torch.optim.Adam(params, lr=lr)
+    lin(x[:64])
+    first = lin.scale.item()
+    for _ in range(steps):
+        idx = torch.randint(0, 512, (64, ))
+        loss = torch.nn.functional.cross_entropy(
+            head(bn(lin(x[idx])).relu()), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    ratio = lin.scale.item() / first
+    bound = math.exp(1.1 * lr * steps)
+    assert 1 / bound < ratio < bound
+    assert ratio != 1.0  # it does train

@@ -1,3 +1,5 @@
+import math
+
 import torch
 
 from torch_geometric_binary.nn import BiLinear
@@ -17,7 +19,7 @@ def test_load_matching_weights_from_full_precision():
     assert 'mlp2.lins.2.weight' in loaded
     assert torch.equal(model.mlp2.lins[2].weight, fp.mlp2.lins[2].weight)
     # FP sources have no scales: set from data on the first batch.
-    assert all(k.endswith('.scale') for k in untouched) and untouched
+    assert all(k.endswith('.log_scale') for k in untouched) and untouched
     assert skipped == []
     for lin in binary_layers(model):
         assert not lin.scale_initialized and lin.scale.item() == 1.0
@@ -28,10 +30,33 @@ def test_load_matching_weights_keeps_learned_scales():
     src = PointNet(5, method='bipointnet')
     with torch.no_grad():
         for i, lin in enumerate(binary_layers(src)):
-            lin.scale.fill_(0.1 * (i + 2))
+            lin.log_scale.fill_(math.log(0.1 * (i + 2)))
             lin.scale_initialized = True
     model = PointNet(5, method='bipointnet')
     load_matching_weights(model, src.state_dict())
     for lin, ref in zip(binary_layers(model), binary_layers(src)):
         assert lin.scale_initialized
         assert torch.equal(lin.scale, ref.scale)
+
+
+def test_load_matching_weights_upgrades_linear_scales():
+    # A binary checkpoint saved before log_scale, with a scale below zero.
+    torch.manual_seed(0)
+    src = PointNet(5, method='bipointnet').eval()
+    for lin in binary_layers(src):
+        lin.scale_initialized = True
+    pos, batch = torch.randn(64, 3), torch.arange(4).repeat_interleave(16)
+    expected = src(pos, batch)
+    old = {}
+    for k, v in src.state_dict().items():
+        if k.endswith('.log_scale'):
+            old[k[:-len('log_scale')] + 'scale'] = v.exp()
+        else:
+            old[k] = v
+    old['mlp2.lins.1.scale'] = -old['mlp2.lins.1.scale']
+    old['mlp2.lins.1.weight'] = -old['mlp2.lins.1.weight']
+    model = PointNet(5, method='bipointnet')
+    loaded, untouched, skipped = load_matching_weights(model, old)
+    assert untouched == [] and skipped == []
+    assert all(lin.scale_initialized for lin in binary_layers(model))
+    assert torch.allclose(model.eval()(pos, batch), expected, atol=1e-5)

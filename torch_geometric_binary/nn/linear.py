@@ -1,5 +1,5 @@
 import math
-from typing import Optional, Union
+from typing import Dict, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -22,12 +22,22 @@ class BiLinear(torch.nn.Module):
 
     where the signs use the clipped straight-through estimator
     (:mod:`torch_geometric_binary.nn.functional`), :math:`\overline{\mathbf{W}}`
-    is the mean over the whole weight matrix, and :math:`\alpha` is a single
-    learnable scalar (LSR) per layer. :math:`\alpha` is initialized from data
-    as :math:`\sigma(\mathbf{x}\mathbf{W}^{\top}) / \sigma(\mathrm{sign}(
-    \mathbf{x})\,\mathrm{sign}(\mathbf{W} - \overline{\mathbf{W}})^{\top})`
-    on the first batch the layer sees in training mode (or by an explicit
-    :meth:`init_scale` call), then trained like any parameter.
+    is the mean over the whole weight matrix, and :math:`\alpha > 0` is a
+    single learnable scalar (LSR) per layer. :math:`\alpha` is initialized
+    from data as :math:`\sigma(\mathbf{x}\mathbf{W}^{\top}) / \sigma(
+    \mathrm{sign}(\mathbf{x})\,\mathrm{sign}(\mathbf{W} -
+    \overline{\mathbf{W}})^{\top})` on the first batch the layer sees in
+    training mode (or by an explicit :meth:`init_scale` call), then trained.
+
+    The parameter is :math:`\log \alpha` (:obj:`log_scale`; :obj:`scale`
+    gives :math:`\alpha`), so that an optimizer step changes :math:`\alpha`
+    by a bounded *factor*. Where a BatchNorm follows, as in BiPointNet, the
+    training loss barely depends on :math:`\alpha`, and Adam turns that
+    near-zero gradient into steps of the full learning rate: a linear
+    :math:`\alpha` drifts to zero or below within a few epochs, the
+    BatchNorm's running statistics lag behind it, and evaluation collapses.
+    State dicts that store :obj:`scale` itself still load
+    (:func:`upgrade_scale`).
 
     Args:
         in_channels (int): Size of each input sample.
@@ -67,16 +77,22 @@ class BiLinear(torch.nn.Module):
         self.weight = Parameter(torch.empty(out_channels, in_channels))
         self.bias = Parameter(torch.empty(out_channels)) if bias else None
         use_scale = self.method.lsr if scale is None else scale
-        self.scale = Parameter(torch.ones(())) if use_scale else None
+        self.log_scale = Parameter(torch.zeros(())) if use_scale else None
         self.reset_parameters()
+
+    @property
+    def scale(self) -> Optional[Tensor]:
+        r"""The LSR scale :math:`\alpha = \exp(\mathrm{log\_scale})`, or
+        :obj:`None` without LSR."""
+        return None if self.log_scale is None else self.log_scale.exp()
 
     def reset_parameters(self):
         torch.nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
             torch.nn.init.zeros_(self.bias)
-        if self.scale is not None:
+        if self.log_scale is not None:
             with torch.no_grad():
-                self.scale.fill_(1.0)
+                self.log_scale.zero_()
         # A Python flag (not a tensor) so that torch.compile guards on it
         # instead of breaking the graph.
         self.scale_initialized = self.scale is None
@@ -96,7 +112,7 @@ class BiLinear(torch.nn.Module):
         \sigma(\text{binary output})` from the input batch :obj:`x`.
         Under :obj:`torch.distributed`, the ratio is averaged over ranks so
         that every replica holds the same scale."""
-        if self.scale is None:
+        if self.log_scale is None:
             return
         self._check_input(x)
         x = x.detach()
@@ -109,7 +125,7 @@ class BiLinear(torch.nn.Module):
                 and torch.distributed.is_initialized()):
             torch.distributed.all_reduce(ratio)
             ratio /= torch.distributed.get_world_size()
-        self.scale.copy_(ratio.to(self.scale.dtype))
+        self.log_scale.copy_(ratio.log().to(self.log_scale.dtype))
         self.scale_initialized = True
 
     def _check_input(self, x: Tensor):
@@ -122,9 +138,9 @@ class BiLinear(torch.nn.Module):
         self._check_input(x)
         if self.training and not self.scale_initialized:
             self.init_scale(x)
-        if self.scale is not None:
+        if self.log_scale is not None:
             out = scaled_linear(self.method.binarize_input(x),
-                                self.binary_weight(), self.scale)
+                                self.binary_weight(), self.log_scale.exp())
         else:
             out = self.binary_forward(x)
         if self.bias is not None:
@@ -132,8 +148,10 @@ class BiLinear(torch.nn.Module):
         return out
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if self.log_scale is not None:
+            upgrade_scale(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if prefix + 'scale' in state_dict:  # A loaded scale is a trained one.
+        if prefix + 'log_scale' in state_dict:  # A loaded one is trained.
             self.scale_initialized = True
 
     def __repr__(self) -> str:
@@ -141,3 +159,23 @@ class BiLinear(torch.nn.Module):
                 f'{self.out_channels}, bias={self.bias is not None}, '
                 f'scale={self.scale is not None}, '
                 f'method={self.method.name})')
+
+
+def upgrade_scale(state_dict: Dict[str, Tensor], prefix: str = '') -> bool:
+    r"""Rewrites, in place, a :class:`BiLinear` state saved with a linear LSR
+    scale :obj:`prefix + 'scale'` (before :obj:`log_scale`) into the current
+    form. A negative scale :math:`\alpha` becomes :math:`\log|\alpha|` with
+    the weight negated, which negates the binary weight
+    :math:`\mathrm{sign}(\mathbf{W} - \overline{\mathbf{W}})` and so keeps
+    every output (up to entries exactly at the mean). Returns whether
+    anything was rewritten."""
+    old = state_dict.get(prefix + 'scale')
+    if old is None or prefix + 'log_scale' in state_dict:
+        return False
+    del state_dict[prefix + 'scale']
+    if float(old) < 0 and prefix + 'weight' in state_dict:
+        state_dict[prefix + 'weight'] = -state_dict[prefix + 'weight']
+    # Zero has no logarithm: keep the smallest positive scale instead.
+    tiny = torch.finfo(old.dtype).tiny
+    state_dict[prefix + 'log_scale'] = old.abs().clamp_min(tiny).log()
+    return True

@@ -79,14 +79,20 @@ def load_matching_weights(model: torch.nn.Module,
     a binary model of the same architecture. Every LSR scale that
     :obj:`state_dict` does not hold (*e.g.* a full-precision source) is then
     marked uninitialized, so that it is set from data on the first training
-    batch; scales learned by a binary source are kept.
+    batch; scales learned by a binary source are kept (also from a state
+    saved with linear scales, see
+    :func:`~torch_geometric_binary.nn.linear.upgrade_scale`).
 
     Returns:
         The names loaded, the model's names left untouched, and the names of
         :obj:`state_dict` that were skipped (unknown or of another shape).
     """
-    from torch_geometric_binary.nn.linear import BiLinear
+    from torch_geometric_binary.nn.linear import BiLinear, upgrade_scale
     own = model.state_dict()
+    state_dict = dict(state_dict)
+    for name, m in model.named_modules():
+        if isinstance(m, BiLinear) and m.log_scale is not None:
+            upgrade_scale(state_dict, f'{name}.' if name else '')
     matching = {
         k: v
         for k, v in state_dict.items()
@@ -94,10 +100,10 @@ def load_matching_weights(model: torch.nn.Module,
     }
     model.load_state_dict(matching, strict=False)
     for name, m in model.named_modules():
-        if (isinstance(m, BiLinear) and m.scale is not None
-                and f'{name}.scale' not in matching):
+        if (isinstance(m, BiLinear) and m.log_scale is not None
+                and f'{name}.log_scale' not in matching):
             with torch.no_grad():
-                m.scale.fill_(1.0)
+                m.log_scale.zero_()
             m.scale_initialized = False
     loaded = sorted(matching)
     untouched = sorted(k for k in own if k not in matching)
