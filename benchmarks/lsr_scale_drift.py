@@ -41,7 +41,7 @@ def main():
         y = torch.cat([d.y for d in ds])
         model = model_from_checkpoint(state)
         # From the model, not the file: files before log_scale store 'scale'.
-        scales = {name: round(float(m.scale), 4)
+        scales = {name: round(m.scale.item(), 4)
                   for name, m in model.named_modules()
                   if isinstance(m, BiLinear) and m.scale is not None}
         stats = {}
