@@ -33,9 +33,9 @@ class BiLinear(torch.nn.Module):
     gives :math:`\alpha`), so that an optimizer step changes :math:`\alpha`
     by a bounded *factor*. Where a BatchNorm follows, as in BiPointNet, the
     training loss barely depends on :math:`\alpha`, and Adam turns that
-    near-zero gradient into steps of the full learning rate: a linear
-    :math:`\alpha` drifts to zero or below within a few epochs, the
-    BatchNorm's running statistics lag behind it, and evaluation collapses.
+    near-zero gradient into steps of the full learning rate: over a long
+    run, a linear :math:`\alpha` drifted to zero and below, the BatchNorm's
+    running statistics lagged behind it, and evaluation collapsed.
     State dicts that store :obj:`scale` itself still load
     (:func:`upgrade_scale`).
 
