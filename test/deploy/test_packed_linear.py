@@ -99,20 +99,27 @@ def test_threshold_folding_is_exact_on_every_dot_value(kernel_backend, K, N,
     assert torch.equal(packed(x, output='float'), expected)
 
 
-def test_folding_without_norm_and_sign_cases(kernel_backend, monkeypatch):
+def test_folding_sign_cases(kernel_backend, monkeypatch):
     monkeypatch.setenv('TORCH_GEOMETRIC_BINARY_KERNELS', kernel_backend)
     K, N = 9, 6
-    for scale in (0.37, 0.0):
+    # The LSR scale is positive; a negative BN gamma makes a channel
+    # decreasing in the dot product.
+    negate = torch.nn.BatchNorm1d(N).eval()
+    with torch.no_grad():
+        negate.weight.fill_(-1.0)
+    for scale, norm in ((0.37, None), (0.5, negate), (0.0, None)):
         lin = make_layer(K, N, scale=scale)
         with torch.no_grad():
             lin.bias.copy_(torch.tensor([0.0, -0.0, 0.37, -0.37, 100., 1.1]))
-        t, flip = fold_threshold(lin)
+        t, flip = fold_threshold(lin, norm)
         x = all_dot_inputs(lin)
         with torch.no_grad():
-            expected = lin(x)
-        packed = PackedBiLinear.from_bilinear(lin)
+            expected = lin(x) if norm is None else norm(lin(x))
+        packed = PackedBiLinear.from_bilinear(lin, norm)
         assert torch.equal(packed(x), pack_bits(expected, backend='torch'))
-        if scale == 0.0:  # Constant channels: the sign of the bias.
+        if norm is not None:
+            assert bool(flip[2:4].all())  # Decreasing in the dot product.
+        elif scale == 0.0:  # Constant channels: the sign of the bias.
             assert bool((t[[0, 1, 2, 4, 5]] == INT32_MIN).all())
             assert t[3] == INT32_MAX and not bool(flip.any())
         else:

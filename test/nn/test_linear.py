@@ -1,6 +1,6 @@
 import copy
-import math
 import json
+import math
 import os
 import subprocess
 import sys
@@ -10,6 +10,7 @@ import torch
 
 from torch_geometric_binary.nn import BiLinear
 from torch_geometric_binary.nn.functional import sign
+from torch_geometric_binary.nn.linear import upgrade_scale
 
 
 def test_forward_is_scaled_sign_product():
@@ -166,6 +167,12 @@ def test_state_dict_with_linear_scale_loads_exactly(old_scale):
     assert torch.allclose(lin.scale, torch.tensor(abs(old_scale)))
     assert torch.allclose(lin.train()(x), expected, atol=1e-6)
     assert 'scale' in old  # the caller's dict is left alone
+
+
+def test_negative_linear_scale_without_weight_raises():
+    state = {'scale': torch.tensor(-0.5)}
+    with pytest.raises(ValueError, match="'scale' is negative"):
+        upgrade_scale(state)
 
 
 def test_scale_before_batch_norm_moves_by_a_bounded_factor():

@@ -95,7 +95,7 @@ class BiLinear(torch.nn.Module):
                 self.log_scale.zero_()
         # A Python flag (not a tensor) so that torch.compile guards on it
         # instead of breaking the graph.
-        self.scale_initialized = self.scale is None
+        self.scale_initialized = self.log_scale is None
 
     def binary_weight(self) -> Tensor:
         r"""The binarized weight :math:`\mathrm{sign}(\mathbf{W} -
@@ -138,9 +138,10 @@ class BiLinear(torch.nn.Module):
         self._check_input(x)
         if self.training and not self.scale_initialized:
             self.init_scale(x)
-        if self.log_scale is not None:
+        scale = self.scale
+        if scale is not None:
             out = scaled_linear(self.method.binarize_input(x),
-                                self.binary_weight(), self.log_scale.exp())
+                                self.binary_weight(), scale)
         else:
             out = self.binary_forward(x)
         if self.bias is not None:
@@ -157,7 +158,7 @@ class BiLinear(torch.nn.Module):
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, '
                 f'{self.out_channels}, bias={self.bias is not None}, '
-                f'scale={self.scale is not None}, '
+                f'scale={self.log_scale is not None}, '
                 f'method={self.method.name})')
 
 
@@ -173,7 +174,11 @@ def upgrade_scale(state_dict: Dict[str, Tensor], prefix: str = '') -> bool:
     if old is None or prefix + 'log_scale' in state_dict:
         return False
     del state_dict[prefix + 'scale']
-    if float(old) < 0 and prefix + 'weight' in state_dict:
+    if float(old) < 0:
+        if prefix + 'weight' not in state_dict:
+            raise ValueError(f"'{prefix}scale' is negative ({float(old)}) "
+                             f"and '{prefix}weight' is missing: the sign "
+                             f"cannot be kept")
         state_dict[prefix + 'weight'] = -state_dict[prefix + 'weight']
     # Zero has no logarithm: keep the smallest positive scale instead.
     tiny = torch.finfo(old.dtype).tiny
