@@ -70,6 +70,7 @@ from torch_geometric_binary.train import (  # noqa: E402
     test_loader,
     train_epoch,
     train_loader,
+    weight_average,
 )
 
 #: Options stored in a checkpoint's config that ``--eval`` falls back to.
@@ -158,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help='weight a of the distillation term')
     g.add_argument('--kd-temp', type=float, default=4.0, metavar='T',
                    help='distillation temperature T')
+    g.add_argument('--weight-avg-decay', type=float, default=None,
+                   metavar='D',
+                   help='keep an exponential moving average of the weights '
+                   'and normalization statistics (decay D per step, e.g. '
+                   '0.999); it is the model evaluated, checkpointed and '
+                   'reported (the trained weights are kept for --resume '
+                   'and their accuracy logged as test_acc_raw)')
     g.add_argument('--init-from', default=None, metavar='CHECKPOINT',
                    help='initialize the weights from a checkpoint of the '
                    'same architecture, full precision or binary (matching '
@@ -210,6 +218,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace):
     for name in ['min_lr', 'weight_decay', 'workers']:
         positive(name.replace('_', '-'), getattr(args, name), zero=True)
     positive('kd-temp', args.kd_temp)
+    if args.weight_avg_decay is not None and \
+            not 0.0 < args.weight_avg_decay < 1.0:
+        parser.error(f"argument --weight-avg-decay: must lie in (0, 1) "
+                     f"(got {args.weight_avg_decay})")
     if not 0.0 <= args.kd_alpha <= 1.0:
         parser.error(f"argument --kd-alpha: must lie in [0, 1] "
                      f"(got {args.kd_alpha})")
@@ -372,6 +384,7 @@ def run_train(args, env) -> Dict[str, Any]:
         'kd_alpha': args.kd_alpha if args.teacher else None,
         'kd_temp': args.kd_temp if args.teacher else None,
         'init_from': args.init_from,
+        'weight_avg_decay': args.weight_avg_decay,
         'world_size': env.world_size,
     }
 
@@ -382,7 +395,7 @@ def run_train(args, env) -> Dict[str, Any]:
             old = resume['config']
             for k in ['model', 'method', 'model_kwargs', 'dataset',
                       'num_points', 'limit_train', 'synthetic_classes',
-                      'synthetic_points']:
+                      'synthetic_points', 'weight_avg_decay']:
                 if old.get(k) != config[k]:
                     raise UsageError(
                         f"--resume: '{last_path}' was trained with "
@@ -429,8 +442,15 @@ def run_train(args, env) -> Dict[str, Any]:
     history: List[Dict[str, Any]] = []
     best = {'epoch': None, 'overall_acc': -1.0, 'mean_class_acc': None}
     train_time = 0.0
+    averaged = None  # The averaged model is the one evaluated and saved.
+    if args.weight_avg_decay is not None:
+        averaged = weight_average(model, args.weight_avg_decay)
     if resume is not None:
-        model.load_state_dict(resume['model'])  # Marks LSR as initialized.
+        # Marks LSR as initialized:
+        model.load_state_dict(resume.get('raw_model', resume['model']))
+        if averaged is not None:
+            averaged.module.load_state_dict(resume['model'])
+            averaged.n_averaged.fill_(resume['n_averaged'])
         optimizer.load_state_dict(resume['optimizer'])
         scheduler.load_state_dict(resume['scheduler'])
         # The rate of the next epoch under the (possibly extended) schedule:
@@ -496,12 +516,22 @@ def run_train(args, env) -> Dict[str, Any]:
         train = train_epoch(
             ddp_model, loader_train, optimizer, env.device, teacher,
             args.kd_alpha, args.kd_temp,
-            make_progress(env, args.quiet, f'Epoch {epoch:03d} train'))
+            make_progress(env, args.quiet, f'Epoch {epoch:03d} train'),
+            averaged)
         scheduler.step()
         broadcast_buffers(model)  # Evaluate the model that rank 0 saves.
         metric = evaluate(model, loader, env.device, data.num_classes,
                           make_progress(env, args.quiet,
                                         f'Epoch {epoch:03d} test'))
+        extra = {}
+        if averaged is not None:
+            extra = {'test_acc_raw': metric.overall_acc,
+                     'test_mean_class_acc_raw': metric.mean_class_acc}
+            broadcast_buffers(averaged.module)
+            metric = evaluate(averaged.module, loader, env.device,
+                              data.num_classes,
+                              make_progress(env, args.quiet,
+                                            f'Epoch {epoch:03d} test (avg)'))
         dt = time.perf_counter() - t0
         train_time += dt
         epochs_run += 1
@@ -513,6 +543,7 @@ def run_train(args, env) -> Dict[str, Any]:
             'train_samples': train['num_samples'],
             'test_acc': metric.overall_acc,
             'test_mean_class_acc': metric.mean_class_acc,
+            **extra,
             'time': dt,
         }
         history.append(row)
@@ -526,7 +557,11 @@ def run_train(args, env) -> Dict[str, Any]:
                 'epoch': epoch,
                 'config': config,
                 'args': {k: v for k, v in vars(args).items()},
-                'model': model.state_dict(),
+                'model': (model if averaged is None
+                          else averaged.module).state_dict(),
+                **({} if averaged is None else {
+                    'raw_model': model.state_dict(),
+                    'n_averaged': int(averaged.n_averaged)}),
                 'optimizer': optimizer.state_dict(),
                 'scheduler': scheduler.state_dict(),
                 'best': best,
@@ -543,7 +578,9 @@ def run_train(args, env) -> Dict[str, Any]:
         log(env, f"Epoch {epoch:03d}/{args.epochs:03d} | lr {lr:.2e} | "
             f"loss {train['loss']:.4f} | train {acc_str(train['acc'])} | "
             f"test {acc_str(metric.overall_acc)} | mean class "
-            f"{acc_str(metric.mean_class_acc)} | {dt:.1f}s"
+            f"{acc_str(metric.mean_class_acc)}"
+            + (f" (trained weights {acc_str(extra['test_acc_raw'])})"
+               if extra else '') + f" | {dt:.1f}s"
             f"{' *' if improved else ''}")
         env.barrier()
 

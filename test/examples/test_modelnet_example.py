@@ -306,11 +306,13 @@ def _free_port() -> int:
 
 
 def test_ddp_two_processes(tmp_path, main):
-    r"""``torchrun --nproc_per_node=2`` on CPU (gloo): one tiny epoch."""
+    r"""``torchrun --nproc_per_node=2`` on CPU (gloo): one tiny epoch, with
+    a weight average (updated from the wrapped model on each rank)."""
     out = tmp_path / 'ddp'
     proc = run_script(
         *TINY, '--model', 'pointnet', '--method', 'bipointnet', '--epochs',
-        '1', '--out', out, '--device', 'cpu', prefix=[
+        '1', '--out', out, '--device', 'cpu', '--weight-avg-decay', '0.5',
+        prefix=[
             '-m', 'torch.distributed.run', '--nnodes=1',
             '--nproc_per_node=2', '--master_addr=127.0.0.1',
             f'--master_port={_free_port()}'
@@ -321,6 +323,7 @@ def test_ddp_two_processes(tmp_path, main):
     assert len(res['history']) == 1
     # Each of the 32 training clouds counted once (no padding needed).
     assert res['history'][0]['train_samples'] == 32
+    assert 'test_acc_raw' in res['history'][0]
     summary = last_json(proc.stdout)
     assert summary['epochs_done'] == 1
     assert proc.stdout.count('Epoch 001/001') == 1  # Only rank 0 prints.
@@ -439,3 +442,98 @@ def test_subsets_and_transforms():
     ratio = (data.pos - data.pos[:1]) / (pos - pos[:1])
     assert torch.allclose(ratio[1:], ratio[1:2].expand(9, 3), atol=1e-4)
     assert ((ratio[1] >= 0.5 - 1e-4) & (ratio[1] <= 2.0 + 1e-4)).all()
+
+
+def test_weight_average_is_the_ema_of_every_step():
+    r""":func:`train_epoch` updates the average after each optimizer step:
+    weights and normalization statistics follow
+    ``avg = d * avg + (1 - d) * current`` from the first step's values."""
+    from torch_geometric.data import Batch, Data
+    from torch_geometric.nn import global_mean_pool
+    from torch_geometric_binary.train import train_epoch, weight_average
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 4)
+            self.norm = torch.nn.BatchNorm1d(4)
+
+        def forward(self, pos, batch):
+            return global_mean_pool(self.norm(self.lin(pos)), batch)
+
+    torch.manual_seed(0)
+    loader = [
+        Batch.from_data_list([
+            Data(pos=torch.randn(5, 3) + i, y=torch.tensor([j % 4]))
+            for j in range(3)
+        ]) for i in range(4)
+    ]
+    model, d = Net(), 0.7
+    averaged = weight_average(model, d)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    snapshots = []
+    opt.register_step_post_hook(lambda *_: snapshots.append({
+        k: v.detach().clone()
+        for k, v in model.state_dict().items() if v.is_floating_point()
+    }))
+    train_epoch(model, loader, opt, torch.device('cpu'), averaged=averaged)
+    assert len(snapshots) == 4 and int(averaged.n_averaged) == 4
+    expected = dict(snapshots[0])
+    for snap in snapshots[1:]:
+        expected = {k: d * expected[k] + (1 - d) * snap[k] for k in snap}
+    state = averaged.module.state_dict()
+    for k, v in expected.items():  # lin.weight/bias, norm.* and running_*.
+        torch.testing.assert_close(state[k], v)
+    assert not torch.equal(state['lin.weight'], model.lin.weight)
+    assert not torch.equal(state['norm.running_mean'],
+                           model.norm.running_mean)
+    with pytest.raises(ValueError, match='decay must lie in'):
+        weight_average(model, 1.0)
+
+
+def test_weight_average_checkpoints_and_resume(main, tmp_path, capsys):
+    r"""With ``--weight-avg-decay`` the averaged model is evaluated, saved
+    as ``model`` (what ``--eval`` and ``--init-from`` read) and reported;
+    the trained weights stay in the checkpoint for ``--resume``, which
+    continues the average exactly; ``strip_checkpoint`` drops them."""
+    from torch_geometric_binary.train import strip_checkpoint
+    argv = TINY + ['--model', 'pointnet', '--method', 'bipointnet',
+                   '--epochs', '3', '--lr', '0.003', '--weight-avg-decay',
+                   '0.8']
+    straight = main(argv + ['--out', str(tmp_path / 'a')])
+    hist = straight['history']
+    assert all('test_acc_raw' in h for h in hist)
+    ckpt = torch.load(tmp_path / 'a' / 'last.pt', weights_only=True)
+    assert ckpt['n_averaged'] == 3 * 4  # 32 clouds / batch 8, 3 epochs.
+    assert ckpt['model'].keys() == ckpt['raw_model'].keys()
+    assert any(not torch.equal(ckpt['model'][k], ckpt['raw_model'][k])
+               for k in ckpt['model'])
+    result = main(['--eval', str(tmp_path / 'a' / 'last.pt'), '--quiet'])
+    assert result['overall_acc'] == hist[-1]['test_acc']
+    assert result['mean_class_acc'] == hist[-1]['test_mean_class_acc']
+
+    main(argv + ['--out', str(tmp_path / 'b'), '--stop-after', '2'])
+    resumed = main(argv + ['--out', str(tmp_path / 'b'), '--resume'])
+    assert [h['test_acc'] for h in resumed['history']] == \
+        [h['test_acc'] for h in hist]
+    ckpt_b = torch.load(tmp_path / 'b' / 'last.pt', weights_only=True)
+    assert ckpt_b['n_averaged'] == ckpt['n_averaged']
+    for k in ckpt['model']:
+        torch.testing.assert_close(ckpt_b['model'][k], ckpt['model'][k],
+                                   rtol=1e-4, atol=1e-5)
+
+    # Resuming without the average (or with another decay) is refused.
+    with pytest.raises(SystemExit):
+        main(argv[:-2] + ['--out', str(tmp_path / 'b'), '--resume'])
+    assert "trained with weight_avg_decay=0.8" in capsys.readouterr().err
+    stripped = strip_checkpoint(str(tmp_path / 'a' / 'last.pt'),
+                                str(tmp_path / 'small.pt'))
+    assert 'raw_model' not in stripped and 'n_averaged' not in stripped
+
+
+def test_weight_average_bad_decay(main, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(TINY + ['--epochs', '1', '--weight-avg-decay', '1'])
+    assert e.value.code == 2
+    assert '--weight-avg-decay: must lie in (0, 1)' in \
+        capsys.readouterr().err

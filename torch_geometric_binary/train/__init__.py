@@ -7,7 +7,7 @@ from .transforms import FirstPoints, NormalizeUnitSphere, RandomScaleTranslate
 from .data import (DATASETS, NEEDS_ROOT, DataSplits, balanced_subset,
                    build_datasets, train_loader, test_loader)
 from .loop import (seed_everything, epoch_seed, cosine_lr_lambda, kd_loss,
-                   train_epoch, evaluate)
+                   weight_average, train_epoch, evaluate)
 from .checkpoint import (CHECKPOINT_VERSION, save_checkpoint, load_checkpoint,
                          strip_checkpoint,
                          build_model, load_matching_weights, load_teacher,
@@ -32,6 +32,7 @@ __all__ = [
     'epoch_seed',
     'cosine_lr_lambda',
     'kd_loss',
+    'weight_average',
     'train_epoch',
     'evaluate',
     'CHECKPOINT_VERSION',

@@ -38,11 +38,12 @@ def load_checkpoint(path: str, map_location: Any = 'cpu') -> Dict[str, Any]:
 
 def strip_checkpoint(src: str, dst: str) -> Dict[str, Any]:
     r"""Writes the checkpoint :obj:`src` to :obj:`dst` without its optimizer,
-    scheduler and random states: a small file that
+    scheduler and random states (and the trained weights behind a weight
+    average, :obj:`raw_model`): a small file that
     :obj:`examples/modelnet.py --eval` (and :func:`build_model`) still
     loads. Returns the written state."""
     state = load_checkpoint(src)
-    for key in ('optimizer', 'scheduler', 'rng'):
+    for key in ('optimizer', 'scheduler', 'rng', 'raw_model', 'n_averaged'):
         state.pop(key, None)
     save_checkpoint(dst, state)
     return state

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from torch_geometric_binary.train.metrics import ClassAccuracy, _dist_ready
 
@@ -64,6 +66,25 @@ def kd_loss(student: Tensor, teacher: Tensor, target: Tensor,
     return (1. - alpha) * ce + alpha * temperature**2 * kl
 
 
+def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel:
+    r"""An exponential moving average of :obj:`model`'s weights *and*
+    buffers (normalization statistics), updated after every optimizer step
+    by :func:`train_epoch`:
+    :math:`\bar{\theta} \leftarrow d\,\bar{\theta} + (1 - d)\,\theta`.
+
+    For binary networks the average smooths the sign flips of latent weights
+    near zero between steps; its buffers follow the averaged weights rather
+    than being re-estimated (re-estimating them lost accuracy here, see
+    :obj:`benchmarks/bn_recalibration.py`). The averaged network is
+    :obj:`.module`.
+    """
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"weight averaging: the decay must lie in (0, 1) "
+                         f"(got {decay})")
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay),
+                         use_buffers=True)
+
+
 def _forward(model: torch.nn.Module, data, device: torch.device) -> Tensor:
     data = data.to(device, non_blocking=True)
     return model(data.pos, data.batch)
@@ -78,10 +99,12 @@ def train_epoch(
     kd_alpha: float = 0.5,
     kd_temp: float = 4.0,
     progress: Optional[Callable[[Iterable], Iterable]] = None,
+    averaged: Optional[AveragedModel] = None,
 ) -> Dict[str, float]:
     r"""Trains :obj:`model` for one epoch over :obj:`loader` (batches of
     point clouds with :obj:`pos`, :obj:`batch` and :obj:`y`), with
-    cross-entropy, or :func:`kd_loss` against :obj:`teacher` if given.
+    cross-entropy, or :func:`kd_loss` against :obj:`teacher` if given, and
+    updates :obj:`averaged` (see :func:`weight_average`) after every step.
 
     Returns the mean loss and the training accuracy over all samples (summed
     over processes under :obj:`torch.distributed`).
@@ -109,6 +132,9 @@ def train_epoch(
                 f"(--lr) or check the data")
         loss.backward()
         optimizer.step()
+        if averaged is not None:
+            averaged.update_parameters(
+                model.module if isinstance(model, DDP) else model)
         n = y.numel()
         stats[0] += loss.detach().double() * n
         stats[1] += (out.detach().argmax(dim=-1) == y).sum()
