@@ -14,7 +14,7 @@ from typing import Any, Dict, List
 
 PROTOCOL_KEYS = ['dataset', 'num_points', 'epochs', 'batch_size', 'lr',
                  'weight_decay', 'augment', 'seed', 'teacher', 'kd_alpha',
-                 'kd_temp', 'init_from']
+                 'kd_temp', 'init_from', 'weight_avg_decay']
 
 
 def command(config: Dict[str, Any], out: str) -> str:
@@ -24,7 +24,8 @@ def command(config: Dict[str, Any], out: str) -> str:
     if config.get('root'):
         args += ['--root', os.path.relpath(config['root'])]
     for key in ['num_points', 'epochs', 'batch_size', 'lr', 'weight_decay',
-                'seed', 'teacher', 'kd_alpha', 'kd_temp', 'init_from']:
+                'seed', 'teacher', 'kd_alpha', 'kd_temp', 'init_from',
+                'weight_avg_decay']:
         value = config.get(key)
         if value is not None and not (key == 'weight_decay' and value == 0):
             args += [f"--{key.replace('_', '-')}", str(value)]
@@ -56,6 +57,9 @@ def row(run_dir: str) -> Dict[str, Any]:
         'last_mean_class_acc': results['last']['mean_class_acc'],
         'seconds_per_epoch': results['train_time'] / max(len(history), 1),
         'test_acc_per_epoch': [h['test_acc'] for h in history],
+        # With weight averaging: the trained (not averaged) weights'.
+        'test_acc_raw_per_epoch': [h['test_acc_raw'] for h in history
+                                   if 'test_acc_raw' in h] or None,
         'command': command(config, run_dir),
     }
 
@@ -74,6 +78,8 @@ def markdown(rows: List[Dict[str, Any]]) -> str:
         extra = ''.join(f' {k}={v}' for k, v in r['model_kwargs'].items())
         if p.get('augment') is False:
             extra += ' no-augment'
+        if p.get('weight_avg_decay') is not None:
+            extra += f" weight-avg={p['weight_avg_decay']}"
         lines.append(
             f"| {r['run']} | {r['model']} | {r['method']}{extra} | {epochs} "
             f"| {p['num_points']} | {100 * r['best_overall_acc']:.2f} "
@@ -85,6 +91,13 @@ def markdown(rows: List[Dict[str, Any]]) -> str:
     lines += ['', 'Test overall accuracy per epoch:', '']
     lines += [f"- `{r['run']}`: " + ', '.join(
         f'{100 * a:.1f}' for a in r['test_acc_per_epoch']) for r in rows]
+    raw = [r for r in rows if r.get('test_acc_raw_per_epoch')]
+    if raw:
+        lines += ['', 'Runs with weight averaging: the accuracies above are '
+                  "the averaged model's; the trained weights' per epoch:", '']
+        lines += [f"- `{r['run']}`: " + ', '.join(
+            f'{100 * a:.1f}' for a in r['test_acc_raw_per_epoch'])
+            for r in raw]
     return '\n'.join(lines) + '\n'
 
 
