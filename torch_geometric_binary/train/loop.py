@@ -75,8 +75,10 @@ def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel:
     For binary networks the average smooths the sign flips of latent weights
     near zero between steps; its buffers follow the averaged weights rather
     than being re-estimated (re-estimating them lost accuracy here, see
-    :obj:`benchmarks/bn_recalibration.py`). The averaged network is
-    :obj:`.module`.
+    :obj:`benchmarks/bn_recalibration.py`). Measured on ModelNet40, it
+    helped while the learning rate was high and lost about a point at the
+    end of a cosine schedule (:obj:`benchmarks/results/README.md`). The
+    averaged network is :obj:`.module`.
     """
     if not 0.0 < decay < 1.0:
         raise ValueError(f"weight averaging: the decay must lie in (0, 1) "
