@@ -171,6 +171,38 @@ def test_row_sliced_pooling_skips_repeated_rows():
                                                    backend='torch')), sizes
 
 
+def test_row_sliced_same_bits_for_any_thread_count():
+    r"""The row-sliced path shares its work out dynamically (rows packed
+    in parallel, channel ranges taken one at a time): the bits do not
+    depend on the number of threads, and a NaN in any row of a large group
+    is reported."""
+    need_cpp()
+    chain = pointnet_like_chain()
+    x = torch.randn(2100, 64)
+    thr = torch.stack([torch.where(torch.rand(64) < 0.5, -1.0, 1.0),
+                       torch.randn(64) * 0.1])
+    threads = torch.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            for sizes in ([2100], [1024, 1076], [700, 700, 700]):
+                outs.append(chain(x, torch.tensor(sizes), in_threshold=thr))
+        for i in range(3):
+            assert torch.equal(outs[i], outs[i + 3])
+            assert torch.equal(outs[i], outs[i + 6])
+        ref = chain(x, torch.tensor([1024, 1076]), in_threshold=thr,
+                    backend='torch')
+        assert torch.equal(outs[1], ref)
+        x[1999, 5] = float('nan')
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with pytest.raises(NonFiniteInput):
+                chain(x, torch.tensor([2100]), in_threshold=thr)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_input_thresholds_and_non_finite(kernel_backend):
     lins, norms, act = make_stack([20, 70], seed=4)
     layers = pack_stack(lins, norms, act)

@@ -141,6 +141,36 @@ def test_pointnet_logits_are_bit_identical():
         assert (out - ref).abs().max() <= 1e-6 * ref.abs().max()
 
 
+@pytest.mark.parametrize('kwargs', [{}, MODELS[1][1]], ids=IDS[:2])
+def test_pointnet_one_cloud_fast_path(kwargs):
+    r"""One cloud without a batch vector runs each chain as a single C++
+    call; it gives the general path's logits, and its errors are the
+    general path's."""
+    need_cpp()
+    model, packed = cached(PointNet, True, **kwargs)
+    segments = list(packed.segments().values())
+    fast = [seg for seg in segments
+            if seg._one_group_ok and seg.chain.pool is not None]
+    assert packed.segments()['main'] in fast
+    for n in (1024, 37):
+        pos, _ = batch_of([n], seed=n)
+        for seg in fast:
+            seg._one_group_ok = False
+        slow = packed(pos)
+        for seg in fast:
+            seg._one_group_ok = True
+        assert torch.equal(packed(pos), slow)
+        assert all(n in seg._group_args for seg in fast)
+        with torch.no_grad():
+            assert_same_predictions(model(pos), slow)
+    pos, _ = batch_of([1024], seed=5)
+    pos[500, 1] = float('nan')
+    with pytest.raises(ValueError, match='NaN'):
+        packed(pos)
+    with pytest.raises(ValueError, match=r"'pos' must be.*3"):
+        packed(batch_of([50])[0][:, :2])
+
+
 def test_unsorted_batch_and_extra_features():
     model = make_model(PointNet, in_channels=2, steps=0, adversarial=True)
     packed = pack(model)

@@ -466,15 +466,14 @@ class BinaryChain:
                     ptr = torch.tensor([0, n])
                     if len(self._ptrs) < 64:
                         self._ptrs[n] = ptr
-                sizes, gset = [n], _ONE_SET
-                counts = ptr[1:]
+                sizes, gset, total = [n], _ONE_SET, n
             else:
                 counts = counts.to(torch.int64)
                 ptr, sizes, gset = groups_from_counts(counts)
-            if int(ptr[-1]) != x.size(0):
-                raise ValueError(f"BinaryChain: the groups hold "
-                                 f"{int(ptr[-1])} rows but the input has "
-                                 f"{x.size(0)}")
+                total = int(ptr[-1])
+            if total != x.size(0):
+                raise ValueError(f"BinaryChain: the groups hold {total} "
+                                 f"rows but the input has {x.size(0)}")
             table = self.pool_table.rows(sizes)
         if final is not None and self.out != 'float':
             raise ValueError("BinaryChain: 'final' needs out='float'")
@@ -491,22 +490,23 @@ class BinaryChain:
                 raise NonFiniteInput("BinaryChain: non-finite value in the "
                                      "float input")
             x = _pack_bool(x * in_threshold[0] >= in_threshold[1])
+        if ptr is not None and not isinstance(counts, Tensor):
+            counts = ptr[1:]  # One group.
         out = self._run_torch(x, counts, gset, table)
         if final is not None:
             out = torch.nn.functional.linear(out, final[0], final[1])
         return out
 
-    def _run_cpp(self, x: Tensor, ptr: Optional[Tensor],
-                 gset: Optional[Tensor], table: Optional[Tensor],
-                 in_threshold: Optional[Tensor] = None,
-                 final: Optional[tuple] = None) -> Tensor:
+    def _op_args(self, ptr: Optional[Tensor], gset: Optional[Tensor],
+                 table: Optional[Tensor], in_threshold: Optional[Tensor],
+                 final: Optional[tuple]) -> Tuple[tuple, int]:
+        r"""The arguments of :obj:`xnor_chain` after the input, and its
+        output mode (1: dots, then the epilogue in PyTorch)."""
         weights, ks, ns, transposed, offsets = self._cpp_args()
         thresholds = list(self.thresholds)
         pool = -1 if self.pool is None else self.pool
         if self.pool is not None:
             thresholds[self.pool] = table
-        if x.is_floating_point() and x.dtype != torch.float32:
-            x = x.float()
         mode = {'bits': 0, 'dots': 1, 'float': 2}[self.out]
         epi, scale, lo, hi = None, 1.0, 0.0, 0.0
         if self.out == 'float':
@@ -517,9 +517,44 @@ class BinaryChain:
         fw = fb = None
         if final is not None and mode == 2:
             fw, fb = final
-        out = torch.ops.torch_geometric_binary.xnor_chain(
-            x, weights, ks, ns, thresholds, pool, ptr, gset, mode, epi,
-            scale, lo, hi, in_threshold, transposed, fw, fb, offsets)
+        return (weights, ks, ns, thresholds, pool, ptr, gset, mode, epi,
+                scale, lo, hi, in_threshold, transposed, fw, fb,
+                offsets), mode
+
+    def one_group_args(self, n: int, in_threshold: Optional[Tensor] = None,
+                       final: Optional[tuple] = None) -> Optional[tuple]:
+        r"""For a pooling chain, the arguments of :obj:`xnor_chain` after
+        the input for one group of :obj:`n` rows (float32 input with
+        :obj:`in_threshold`, or packed rows), or :obj:`None` where the
+        chain needs more than the operation (an epilogue in PyTorch): see
+        :meth:`run_one_group`. Raises like :meth:`__call__` for a group size
+        the pooling does not take."""
+        if self.pool is None:
+            return None
+        ptr = torch.tensor([0, n])
+        table = self.pool_table.rows([n])
+        args, mode = self._op_args(ptr, _ONE_SET, table, in_threshold, final)
+        if self.out == 'float' and mode == 1:
+            return None
+        if final is not None and self.out != 'float':
+            return None
+        return args
+
+    @staticmethod
+    def run_one_group(x: Tensor, args: tuple) -> Tensor:
+        r"""Runs the chain on one group with :meth:`one_group_args` (C++
+        kernels; no checks: errors surface as the operation's
+        :class:`RuntimeError`)."""
+        return torch.ops.torch_geometric_binary.xnor_chain(x, *args)
+
+    def _run_cpp(self, x: Tensor, ptr: Optional[Tensor],
+                 gset: Optional[Tensor], table: Optional[Tensor],
+                 in_threshold: Optional[Tensor] = None,
+                 final: Optional[tuple] = None) -> Tensor:
+        if x.is_floating_point() and x.dtype != torch.float32:
+            x = x.float()
+        args, mode = self._op_args(ptr, gset, table, in_threshold, final)
+        out = torch.ops.torch_geometric_binary.xnor_chain(x, *args)
         if self.out == 'float' and mode == 1:
             out = self.layers[-1].epilogue(out)
             if final is not None:

@@ -26,7 +26,7 @@ its second :math:`k`-NN graph is built on (computed exactly from integer
 dot products, see :func:`~torch_geometric_binary.deploy.chain.pooled_floats`).
 """
 import copy
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -36,6 +36,7 @@ from torch_geometric_binary.deploy.chain import (BinaryChain,
                                                  NonFiniteInput, PoolTable,
                                                  pooled_floats,
                                                  sign_thresholds)
+from torch_geometric_binary.deploy import kernels
 from torch_geometric_binary.deploy.kernels import (_pack_bool, _unpack_bool,
                                                    pack_bits)
 from torch_geometric_binary.deploy.linear import PackedBiLinear
@@ -97,11 +98,12 @@ class Segment:
         self.chain = BinaryChain(layers, out,
                                  len(pre_lins) - 1 if pool else None, ema,
                                  pool_act, pool_size)
-        self.first_threshold = None
+        self.first_threshold = self.first_lin = None
         if self.first is not None:
             # The normalization and activation of the first layer, folded
             # into per-channel float thresholds on its linear output.
             m, i = self.first
+            self.first_lin = m.lins[i]
             self.first_threshold = sign_thresholds(
                 lambda z: m.fp_tail(i, z), m.lins[i].out_channels)
         # With fuse_last, a plain full-precision last layer (a classifier,
@@ -115,13 +117,20 @@ class Segment:
             if plain:
                 lin = m.lins[i]
                 self.final = (lin.weight32, lin.bias32)
+        # The fast path of one group (see _one_group); a float last layer
+        # that the chain does not run inside rules it out.
+        self._one_group_ok = self.last is None or self.final is not None
+        self._group_args: Dict[int, tuple] = {}
 
-    def __call__(self, x: Tensor, counts: Optional[Tensor] = None
+    def __call__(self, x: Tensor, counts: Union[Tensor, int, None] = None
                  ) -> Tensor:
+        if isinstance(counts, int) and self._one_group_ok:
+            out = self._one_group(x, counts)
+            if out is not None:
+                return out
         thr, x_in = None, x
-        if self.first is not None:
-            m, i = self.first
-            x = m.lins[i](x)
+        if self.first_lin is not None:
+            x = self.first_lin(x)
             thr = self.first_threshold
         try:
             out = self.chain(x, counts, in_threshold=thr, final=self.final)
@@ -137,6 +146,36 @@ class Segment:
             m, i = self.last
             out = m.fp_layer(i, out)
         return out
+
+    def _one_group(self, x: Tensor, n: int) -> Optional[Tensor]:
+        # One group (one cloud) straight through the C++ operation: the
+        # general path costs tens of microseconds of Python per call, a
+        # fifth of a PointNet at batch 1. None where the general path is
+        # needed: another backend, or an error it reports.
+        if kernels.backend() != 'cpp' or x.dim() != 2 or x.size(0) != n \
+                or x.device.type != 'cpu':
+            return None
+        args = self._group_args.get(n)
+        if args is None:
+            try:
+                args = self.chain.one_group_args(n, self.first_threshold,
+                                                 self.final)
+            except ValueError:
+                return None
+            if args is None:
+                self._one_group_ok = False
+                return None
+            if len(self._group_args) < 64:
+                self._group_args[n] = args
+        try:
+            # The layer's own operation (as in __call__), without the
+            # module call's hooks, which the fused chain skips anyway.
+            h = x if self.first_lin is None else self.first_lin.forward(x)
+            if h.is_floating_point() and h.dtype != torch.float32:
+                return None
+            return BinaryChain.run_one_group(h, args)
+        except RuntimeError:
+            return None
 
 
 def _check_children(model: torch.nn.Module, known: Sequence[str]):
@@ -297,6 +336,9 @@ class _PackedClassifier(torch.nn.Module):
                x: Optional[Tensor]) -> Tuple[Tensor, int]:
         name = self.__class__.__name__
         check_points(pos, 'pos', batch, where=name)
+        if pos.size(1) != 3:
+            raise ValueError(f"{name}: 'pos' must be a [num_points, 3] "
+                             f"matrix (got shape {tuple(pos.shape)})")
         if x is not None and (x.dim() != 2 or x.size(0) != pos.size(0)):
             raise ValueError(f"{name}: 'x' must be a [{pos.size(0)}, "
                              f"{self.in_channels}] matrix (got shape "
@@ -314,10 +356,10 @@ class _PackedClassifier(torch.nn.Module):
         # Shapes only: non-finite values surface as NonFiniteInput in the
         # first chain (whose float thresholds need finite values), and
         # forward() then reports them as check_points does.
-        if pos.dim() != 2 or pos.size(0) == 0 or not \
+        if pos.dim() != 2 or pos.size(0) == 0 or pos.size(1) != 3 or not \
                 pos.is_floating_point() or (
                     batch is not None and batch.numel() != pos.size(0)):
-            check_points(pos, 'pos', batch, where=self.__class__.__name__)
+            self._check(pos, batch, x)
         if x is not None or self.in_channels:
             self._check(pos, batch, x) if batch is not None else \
                 self._check(pos, None, x)

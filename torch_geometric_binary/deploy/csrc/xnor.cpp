@@ -968,6 +968,18 @@ void apply_float_epilogue(const int32_t* dot, int64_t rows, int64_t N,
   }
 }
 
+// Float dot product accumulated in float64, in four independent sums (a
+// single running sum waits on each addition's latency).
+double dot_f64(const float* a, const float* b, int64_t n) {
+  double s[4] = {0.0, 0.0, 0.0, 0.0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int j = 0; j < 4; ++j)
+      s[j] += static_cast<double>(a[i + j]) * b[i + j];
+  for (; i < n; ++i) s[0] += static_cast<double>(a[i]) * b[i];
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
 // Runs one layer on `rows` rows: bits into `bits`, or OR-pooled into
 // `oracc`, or dots into `dot`.
 void run_layer(const Gemm& g0, int64_t rows, uint64_t* bits, uint64_t* oracc,
@@ -989,11 +1001,38 @@ void run_layer(const Gemm& g0, int64_t rows, uint64_t* bits, uint64_t* oracc,
 }  // namespace
 
 #if TGB_X86
+// distinct_rows for rows of one word: multiplicative hashing into a table
+// of row numbers, integer compares.
+static int64_t distinct_words(uint64_t* rows, int64_t n) {
+  int shift = 63;
+  while ((int64_t(1) << (64 - shift)) < 2 * n) --shift;
+  const int64_t mask = (int64_t(1) << (64 - shift)) - 1;
+  thread_local std::vector<uint32_t> slot;  // row + 1, 0 = empty
+  slot.assign(mask + 1, 0);
+  int64_t u = 0;
+  for (int64_t r = 0; r < n; ++r) {
+    const uint64_t v = rows[r];
+    for (int64_t s = static_cast<int64_t>(
+             (v * 0x9E3779B97F4A7C15ull) >> shift);;
+         s = (s + 1) & mask) {
+      if (slot[s] == 0) {
+        slot[s] = static_cast<uint32_t>(u + 1);
+        rows[u++] = v;
+        break;
+      }
+      if (rows[slot[s] - 1] == v) break;
+    }
+  }
+  return u;
+}
+
 // Moves the distinct rows of `rows` (n rows of W words) to its front, in
 // their order of first appearance; returns their number. Open addressing
 // on a hash of the words: linear in n.
 static int64_t distinct_rows(uint64_t* rows, int64_t n, int64_t W) {
   if (n <= 1) return n;
+  // One word per row (up to 64 channels): keys compared as integers.
+  if (W == 1 && n < (int64_t(1) << 31)) return distinct_words(rows, n);
   int64_t cap = 2;
   while (cap < 2 * n) cap <<= 1;
   std::vector<int64_t> slot(cap, -1);
@@ -1021,6 +1060,12 @@ static int64_t distinct_rows(uint64_t* rows, int64_t n, int64_t W) {
   return u;
 }
 #endif
+
+// Contiguous int64 (without a dispatcher call when it already is one).
+static at::Tensor as_long(const at::Tensor& t) {
+  if (t.scalar_type() == at::kLong && t.is_contiguous()) return t;
+  return t.to(at::kLong).contiguous();
+}
 
 static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
                              at::IntArrayRef in_channels,
@@ -1087,7 +1132,7 @@ static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
                 "xnor_chain: thresholds of layer ", l, " must be an integer ",
                 table ? "[S, N]" : "[N]", " tensor with N = ", c.N, " (got ",
                 t.sizes(), ")");
-    const at::Tensor tl = t.to(at::kLong).contiguous();
+    const at::Tensor tl = as_long(t);
     keep.push_back(tl);
     c.S = table ? tl.size(0) : 1;
     TORCH_CHECK(c.S >= 1, "xnor_chain: no thresholds for layer ", l);
@@ -1149,8 +1194,8 @@ static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
   if (pool >= 0) {
     TORCH_CHECK(ptr.has_value() && group_set.has_value(), "xnor_chain: "
                 "pooling needs 'ptr' and 'group_set'");
-    const at::Tensor p = ptr->to(at::kLong).contiguous();
-    const at::Tensor gs = group_set->to(at::kLong).contiguous();
+    const at::Tensor p = as_long(*ptr);
+    const at::Tensor gs = as_long(*group_set);
     TORCH_CHECK(p.dim() == 1 && p.numel() >= 1 && gs.dim() == 1 &&
                     gs.numel() == p.numel() - 1,
                 "xnor_chain: expected 'ptr' of shape [G + 1] and "
@@ -1265,12 +1310,10 @@ static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
     at::parallel_for(0, R, std::max<int64_t>(1, 4096 / (C * N + 1)),
                      [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r)
-        for (int64_t c = 0; c < C; ++c) {
-          double acc = bp != nullptr ? bp[c] : 0.0;
-          for (int64_t n = 0; n < N; ++n)
-            acc += static_cast<double>(hp[r * N + n]) * wp[c * N + n];
-          lp[r * C + c] = static_cast<float>(acc);
-        }
+        for (int64_t c = 0; c < C; ++c)
+          lp[r * C + c] = static_cast<float>(
+              (bp != nullptr ? bp[c] : 0.0) +
+              dot_f64(hp + r * N, wp + c * N, N));
     });
     return logits;
   };
@@ -1323,32 +1366,32 @@ static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
         for (int64_t n = 0; n < c.N; ++n)
           lim[l][s * c.N + n] = c.pcmax[s * c.NB * kBlock + n] + 1;
     }
-    // Phase 0 (parallel over groups): each group's rows packed, then only
-    // its distinct rows kept. The pooled bits are an OR over the rows, so a
-    // repeated row adds nothing, and real clouds repeat many (nearby points
-    // share the first layer's code). The blocks cover the distinct rows.
+    // Phase 0: the rows packed (parallel over rows), then each group's
+    // distinct rows kept (parallel over groups). The pooled bits are an OR
+    // over the rows, so a repeated row adds nothing, and real clouds repeat
+    // many (nearby points share the first layer's code). The blocks cover
+    // the distinct rows.
     const int64_t W0 = first.W;
     std::vector<uint64_t> packed(M * W0);
     std::vector<int64_t> distinct(G, 0);
+    if (float_in) {
+      const float* xf = static_cast<const float*>(xp);
+      at::parallel_for(0, M, 256, [&](int64_t r0, int64_t r1) {
+        bool ok = true;
+        if (in_sgn != nullptr)
+          ok = avx2::pack_rows_f32_thr(xf, first.K, W0, in_sgn, in_t,
+                                       packed.data(), r0, r1);
+        else
+          avx2::pack_rows_f32(xf, first.K, W0, packed.data(), r0, r1);
+        TORCH_CHECK(ok, kNonFinite);
+      });
+    } else {
+      std::copy_n(static_cast<const uint64_t*>(xp), M * W0, packed.data());
+    }
     at::parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
-      for (int64_t g = g0; g < g1; ++g) {
-        const int64_t r0 = offsets[g], n = offsets[g + 1] - r0;
-        uint64_t* dst = packed.data() + r0 * W0;
-        if (float_in) {
-          const float* xf = static_cast<const float*>(xp) + r0 * first.K;
-          bool ok = true;
-          if (in_sgn != nullptr)
-            ok = avx2::pack_rows_f32_thr(xf, first.K, W0, in_sgn, in_t, dst,
-                                         0, n);
-          else
-            avx2::pack_rows_f32(xf, first.K, W0, dst, 0, n);
-          TORCH_CHECK(ok, kNonFinite);
-        } else {
-          std::copy_n(static_cast<const uint64_t*>(xp) + r0 * W0, n * W0,
-                      dst);
-        }
-        distinct[g] = distinct_rows(dst, n, W0);
-      }
+      for (int64_t g = g0; g < g1; ++g)
+        distinct[g] = distinct_rows(packed.data() + offsets[g] * W0,
+                                    offsets[g + 1] - offsets[g], W0);
     });
     struct TBlock { int64_t r0, rows, group; };
     std::vector<TBlock> tb;
@@ -1377,10 +1420,12 @@ static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
                             xs_all.data() + bi * KpP * 8);
       }
     });
-    // Phase 2: items of (group, range of channels in whole words).
+    // Phase 2: items of (group, range of channels in whole words), taken
+    // by the threads one at a time (a thread that the machine slows down
+    // takes fewer).
     const int64_t NP = layers[P].N;
     const int64_t span = G >= 8 ? NP : std::max<int64_t>(
-        64, (NP / 4 + 63) / 64 * 64);
+        64, (NP / 16 + 63) / 64 * 64);
     struct PItem { int64_t g, c0, c1; };
     std::vector<PItem> items;
     for (int64_t g = 0; g < G; ++g)
@@ -1394,11 +1439,13 @@ static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
     // partial row i belongs to group pgroup[i]: index rows by group.
     std::vector<int64_t> prow(G, -1);
     for (size_t i = 0; i < pgroup.size(); ++i) prow[pgroup[i]] = i;
-    at::parallel_for(0, static_cast<int64_t>(items.size()), 1,
-                     [&](int64_t i0, int64_t i1) {
+    const int64_t nitems = static_cast<int64_t>(items.size());
+    std::atomic<int64_t> next{0};
+    at::parallel_for(0, std::min<int64_t>(nitems, at::get_num_threads()), 1,
+                     [&](int64_t, int64_t) {
       std::vector<const uint64_t*> xs;
       std::vector<int64_t> rows;
-      for (int64_t ii = i0; ii < i1; ++ii) {
+      for (int64_t ii = next++; ii < nitems; ii = next++) {
         const PItem& it = items[ii];
         xs.clear();
         rows.clear();
