@@ -8,7 +8,9 @@ Prints (1) on how many test clouds the packed model gives the binary
 model's argmax, with the inputs of ``examples/modelnet.py --eval`` (the
 checkpoint's first ``num_points`` points, normalized), and the packed
 model's accuracy, and on how many the model packed for clouds of that
-size (``pack(..., num_points=n)``) gives the same logits; (2) the number
+size (``pack(..., num_points=n)``) gives the same logits, and on how
+many one cloud at a time without a batch vector (the batch-1 path of
+deployment) gives the logits of the batched call; (2) the number
 of distinct 64-bit codes that the first binary layer receives per test
 cloud of 1,024 points (every 100th cloud), which is the number of rows the
 packed chain pools.
@@ -43,7 +45,7 @@ def main():
     data = PreSampledModelNet(args.root, train=False, log=False,
                               transform=T.Compose([FirstPoints(n),
                                                    NormalizeUnitSphere()]))
-    same = correct = same_fixed = 0
+    same = correct = same_fixed = same_single = 0
     for i in range(0, len(data), args.batch_size):
         ds = [data[j] for j in range(i, min(i + args.batch_size, len(data)))]
         pos = torch.cat([d.pos for d in ds])
@@ -55,10 +57,14 @@ def main():
         same += int((ref == got).sum())
         same_fixed += int((fixed(pos, batch) == logits).all(1).sum())
         correct += int((got == torch.cat([d.y for d in ds])).sum())
+        same_single += sum(int(torch.equal(packed(d.pos)[0], logits[k]))
+                           for k, d in enumerate(ds))
     print(f'packed vs binary model: same argmax on {same} of {len(data)} '
           f'test clouds; packed accuracy {correct / len(data):.5f}')
     print(f'packed for {n}-point clouds vs packed: same logits on '
           f'{same_fixed} of {len(data)} test clouds')
+    print(f'one cloud without a batch vector vs batched: same logits on '
+          f'{same_single} of {len(data)} test clouds')
 
     codes = {}
     hook = model.mlp1.lins[1].register_forward_hook(
