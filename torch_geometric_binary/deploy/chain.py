@@ -461,12 +461,7 @@ class BinaryChain:
         if self.pool is not None:
             if counts is None or isinstance(counts, int):  # One group.
                 n = x.size(0) if counts is None else counts
-                ptr = self._ptrs.get(n)
-                if ptr is None:
-                    ptr = torch.tensor([0, n])
-                    if len(self._ptrs) < 64:
-                        self._ptrs[n] = ptr
-                sizes, gset, total = [n], _ONE_SET, n
+                ptr, sizes, gset, total = self._one_ptr(n), [n], _ONE_SET, n
             else:
                 counts = counts.to(torch.int64)
                 ptr, sizes, gset = groups_from_counts(counts)
@@ -521,6 +516,15 @@ class BinaryChain:
                 scale, lo, hi, in_threshold, transposed, fw, fb,
                 offsets), mode
 
+    def _one_ptr(self, n: int) -> Tensor:
+        # CSR offsets of one group of n rows, kept for a few sizes.
+        ptr = self._ptrs.get(n)
+        if ptr is None:
+            ptr = torch.tensor([0, n])
+            if len(self._ptrs) < 64:
+                self._ptrs[n] = ptr
+        return ptr
+
     def one_group_args(self, n: int, in_threshold: Optional[Tensor] = None,
                        final: Optional[tuple] = None) -> Optional[tuple]:
         r"""For a pooling chain, the arguments of :obj:`xnor_chain` after
@@ -531,9 +535,9 @@ class BinaryChain:
         the pooling does not take."""
         if self.pool is None:
             return None
-        ptr = torch.tensor([0, n])
         table = self.pool_table.rows([n])
-        args, mode = self._op_args(ptr, _ONE_SET, table, in_threshold, final)
+        args, mode = self._op_args(self._one_ptr(n), _ONE_SET, table,
+                                   in_threshold, final)
         if self.out == 'float' and mode == 1:
             return None
         if final is not None and self.out != 'float':

@@ -358,11 +358,9 @@ class _PackedClassifier(torch.nn.Module):
         # forward() then reports them as check_points does.
         if pos.dim() != 2 or pos.size(0) == 0 or pos.size(1) != 3 or not \
                 pos.is_floating_point() or (
-                    batch is not None and batch.numel() != pos.size(0)):
+                    batch is not None and batch.numel() != pos.size(0)) \
+                or x is not None or self.in_channels:
             self._check(pos, batch, x)
-        if x is not None or self.in_channels:
-            self._check(pos, batch, x) if batch is not None else \
-                self._check(pos, None, x)
 
     def num_bytes(self) -> int:
         r"""The bytes :func:`~torch_geometric_binary.deploy.save` stores

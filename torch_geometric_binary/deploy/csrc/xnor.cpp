@@ -1001,60 +1001,35 @@ void run_layer(const Gemm& g0, int64_t rows, uint64_t* bits, uint64_t* oracc,
 }  // namespace
 
 #if TGB_X86
-// distinct_rows for rows of one word: multiplicative hashing into a table
-// of row numbers, integer compares.
-static int64_t distinct_words(uint64_t* rows, int64_t n) {
-  int shift = 63;
-  while ((int64_t(1) << (64 - shift)) < 2 * n) --shift;
-  const int64_t mask = (int64_t(1) << (64 - shift)) - 1;
-  thread_local std::vector<uint32_t> slot;  // row + 1, 0 = empty
-  slot.assign(mask + 1, 0);
-  int64_t u = 0;
-  for (int64_t r = 0; r < n; ++r) {
-    const uint64_t v = rows[r];
-    for (int64_t s = static_cast<int64_t>(
-             (v * 0x9E3779B97F4A7C15ull) >> shift);;
-         s = (s + 1) & mask) {
-      if (slot[s] == 0) {
-        slot[s] = static_cast<uint32_t>(u + 1);
-        rows[u++] = v;
-        break;
-      }
-      if (rows[slot[s] - 1] == v) break;
-    }
-  }
-  return u;
-}
-
 // Moves the distinct rows of `rows` (n rows of W words) to its front, in
 // their order of first appearance; returns their number. Open addressing
-// on a hash of the words: linear in n.
+// on a multiplicative hash of the words (a table of row numbers kept per
+// thread, words compared inline): linear in n.
 static int64_t distinct_rows(uint64_t* rows, int64_t n, int64_t W) {
   if (n <= 1) return n;
-  // One word per row (up to 64 channels): keys compared as integers.
-  if (W == 1 && n < (int64_t(1) << 31)) return distinct_words(rows, n);
-  int64_t cap = 2;
-  while (cap < 2 * n) cap <<= 1;
-  std::vector<int64_t> slot(cap, -1);
+  int shift = 63;  // The table has 2^(64 - shift) >= 2n slots.
+  while ((int64_t(1) << (64 - shift)) < 2 * n) --shift;
+  const int64_t mask = (int64_t(1) << (64 - shift)) - 1;
+  thread_local std::vector<int64_t> slot;  // row number, -1 = empty
+  slot.assign(mask + 1, -1);
+  const auto same = [W](const uint64_t* a, const uint64_t* b) {
+    for (int64_t w = 0; w < W; ++w)
+      if (a[w] != b[w]) return false;
+    return true;
+  };
   int64_t u = 0;
   for (int64_t r = 0; r < n; ++r) {
     const uint64_t* row = rows + r * W;
-    uint64_t h = 0x9E3779B97F4A7C15ull;
-    for (int64_t w = 0; w < W; ++w) {  // splitmix64 finalizer per word
-      h ^= row[w];
-      h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ull;
-      h = (h ^ (h >> 27)) * 0x94D049BB133111EBull;
-      h ^= h >> 31;
-    }
-    for (int64_t s = static_cast<int64_t>(h & (cap - 1));;
-         s = (s + 1) & (cap - 1)) {
+    uint64_t h = 0;
+    for (int64_t w = 0; w < W; ++w) h = (h ^ row[w]) * 0x9E3779B97F4A7C15ull;
+    for (int64_t s = static_cast<int64_t>(h >> shift);; s = (s + 1) & mask) {
       if (slot[s] < 0) {
         slot[s] = u;
         if (u != r) std::copy_n(row, W, rows + u * W);
         ++u;
         break;
       }
-      if (std::equal(row, row + W, rows + slot[s] * W)) break;
+      if (same(row, rows + slot[s] * W)) break;
     }
   }
   return u;
