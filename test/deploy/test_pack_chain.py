@@ -203,6 +203,45 @@ def test_row_sliced_same_bits_for_any_thread_count():
         torch.set_num_threads(threads)
 
 
+def test_one_group_with_the_first_linear_layer():
+    r"""One group with the full-precision first layer inside the
+    operation gives the bits of torch's own linear output: where a
+    rounding bound decides them, and where it cannot (thresholds placed
+    exactly on outputs, huge inputs), by calling torch's operation. (Where
+    this CPU's torch rounds exactly as the operation does, the bound's
+    width is not exercised; its sign handling and the fallbacks are.)"""
+    need_cpp()
+    chain = pointnet_like_chain()
+    g = torch.Generator().manual_seed(7)
+    w, b = torch.randn(64, 3, generator=g), torch.randn(64, generator=g)
+    s = torch.where(torch.rand(64, generator=g) < 0.5, -1.0, 1.0)
+    u = torch.randn(64, generator=g) * 0.5
+    u[3], u[4] = -float('inf'), float('nan')  # Always and never set.
+    pos = torch.randn(1100, 3, generator=g)
+
+    def both(pos, u, bias):
+        thr = torch.stack([s, u])
+        args = chain.one_group_args(pos.size(0), thr, first=(w, bias))
+        got = BinaryChain.run_one_group(pos, args)
+        expected = chain(torch.nn.functional.linear(pos, w, bias),
+                         pos.size(0), in_threshold=thr)
+        return got, expected
+
+    for bias in (b, None):
+        got, expected = both(pos, u, bias)
+        assert torch.equal(got, expected)
+    z = torch.nn.functional.linear(pos, w, b)
+    on_edge = u.clone()
+    on_edge[10:20] = s[10:20] * z[500, 10:20]  # Margin 0: undecided.
+    assert torch.equal(*both(pos, on_edge, b))
+    huge = pos * 1e31  # Beyond the bound's range (2^100), finite output.
+    assert torch.isfinite(torch.nn.functional.linear(huge, w, b)).all()
+    assert torch.equal(*both(huge, u, b))
+    pos[900, 1] = float('nan')
+    with pytest.raises(RuntimeError, match='non-finite'):
+        both(pos, u, b)
+
+
 def test_input_thresholds_and_non_finite(kernel_backend):
     lins, norms, act = make_stack([20, 70], seed=4)
     layers = pack_stack(lins, norms, act)

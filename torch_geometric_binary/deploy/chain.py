@@ -526,13 +526,21 @@ class BinaryChain:
         return ptr
 
     def one_group_args(self, n: int, in_threshold: Optional[Tensor] = None,
-                       final: Optional[tuple] = None) -> Optional[tuple]:
+                       final: Optional[tuple] = None,
+                       first: Optional[tuple] = None) -> Optional[tuple]:
         r"""For a pooling chain, the arguments of :obj:`xnor_chain` after
         the input for one group of :obj:`n` rows (float32 input with
         :obj:`in_threshold`, or packed rows), or :obj:`None` where the
         chain needs more than the operation (an epilogue in PyTorch): see
         :meth:`run_one_group`. Raises like :meth:`__call__` for a group size
-        the pooling does not take."""
+        the pooling does not take.
+
+        With :obj:`first` (float32 :obj:`(weight, bias)`, and
+        :obj:`in_threshold`), the input is that of a full-precision linear
+        layer before the chain, whose output :obj:`in_threshold` binarizes:
+        the operation gives the bits of :func:`torch.nn.functional.linear`'s
+        output without computing it where a rounding bound decides them,
+        and calls it otherwise."""
         if self.pool is None:
             return None
         table = self.pool_table.rows([n])
@@ -542,7 +550,7 @@ class BinaryChain:
             return None
         if final is not None and self.out != 'float':
             return None
-        return args
+        return args + (tuple(first) if first is not None else (None, None))
 
     @staticmethod
     def run_one_group(x: Tensor, args: tuple) -> Tensor:

@@ -155,11 +155,15 @@ class Segment:
         if kernels.backend() != 'cpp' or x.dim() != 2 or x.size(0) != n \
                 or x.device.type != 'cpu':
             return None
+        if x.is_floating_point() and x.dtype != torch.float32:
+            return None
         args = self._group_args.get(n)
         if args is None:
+            lin = self.first_lin  # Its operation runs inside the chain's.
+            first = None if lin is None else (lin.weight32, lin.bias32)
             try:
                 args = self.chain.one_group_args(n, self.first_threshold,
-                                                 self.final)
+                                                 self.final, first)
             except ValueError:
                 return None
             if args is None:
@@ -168,12 +172,7 @@ class Segment:
             if len(self._group_args) < 64:
                 self._group_args[n] = args
         try:
-            # The layer's own operation (as in __call__), without the
-            # module call's hooks, which the fused chain skips anyway.
-            h = x if self.first_lin is None else self.first_lin.forward(x)
-            if h.is_floating_point() and h.dtype != torch.float32:
-                return None
-            return BinaryChain.run_one_group(h, args)
+            return BinaryChain.run_one_group(x, args)
         except RuntimeError:
             return None
 

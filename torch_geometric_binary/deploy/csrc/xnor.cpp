@@ -18,6 +18,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/linear.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -250,6 +251,72 @@ static bool pack_rows_f32_thr(const float* x, int64_t K, int64_t W,
                               const float* sgn, const float* thr,
                               uint64_t* out, int64_t r0, int64_t r1) {
   return pack_rows_f32_any<true>(x, K, W, sgn, thr, out, r0, r1);
+}
+
+// The bits [z * sgn >= thr] of z = x W^T + b (a full-precision first layer
+// with few inputs, like the 3 coordinates of a point), as torch's own
+// float32 linear (any summation order, fused or not) would give them,
+// without computing it: z is evaluated here with an error bound E on the
+// distance to torch's result, and a bit is taken only where the margin
+// exceeds E. Returns false if some bit is uncertain (or an input is not
+// finite, or large): the caller then runs torch's operation.
+struct LinearThr {
+  int64_t Kin = 0, K = 0, Kp = 0;  // Kp: K rounded up to 8
+  std::vector<float> wt, wabs;     // [Kin][Kp] weights, their |.|
+  std::vector<float> b, sgn, thr;  // [Kp]; zero bias without one
+};
+
+static bool pack_rows_linear_thr(const LinearThr& l, const float* x,
+                                 int64_t W, uint64_t* out, int64_t r0,
+                                 int64_t r1) {
+  // |z_here - z_torch| <= 2 gamma_n S for n = Kin + 1 terms with
+  // S = |b| + sum |x_i w_i|; doubled again for the rounding of S and of
+  // the margin, plus an absolute term for subnormal results.
+  const __m256 rel = _mm256_set1_ps(static_cast<float>(4 * (l.Kin + 3)) *
+                                    0x1p-24f);
+  const __m256 tiny = _mm256_set1_ps(0x1p-120f);
+  const __m256 big = _mm256_set1_ps(0x1p100f);
+  const __m256 inf = _mm256_set1_ps(__builtin_inff());
+  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
+  for (int64_t row = r0; row < r1; ++row) {
+    const float* xr = x + row * l.Kin;
+    uint64_t* o = out + row * W;
+    for (int64_t w = 0; w < W; ++w) o[w] = 0;
+    for (int64_t k0 = 0; k0 < l.K; k0 += 8) {
+      __m256 z = _mm256_loadu_ps(l.b.data() + k0);
+      __m256 S = _mm256_andnot_ps(sign_mask, z);
+      for (int64_t i = 0; i < l.Kin; ++i) {
+        const __m256 xi = _mm256_set1_ps(xr[i]);
+        z = _mm256_add_ps(z, _mm256_mul_ps(
+                                 xi, _mm256_loadu_ps(&l.wt[i * l.Kp + k0])));
+        S = _mm256_add_ps(S, _mm256_mul_ps(
+                                 _mm256_andnot_ps(sign_mask, xi),
+                                 _mm256_loadu_ps(&l.wabs[i * l.Kp + k0])));
+      }
+      const __m256 u = _mm256_loadu_ps(l.thr.data() + k0);
+      // |u| where finite, else 0 (u = -inf: always one; NaN: never).
+      const __m256 au = _mm256_andnot_ps(sign_mask, u);
+      const __m256 E = _mm256_add_ps(
+          _mm256_mul_ps(rel, _mm256_add_ps(
+                                 S, _mm256_and_ps(au, _mm256_cmp_ps(
+                                                          au, inf,
+                                                          _CMP_LT_OQ)))),
+          tiny);
+      const __m256 D = _mm256_sub_ps(
+          _mm256_mul_ps(z, _mm256_loadu_ps(l.sgn.data() + k0)), u);
+      // S < 2^100 is false for NaN or infinite inputs (S is NaN or inf).
+      const int valid = _mm256_movemask_ps(_mm256_cmp_ps(S, big, _CMP_LT_OQ));
+      // One: D >= E (also u = -inf). Zero: not D >= -E (also u = +inf or
+      // NaN, which torch's comparison never passes).
+      const int one = _mm256_movemask_ps(_mm256_cmp_ps(D, E, _CMP_GE_OQ));
+      const int zero = _mm256_movemask_ps(_mm256_cmp_ps(
+          D, _mm256_xor_ps(E, sign_mask), _CMP_NGE_UQ));
+      const int lanes = (1 << std::min<int64_t>(8, l.K - k0)) - 1;
+      if ((valid & (one | zero) & lanes) != lanes) return false;
+      o[k0 >> 6] |= static_cast<uint64_t>(one & lanes) << (k0 & 63);
+    }
+  }
+  return true;
 }
 
 // ---------------------------------------------------------------------------
@@ -1055,7 +1122,9 @@ static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
                              at::TensorList transposed,
                              const std::optional<at::Tensor>& final_weight,
                              const std::optional<at::Tensor>& final_bias,
-                             at::TensorList toffsets) {
+                             at::TensorList toffsets,
+                             const std::optional<at::Tensor>& first_weight,
+                             const std::optional<at::Tensor>& first_bias) {
   const int64_t L = static_cast<int64_t>(weights.size());
   TORCH_CHECK(L >= 1 && static_cast<int64_t>(in_channels.size()) == L &&
                   static_cast<int64_t>(out_channels.size()) == L &&
@@ -1121,10 +1190,37 @@ static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
       }
   }
   const ChainLayer& first = layers[0];
-  TORCH_CHECK(x.size(1) == (float_in ? first.K : first.W), "xnor_chain: "
-              "the input has ", x.size(1), float_in ? " channels" : " words",
-              " per row, the first layer takes ", first.K, " channels");
+  // An optional full-precision linear layer before the chain (its float
+  // output binarized by 'in_threshold'): the input is that layer's input.
+  at::Tensor lw, lb;
+  if (first_weight.has_value()) {
+    lw = first_weight->contiguous();
+    TORCH_CHECK(float_in && in_threshold.has_value() &&
+                    lw.scalar_type() == at::kFloat && lw.dim() == 2 &&
+                    lw.size(0) == first.K,
+                "xnor_chain: 'first_weight' must be a float32 [", first.K,
+                ", C] tensor, with float inputs and 'in_threshold'");
+    if (first_bias.has_value()) {
+      lb = first_bias->contiguous();
+      TORCH_CHECK(lb.scalar_type() == at::kFloat && lb.dim() == 1 &&
+                      lb.size(0) == first.K,
+                  "xnor_chain: 'first_bias' must be a float32 [", first.K,
+                  "] tensor");
+    }
+  }
+  const int64_t in_width = lw.defined() ? lw.size(1)
+                           : float_in   ? first.K : first.W;
+  TORCH_CHECK(x.size(1) == in_width, "xnor_chain: the input has ",
+              x.size(1), float_in ? " channels" : " words", " per row, ",
+              lw.defined() ? "'first_weight' takes " : "the first layer "
+              "takes ", in_width, float_in ? " channels" : " words");
   const at::Tensor xc = x.contiguous();
+  // The first layer by torch's own operation (the float thresholds are
+  // exact for its rounding).
+  const auto torch_linear = [&]() {
+    return at::linear(xc, lw, lb.defined() ? std::optional<at::Tensor>(lb)
+                                           : std::nullopt);
+  };
   const int64_t M = xc.size(0);
   // Float inputs: bit = [x * sgn >= thr] per channel, or the sign.
   at::Tensor in_thr;
@@ -1237,8 +1333,6 @@ static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
         }
     }
   }
-#else
-  const bool use_t = false;
 #endif
 
   // Row blocks of the fused part (within one group when pooling).
@@ -1314,7 +1408,12 @@ static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
       std::max<int64_t>(1, (int64_t(1) << 17) /
                                std::max<int64_t>(1, block_work));
 
-  const void* xp = xc.data_ptr();
+#if !TGB_X86
+  const bool use_t = false;
+#endif
+  // Without the row-sliced path, the first layer runs first.
+  const at::Tensor xin = lw.defined() && !use_t ? torch_linear() : xc;
+  const void* xp = xin.data_ptr();
   // The group of each row of `partial`.
   std::vector<int64_t> pgroup;
   for (const Block& b : blocks) pgroup.push_back(b.group);
@@ -1349,8 +1448,38 @@ static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
     const int64_t W0 = first.W;
     std::vector<uint64_t> packed(M * W0);
     std::vector<int64_t> distinct(G, 0);
-    if (float_in) {
-      const float* xf = static_cast<const float*>(xp);
+    at::Tensor xlin;  // torch's first layer, where a bit is uncertain
+    if (lw.defined()) {
+      avx2::LinearThr lt;
+      lt.Kin = lw.size(1);
+      lt.K = first.K;
+      lt.Kp = (lt.K + 7) / 8 * 8;
+      lt.wt.assign(lt.Kin * lt.Kp, 0.f);
+      lt.wabs.assign(lt.Kin * lt.Kp, 0.f);
+      lt.b.assign(lt.Kp, 0.f);
+      lt.sgn.assign(lt.Kp, 0.f);
+      lt.thr.assign(lt.Kp, 0.f);
+      const float* wp = lw.data_ptr<float>();
+      for (int64_t k = 0; k < lt.K; ++k) {
+        for (int64_t i = 0; i < lt.Kin; ++i) {
+          lt.wt[i * lt.Kp + k] = wp[k * lt.Kin + i];
+          lt.wabs[i * lt.Kp + k] = std::fabs(wp[k * lt.Kin + i]);
+        }
+        lt.b[k] = lb.defined() ? lb.data_ptr<float>()[k] : 0.f;
+        lt.sgn[k] = in_sgn[k];
+        lt.thr[k] = in_t[k];
+      }
+      std::atomic<bool> sure{true};
+      at::parallel_for(0, M, 256, [&](int64_t r0, int64_t r1) {
+        if (!avx2::pack_rows_linear_thr(lt, static_cast<const float*>(xp),
+                                        W0, packed.data(), r0, r1))
+          sure = false;
+      });
+      if (!sure) xlin = torch_linear();
+    }
+    if (float_in && (!lw.defined() || xlin.defined())) {
+      const float* xf = static_cast<const float*>(
+          xlin.defined() ? xlin.data_ptr() : xp);
       at::parallel_for(0, M, 256, [&](int64_t r0, int64_t r1) {
         bool ok = true;
         if (in_sgn != nullptr)
@@ -1360,7 +1489,7 @@ static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
           avx2::pack_rows_f32(xf, first.K, W0, packed.data(), r0, r1);
         TORCH_CHECK(ok, kNonFinite);
       });
-    } else {
+    } else if (!float_in) {
       std::copy_n(static_cast<const uint64_t*>(xp), M * W0, packed.data());
     }
     at::parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
@@ -1578,7 +1707,8 @@ TORCH_LIBRARY(torch_geometric_binary, m) {
         "Tensor? group_set, int out_mode, Tensor? epilogue, float scale, "
         "float lo, float hi, Tensor? in_threshold, "
         "Tensor[] transposed, Tensor? final_weight, Tensor? final_bias, "
-        "Tensor[] toffsets) -> Tensor");
+        "Tensor[] toffsets, Tensor? first_weight=None, "
+        "Tensor? first_bias=None) -> Tensor");
   m.def("xnor_isa() -> str", &tgb::isa);
   m.def("xnor_supported_isas() -> str[]", &tgb::supported_isas);
   m.def("xnor_set_isa(str name) -> str", &tgb::set_isa);
