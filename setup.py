@@ -23,10 +23,13 @@ extras_require = {
 
 
 def extension_build():
-    r"""The XNOR-popcount C++ extension (``torch_geometric_binary.deploy.
-    _xnor``), built when ``import torch`` works here (install with
+    r"""The C++ extensions, XNOR-popcount kernels (``torch_geometric_binary.
+    deploy._xnor``), graph construction (``torch_geometric_binary._graph``)
+    and training kernels (``torch_geometric_binary._fused``),
+    built when ``import torch`` works here (install with
     ``--no-build-isolation``) unless ``TORCH_GEOMETRIC_BINARY_NO_EXT`` is set.
-    Without it the package uses its pure-PyTorch kernels."""
+    Without them the package uses its pure-PyTorch kernels and
+    torch_cluster."""
     if os.environ.get('TORCH_GEOMETRIC_BINARY_NO_EXT'):
         return [], {}
     try:
@@ -49,7 +52,27 @@ def extension_build():
         extra_compile_args=cflags,
         extra_link_args=lflags,
     )
-    return [ext], {'build_ext': BuildExtension.with_options(use_ninja=False)}
+    # Graph construction (fps, radius, knn; torch_geometric_binary._graph).
+    # No fused multiply-add: its results must round as torch_cluster's do.
+    graph_cflags = cflags if sys.platform == 'win32' else \
+        cflags + ['-ffp-contract=off']
+    graph = CppExtension(
+        'torch_geometric_binary._graph',
+        ['torch_geometric_binary/csrc/graph.cpp'],
+        extra_compile_args=graph_cflags,
+        extra_link_args=lflags,
+    )
+    # Training kernels (sign, STE, fused layer-BatchNorm-max;
+    # torch_geometric_binary._fused).
+    fused = CppExtension(
+        'torch_geometric_binary._fused',
+        ['torch_geometric_binary/csrc/fused.cpp'],
+        extra_compile_args=cflags,
+        extra_link_args=lflags,
+    )
+    return [ext, graph, fused], {
+        'build_ext': BuildExtension.with_options(use_ninja=False)
+    }
 
 
 ext_modules, cmdclass = extension_build()

@@ -1,22 +1,22 @@
-r"""Times one training step (forward, backward, Adam) of the classifiers,
-full precision and binary, side by side in one process with the same
-threads and inputs.
+r"""Times one training step (forward, backward, Adam) of PointNet, PointNet++
+and DGCNN, full precision and binary, on two paths side by side in one
+process, with the same threads and the same inputs:
 
-Rows:
+* ``reference``: float32, every layer, BatchNorm and max run separately
+  (:func:`~torch_geometric_binary.nn.fused.use_fused` off), neighbours from
+  torch-cluster: the package's eager path before the speed work;
+* ``default``: what ``examples/modelnet.py`` trains with: the precision of
+  ``--precision auto`` (bf16 autocast where the CPU runs bf16 natively), the
+  fused layer-BatchNorm-max paths and the package's neighbour kernels.
 
-* ``fp``: the full-precision model,
-* ``<method>``: the binary model as the package trains it,
-* ``<method> (plain autograd)``: the same binary model with the two
-  training-time shortcuts swapped for their plain autograd forms, the LSR
-  product as ``F.linear(x, w) * scale`` and the dense max pooling as
-  ``amax``: what :func:`~torch_geometric_binary.nn.functional.scaled_linear`
-  and :class:`~torch_geometric_binary.nn.aggr.DenseMax` buy.
+Steps alternate between the paths, so that a change in machine load hits
+both. Prints a table of medians (seconds per step) and ratios, then, with
+``--threads2``, the default path's steps per second at 2 threads; the last
+line is a JSON object with ``pointnet_binary_speedup``,
+``pointnet_fp_speedup``, ``pointnet2_binary_speedup`` and
+``dgcnn_binary_speedup`` (and every row). Usage::
 
-Prints medians (seconds per step) and the ratios; ``--json`` also writes
-them. Usage::
-
-    python3 benchmarks/bench_train_step.py                  # PointNet, 32 x 512
-    python3 benchmarks/bench_train_step.py --points 1024 --threads 1
+    python3 benchmarks/bench_train_step.py --threads 1 --points 512 --batch 32
 """
 import argparse
 import contextlib
@@ -27,95 +27,146 @@ import statistics
 import sys
 import time
 from typing import Dict, List
-from unittest import mock
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from torch_geometric_binary.nn import aggr, linear  # noqa: E402
+from torch_geometric_binary.nn import neighbors  # noqa: E402
+from torch_geometric_binary.nn.fused import use_fused  # noqa: E402
 from torch_geometric_binary.nn.models import MODELS  # noqa: E402
-
-
-class _AmaxPool:
-    apply = staticmethod(lambda x, dim: x.amax(dim))
+from torch_geometric_binary.train import (autocast,  # noqa: E402
+                                          resolve_precision)
 
 
 @contextlib.contextmanager
-def plain_autograd():
-    r"""The binary layers with plain autograd forms of the LSR product and
-    the dense max pooling (same forward values)."""
-    with mock.patch.object(linear, 'scaled_linear',
-                           lambda x, w, s: F.linear(x, w) * s), \
-            mock.patch.object(aggr, 'DenseMax', _AmaxPool):
-        yield
+def reference_path():
+    r"""The unfused float32 path with torch-cluster's neighbour search."""
+    old = os.environ.get(neighbors.ENV_BACKEND)
+    os.environ[neighbors.ENV_BACKEND] = 'torch_cluster'
+    try:
+        with use_fused(False):
+            yield
+    finally:
+        if old is None:
+            del os.environ[neighbors.ENV_BACKEND]
+        else:
+            os.environ[neighbors.ENV_BACKEND] = old
 
 
-def time_steps(model_name: str, method: str, num_classes: int, batch: int,
-               points: int, reps: int, warmup: int, kwargs: Dict) -> List[float]:
-    torch.manual_seed(0)
-    model = MODELS[model_name](num_classes=num_classes, method=method,
-                               **kwargs)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    pos = torch.randn(batch * points, 3)
-    index = torch.arange(batch).repeat_interleave(points)
-    y = torch.randint(0, num_classes, (batch, ))
-    times = []
-    for i in range(warmup + reps):
+class Step:
+    r"""One model, optimizer and input batch; :meth:`__call__` times a
+    step."""
+    def __init__(self, model_name: str, method: str, args):
+        torch.manual_seed(0)
+        self.model = MODELS[model_name](num_classes=args.classes,
+                                        method=method)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        # Clouds on the unit sphere's scale, as the real data.
+        self.pos = torch.rand(args.batch * args.points, 3) * 2 - 1
+        self.batch = torch.arange(args.batch).repeat_interleave(args.points)
+        self.y = torch.randint(0, args.classes, (args.batch, ))
+
+    def __call__(self, precision: str) -> float:
         t = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(pos, index), y).backward()
-        opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        with autocast(torch.device('cpu'), precision):
+            out = self.model(self.pos, self.batch)
+        F.cross_entropy(out.float(), self.y).backward()
+        self.opt.step()
+        return time.perf_counter() - t
+
+
+def time_pair(step: Step, precision: str, reps: int,
+              warmup: int) -> Dict[str, List[float]]:
+    times: Dict[str, List[float]] = {'reference': [], 'default': []}
+    for i in range(warmup + reps):
+        with reference_path():
+            t_ref = step('fp32')
+        t_new = step(precision)
         if i >= warmup:
-            times.append(time.perf_counter() - t)
+            times['reference'].append(t_ref)
+            times['default'].append(t_new)
     return times
 
 
 def main(argv=None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--model', default='pointnet', choices=sorted(MODELS))
-    parser.add_argument('--method', default='bipointnet')
+    parser.add_argument('--models', nargs='+',
+                        default=['pointnet', 'pointnet2', 'dgcnn'],
+                        choices=sorted(MODELS))
+    parser.add_argument('--methods', nargs='+', default=['fp', 'bipointnet'])
     parser.add_argument('--batch', type=int, default=32)
     parser.add_argument('--points', type=int, default=512)
     parser.add_argument('--classes', type=int, default=40)
-    parser.add_argument('--reps', type=int, default=10)
-    parser.add_argument('--warmup', type=int, default=3)
-    parser.add_argument('--threads', type=int, default=None)
-    parser.add_argument('--model-kwargs', type=json.loads, default={})
+    parser.add_argument('--reps', type=int, default=5)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--threads2', type=int, default=2,
+                        help='also time the default path at this many '
+                        'threads (0: skip)')
+    parser.add_argument('--precision', default='auto',
+                        help='the default path\'s --precision')
     parser.add_argument('--json', default=None, help='also write results here')
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    precision = resolve_precision(args.precision, torch.device('cpu'))
 
-    def run(method):
-        return statistics.median(time_steps(
-            args.model, method, args.classes, args.batch, args.points,
-            args.reps, args.warmup, args.model_kwargs))
+    torch.set_num_threads(args.threads)
+    rows = {}
+    print(f"batch {args.batch} x {args.points} points, {args.threads} "
+          f"thread(s), median of {args.reps}; default path: {precision}, "
+          f"fused, package neighbours")
+    print(f"  {'model':10s} {'method':11s} {'reference':>10s} "
+          f"{'default':>10s} {'speedup':>8s}")
+    steps = {}
+    for model in args.models:
+        for method in args.methods:
+            step = steps[model, method] = Step(model, method, args)
+            times = time_pair(step, precision, args.reps, args.warmup)
+            ref = statistics.median(times['reference'])
+            new = statistics.median(times['default'])
+            rows[f'{model}/{method}'] = {
+                'reference_s': ref, 'default_s': new, 'speedup': ref / new,
+                'reference_all': times['reference'],
+                'default_all': times['default']}
+            print(f"  {model:10s} {method:11s} {ref:10.4f} {new:10.4f} "
+                  f"{ref / new:7.2f}x", flush=True)
 
-    rows = {'fp': run('fp'), args.method: run(args.method)}
-    with plain_autograd():
-        rows[f'{args.method} (plain autograd)'] = run(args.method)
+    if args.threads2:
+        torch.set_num_threads(args.threads2)
+        print(f"default path at {args.threads2} threads (steps per second):")
+        for (model, method), step in steps.items():
+            ts = [step(precision) for _ in range(args.warmup + args.reps)]
+            sps = 1.0 / statistics.median(ts[args.warmup:])
+            rows[f'{model}/{method}'][f'steps_per_s_{args.threads2}t'] = sps
+            print(f"  {model:10s} {method:11s} {sps:6.2f}", flush=True)
+
+    def speedup(model, method):
+        row = rows.get(f'{model}/{method}')
+        return None if row is None else round(row['speedup'], 3)
+
     result = {
         'command': 'python3 benchmarks/bench_train_step.py ' +
         ' '.join(argv if argv is not None else sys.argv[1:]),
         'machine': f'{platform.machine()}, {os.cpu_count()} cores, '
-        f'{torch.get_num_threads()} thread(s), torch {torch.__version__}',
-        'model': args.model, 'batch': args.batch, 'points': args.points,
-        'seconds_per_step': rows,
-        'binary_over_fp': rows[args.method] / rows['fp'],
-        'speedup_over_plain_autograd':
-        rows[f'{args.method} (plain autograd)'] / rows[args.method],
+        f'torch {torch.__version__}',
+        'batch': args.batch, 'points': args.points,
+        'threads': args.threads, 'precision': precision,
+        'rows': rows,
+        'pointnet_binary_speedup': speedup('pointnet', 'bipointnet'),
+        'pointnet_fp_speedup': speedup('pointnet', 'fp'),
+        'pointnet2_binary_speedup': speedup('pointnet2', 'bipointnet'),
+        'dgcnn_binary_speedup': speedup('dgcnn', 'bipointnet'),
     }
-    print(f"{args.model}, batch {args.batch} x {args.points} points, "
-          f"{torch.get_num_threads()} thread(s), median of {args.reps}")
-    for name, t in rows.items():
-        print(f"  {name:32s} {t:8.4f} s/step  ({t / rows['fp']:.2f}x fp)")
-    print(f"  shortcuts buy {result['speedup_over_plain_autograd']:.2f}x")
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=1)
-    print(json.dumps(result))
+    print(json.dumps({k: v for k, v in result.items() if k != 'rows'} |
+                     {'rows': {k: {n: v[n] for n in ('reference_s',
+                                                       'default_s',
+                                                       'speedup')}
+                               for k, v in rows.items()}}))
     return result
 
 

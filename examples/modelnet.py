@@ -61,6 +61,7 @@ from torch_geometric_binary.train import (  # noqa: E402
     init_from_checkpoint,
     load_checkpoint,
     load_teacher,
+    resolve_precision,
     model_from_checkpoint,
     rng_state,
     save_checkpoint,
@@ -192,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "--batch-size default to the checkpoint's")
     g.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'],
                    help='auto: cuda if available')
+    g.add_argument('--precision', default='auto',
+                   choices=['auto', 'fp32', 'bf16', 'fp16'],
+                   help='training precision: bf16/fp16 mixed precision '
+                   '(autocast; binary products stay exact) or fp32; auto '
+                   '(default) takes bf16 where the hardware runs it '
+                   'natively (CPUs with AVX512-BF16 or AMX, GPUs with '
+                   'bf16) and fp32 elsewhere')
     g.add_argument('--threads', type=int, default=None,
                    help='torch intra-op threads per process')
     g.add_argument('--workers', type=int, default=0,
@@ -387,6 +395,10 @@ def run_train(args, env) -> Dict[str, Any]:
         'weight_avg_decay': args.weight_avg_decay,
         'world_size': env.world_size,
     }
+    try:
+        config['precision'] = resolve_precision(args.precision, env.device)
+    except ValueError as e:
+        raise UsageError(f"--precision: {e}") from e
 
     resume = None
     if args.resume:
@@ -483,7 +495,8 @@ def run_train(args, env) -> Dict[str, Any]:
     log(env, f"{args.model} ({args.method}, {num_params:,} parameters) on "
         f"{args.dataset}: {len(data.train)} training / {len(data.test)} "
         f"test clouds, {data.num_classes} classes, {env.world_size} "
-        f"process(es) on {env.device.type}; output in '{out}'")
+        f"process(es) on {env.device.type}, {config['precision']}; output "
+        f"in '{out}'")
 
     def results(finished: bool) -> Dict[str, Any]:
         last = history[-1] if history else None
@@ -517,7 +530,7 @@ def run_train(args, env) -> Dict[str, Any]:
             ddp_model, loader_train, optimizer, env.device, teacher,
             args.kd_alpha, args.kd_temp,
             make_progress(env, args.quiet, f'Epoch {epoch:03d} train'),
-            averaged)
+            averaged, config['precision'])
         scheduler.step()
         broadcast_buffers(model)  # Evaluate the model that rank 0 saves.
         metric = evaluate(model, loader, env.device, data.num_classes,

@@ -201,3 +201,36 @@ def test_scale_before_batch_norm_moves_by_a_bounded_factor():
     bound = math.exp(1.1 * lr * steps)
     assert 1 / bound < ratio < bound
     assert ratio != 1.0  # it does train
+
+
+@pytest.mark.parametrize('k', [64, 300, 1024])
+def test_binary_products_exact_under_autocast(k):
+    lin = BiLinear(k, 32)
+    x = torch.randn(100, k)
+    x[:32] = lin.binary_weight().detach()  # Products of magnitude k.
+    exact = lin.binary_forward(x)
+    assert exact.abs().max() == k
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        low = lin.binary_forward(x)
+        out = lin(x)
+    assert low.dtype == torch.float32 and torch.equal(low, exact)
+    # The scaled output is rounded once, to bf16.
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, (exact * lin.scale).to(torch.bfloat16))
+
+
+def test_backward_under_autocast_matches_fp32():
+    lin = BiLinear(48, 16)
+    x = torch.randn(64, 48, requires_grad=True)
+    upstream = torch.randn(64, 16)
+    lin(x).backward(upstream)
+    ref = [x.grad.clone(), lin.weight.grad.clone(), lin.log_scale.grad.clone()]
+    x.grad = None
+    lin.zero_grad()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = lin(x)
+    out.float().backward(upstream)
+    got = [x.grad, lin.weight.grad, lin.log_scale.grad]
+    for g, r in zip(got, ref):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, r, atol=0.05, rtol=0.02)

@@ -185,9 +185,9 @@ def sample_shape(
     label: int,
     num_points: int,
     rng: np.random.Generator,
-    scale_range: tuple = (0.6, 1.4),
+    scale_range: tuple = (0.8, 1.25),
     noise_range: tuple = (0.0, 0.03),
-    cut_prob: float = 0.5,
+    cut_prob: float = 0.2,
     cut_range: tuple = (0.1, 0.35),
 ) -> np.ndarray:
     r"""Samples one augmented point cloud (float32 :obj:`[num_points, 3]`)
@@ -231,8 +231,8 @@ class SyntheticShapes(InMemoryDataset):
     :obj:`dumbbell`, :obj:`cross`, :obj:`bowl`, :obj:`octahedron`.
     Each example is sampled from its surface (at twice
     :obj:`num_points`), scaled anisotropically by a random factor in
-    :obj:`[0.6, 1.4]` per axis, with probability :obj:`0.5` cut by a random
-    plane (removing 10-35% of the surface), subsampled to
+    :obj:`[0.8, 1.25]` per axis, with probability :obj:`0.2` cut by a
+    random plane (removing 10-35% of the surface), subsampled to
     :obj:`num_points`, rotated randomly about the up (z) axis, perturbed by
     Gaussian noise (standard deviation up to 3% of its radius), and finally
     centered and scaled so that its farthest point has radius one (like

@@ -48,6 +48,7 @@ from torch_geometric_binary.nn.aggr import EMAMaxAggregation
 from torch_geometric_binary.nn.linear import BiLinear
 from torch_geometric_binary.nn.mlp import BiMLP
 from torch_geometric_binary.nn.models import DGCNN, PointNet, PointNet2
+from torch_geometric_binary.nn.models.common import PointCloudClassifier
 from torch_geometric_binary.nn.models.pointnet import apply_transform
 from torch_geometric_binary.nn.neighbors import fps, knn, radius
 from torch_geometric_binary.utils import check_points
@@ -313,13 +314,11 @@ class _PackedClassifier(torch.nn.Module):
                  x: Optional[Tensor]) -> Tensor:
         raise NotImplementedError
 
-    def point_features(self, pos: Tensor, batch: Tensor, x: Optional[Tensor],
-                       size: int) -> Tuple[Tensor, Tensor]:
-        r"""The trained model's :obj:`point_features` with the packed
-        modules: per-point features and their batch vector. The packed
-        modules mirror the trained ones (names, calls), so subclasses run
-        the trained model's own code on them."""
-        raise NotImplementedError
+    #: The trained model's :obj:`point_features` with the packed modules:
+    #: per-point features and their batch vector. The packed modules mirror
+    #: the trained ones (names, calls), so subclasses take the trained
+    #: model's own :obj:`point_inputs` and :obj:`POINT_MLP`.
+    point_features = PointCloudClassifier.point_features
 
     @torch.no_grad()
     def forward_layers(self, pos: Tensor, batch: Optional[Tensor] = None,
@@ -513,8 +512,8 @@ class PackedPointNet(_PackedClassifier):
             h = apply_transform(h, transform, batch)
         return seg['main'](h, counts)
 
-    def point_features(self, pos, batch, x, size):
-        return PointNet.point_features(self, pos, batch, x, size)
+    POINT_MLP = PointNet.POINT_MLP
+    point_inputs = PointNet.point_inputs
 
 
 # --------------------------------------------------------------------------
@@ -628,8 +627,8 @@ class PackedPointNet2(_PackedClassifier):
         counts = torch.bincount(batch, minlength=size)
         return seg['global'](h, counts)
 
-    def point_features(self, pos, batch, x, size):
-        return PointNet2.point_features(self, pos, batch, x, size)
+    POINT_MLP = PointNet2.POINT_MLP
+    point_inputs = PointNet2.point_inputs
 
 
 # --------------------------------------------------------------------------
@@ -723,8 +722,8 @@ class PackedDGCNN(_PackedClassifier):
         counts = torch.bincount(batch, minlength=size)
         return seg['main'](h, counts)
 
-    def point_features(self, pos, batch, x, size):
-        return DGCNN.point_features(self, pos, batch, x, size)
+    POINT_MLP = DGCNN.POINT_MLP
+    point_inputs = DGCNN.point_inputs
 
 
 # --------------------------------------------------------------------------

@@ -9,15 +9,25 @@ Conventions used throughout the package (training and packed inference):
 """
 import math
 from functools import lru_cache
-from typing import Union
+from typing import Optional, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from torch_geometric_binary import _ext
+
+
+def _use_ext(x: Tensor) -> bool:
+    return (_ext.enabled and _ext.fused is not None
+            and x.device.type == 'cpu' and not torch.compiler.is_compiling())
 
 
 def sign(x: Tensor) -> Tensor:
     r"""The forward sign of the package: :math:`+1` for :math:`x \ge 0`,
     :math:`-1` otherwise (no gradient)."""
+    if _use_ext(x):  # One pass (ATen's form makes several).
+        return _ext.fused.sign(x)
     return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
 
 
@@ -38,6 +48,8 @@ class SignSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> Tensor:
         x, = ctx.saved_tensors
+        if _use_ext(grad_out):
+            return _ext.fused.ste_backward(grad_out, x)
         return grad_out.masked_fill(x.abs() > 1, 0.0)
 
 
@@ -52,6 +64,39 @@ def binarize_weight(weight: Tensor) -> Tensor:
     return binarize(weight - weight.mean())
 
 
+def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    r"""The lower-precision dtype of :func:`torch.autocast` when it is on
+    for :obj:`device_type` (:obj:`"cpu"`, :obj:`"cuda"`, ...), else
+    :obj:`None`."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
+# A 16-bit float holds every integer up to 256 (bf16: 8 significant bits),
+# so a product of +-1 matrices over at most 256 input channels is exact in
+# bf16 and fp16 whatever the accumulation precision of the kernel.
+EXACT_SIGN_CHANNELS = 256
+
+
+def sign_product(x: Tensor, weight: Tensor) -> Tensor:
+    r""":math:`\mathbf{x} \mathbf{W}^{\top}` in the dtype of :obj:`x` and
+    :obj:`weight`, exact for :math:`\pm 1` entries in 16-bit floats: the
+    input channels are taken in chunks of at most 256, whose integer
+    products a 16-bit float holds exactly, and the chunks are summed in
+    float32 (then the result is float32). In float32 and float64 it is
+    :func:`torch.nn.functional.linear`."""
+    k = x.size(-1)
+    if x.element_size() > 2 or k <= EXACT_SIGN_CHANNELS:
+        return F.linear(x, weight)
+    out = None
+    for start in range(0, k, EXACT_SIGN_CHANNELS):
+        part = F.linear(x[..., start:start + EXACT_SIGN_CHANNELS],
+                        weight[:, start:start + EXACT_SIGN_CHANNELS]).float()
+        out = part if out is None else out.add_(part)
+    return out
+
+
 class ScaledLinear(torch.autograd.Function):
     r""":math:`(\mathbf{x} \mathbf{W}^{\top}) \cdot \alpha` for a scalar
     :math:`\alpha`, with a backward pass that never touches the output:
@@ -61,32 +106,55 @@ class ScaledLinear(torch.autograd.Function):
     :obj:`out * scale` would spend two passes over the (large) activations
     on it. The forward multiplies the product by :math:`\alpha` last, so
     that binary products stay exact integers until one final rounding, as
-    in packed inference."""
+    in packed inference.
+
+    Under :func:`torch.autocast` the product runs in the autocast dtype
+    (bf16 on CPUs, fp16/bf16 on GPUs) with the exact :func:`sign_product`;
+    the scaled output is in that dtype, the bare product
+    (:obj:`scale=None`) in float32 (exact integers), and gradients come
+    back in the dtypes of the inputs."""
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
+        dtype = autocast_dtype(x.device.type)
+        ctx.dtypes = (x.dtype, weight.dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            if dtype is not None:
+                x, weight = x.to(dtype), weight.to(dtype)
+            out = sign_product(x, weight)
+            if scale is not None:  # One rounding of the exact product.
+                out = out.mul_(scale).to(x.dtype)
+            elif dtype is not None:  # The bare product stays exact.
+                out = out.float()
         ctx.save_for_backward(x, weight, scale)
-        return torch.nn.functional.linear(x, weight).mul_(scale)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x, weight, scale = ctx.saved_tensors
+        x_dtype, w_dtype = ctx.dtypes
         grad_x = grad_w = grad_scale = None
+        g = grad_out.to(x.dtype)
         if ctx.needs_input_grad[0]:
-            grad_x = grad_out @ (weight * scale)
+            grad_x = g @ weight
+            if scale is not None:
+                grad_x = grad_x.mul_(scale)
+            grad_x = grad_x.to(x_dtype)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            gw = grad_out.reshape(-1, grad_out.size(-1)).t() @ \
-                x.reshape(-1, x.size(-1))
+            gw = (g.reshape(-1, g.size(-1)).t() @
+                  x.reshape(-1, x.size(-1))).to(w_dtype)
             if ctx.needs_input_grad[1]:
-                grad_w = gw * scale
+                grad_w = gw if scale is None else gw * scale
             if ctx.needs_input_grad[2]:
-                grad_scale = (gw * weight).sum().reshape(scale.shape)
+                grad_scale = (gw * weight.to(gw.dtype)).sum().reshape(
+                    scale.shape)
         return grad_x, grad_w, grad_scale
 
 
-def scaled_linear(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
+def scaled_linear(x: Tensor, weight: Tensor,
+                  scale: Optional[Tensor] = None) -> Tensor:
     r""":math:`(\mathbf{x} \mathbf{W}^{\top}) \cdot \alpha` with a cheap
     backward pass (:class:`ScaledLinear`); :obj:`scale` is a 0-dim
-    tensor."""
+    tensor, or :obj:`None` for the bare product."""
     return ScaledLinear.apply(x, weight, scale)
 
 

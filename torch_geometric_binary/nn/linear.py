@@ -103,8 +103,11 @@ class BiLinear(torch.nn.Module):
         return self.method.binarize_weight(self.weight)
 
     def binary_forward(self, x: Tensor) -> Tensor:
-        r"""The unscaled binary product, without scale and bias."""
-        return F.linear(self.method.binarize_input(x), self.binary_weight())
+        r"""The unscaled binary product, without scale and bias: exact
+        integers, also under :func:`torch.autocast`
+        (:func:`~torch_geometric_binary.nn.functional.scaled_linear`)."""
+        return scaled_linear(self.method.binarize_input(x),
+                             self.binary_weight())
 
     @torch.no_grad()
     def init_scale(self, x: Tensor):
@@ -138,14 +141,10 @@ class BiLinear(torch.nn.Module):
         self._check_input(x)
         if self.training and not self.scale_initialized:
             self.init_scale(x)
-        scale = self.scale
-        if scale is not None:
-            out = scaled_linear(self.method.binarize_input(x),
-                                self.binary_weight(), scale)
-        else:
-            out = self.binary_forward(x)
-        if self.bias is not None:
-            out = out + self.bias
+        out = scaled_linear(self.method.binarize_input(x),
+                            self.binary_weight(), self.scale)
+        if self.bias is not None:  # Keeps the autocast dtype.
+            out = out + self.bias.to(out.dtype)
         return out
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

@@ -1,23 +1,180 @@
-r"""Sampling and neighbour search, straight from :mod:`torch_cluster`.
+r"""Sampling and neighbour search: :func:`fps`, :func:`radius`, :func:`knn`.
 
-PyG 2.8 routes its own :obj:`fps`, :obj:`knn` and :obj:`radius` through
-pyg-lib; we call torch-cluster, our declared dependency, in this one place.
-Its kernels have no fake-tensor implementation, so they run eagerly under
+The one place that builds graphs, for training and for the packed models.
+Two interchangeable implementations give the same indices in the same order:
+
+* the C++ kernels of :mod:`torch_geometric_binary._graph`
+  (:obj:`torch.ops.torch_geometric_binary.graph_*`; OpenMP across clouds and
+  queries), for float32/float64 CPU tensors;
+* :mod:`torch_cluster`, our declared dependency (PyG 2.8 routes its own
+  :obj:`fps`, :obj:`knn` and :obj:`radius` through pyg-lib), for other devices
+  and dtypes, when the extension is not built, or when the environment
+  variable :obj:`TORCH_GEOMETRIC_BINARY_NEIGHBORS=torch_cluster` is set.
+  It is the reference the kernels are tested against.
+
+How the kernels reproduce torch_cluster's CPU results:
+
+* :func:`fps` computes distances with the arithmetic of torch_cluster's
+  tensor expression, takes the first maximum, samples
+  :math:`\lceil n \cdot ratio \rceil` points per cloud (in float32, as
+  torch_cluster) and, with :obj:`random_start`, draws the start point as
+  torch_cluster does, :obj:`rand() % n` from the C library's generator (not
+  torch's: :func:`torch.manual_seed` does not fix it, for either), one draw
+  per cloud in cloud order. torch_cluster draws inside its parallel loop, so
+  with more than one thread its clouds may get each other's draws; with one
+  thread, the two agree index for index.
+* :func:`radius` and, up to 8 dimensions, :func:`knn` search a replica of the
+  nanoflann kd-tree torch_cluster builds, with the same splits and roundings,
+  so the same neighbours come out in the same order: :func:`radius` keeps the
+  first :obj:`max_num_neighbors` points of the kd-tree's search order (not the
+  nearest ones), :func:`knn` sorts by distance, equal distances in search
+  order.
+* :func:`knn` in more dimensions (DGCNN's features) measures distances by a
+  matrix product, re-measures the candidates near the :math:`k`-th with
+  nanoflann's arithmetic and sorts them; a query with tied distances falls
+  back to the kd-tree replica, so ties are ordered as torch_cluster orders
+  them. The only possible difference: a point that torch_cluster's kd-tree
+  prunes by a rounding error (its bound and the distance within one unit in
+  the last place), which a brute-force search keeps.
+
+Median times at one thread (:obj:`benchmarks/bench_neighbors.py`, results in
+:obj:`benchmarks/results/bench_neighbors.json`; a 2-core x86-64 VM shared
+with other jobs, load ~5, so they vary by up to 2x between runs):
+
+=========================================== ============= ========= ========
+operation                                   torch_cluster kernels   speed-up
+=========================================== ============= ========= ========
+fps, 1 x 1024 points, ratio 0.5             5.1-9.2 ms    0.14 ms   37-67x
+fps, 32 x 1024 points, ratio 0.5            209-238 ms    4.6-8.4 ms 25-52x
+radius r 0.2, 64 max, 32 x 512 -> 32 x 256  12.9 ms       10.3 ms   1.2-1.3x
+knn k 20, 3-d, 32 x 512                     35-37 ms      21-32 ms  1.1-1.7x
+knn k 20, 64-d, 32 x 512                    137-215 ms    79-120 ms 1.7-1.8x
+=========================================== ============= ========= ========
+
+torch_cluster's fps allocates three tensors per sampled point; ours is one
+vectorized pass per point. radius and 3-d knn must follow torch_cluster's
+kd-tree search order to give its neighbours, so they gain only what flat
+arrays save. 64-d knn is bound by the matrix product (about 12 ms of it) and
+the per-query selection. :obj:`fpsample` (Rust, PyPI) runs fps in 2.4-3.9 ms
+for one cloud, 20x slower than ours, is another dependency, and does not
+reproduce torch_cluster's indices.
+
+The functions have no fake-tensor implementation, so they run eagerly under
 :func:`torch.compile` (a graph break, as for any data-dependent graph
 construction) instead of failing the trace.
 """
+import os
 from typing import Optional
 
 import torch
 import torch_cluster
 from torch import Tensor
 
+ENV_BACKEND = 'TORCH_GEOMETRIC_BINARY_NEIGHBORS'
+
+try:  # Registers torch.ops.torch_geometric_binary.graph_*.
+    from torch_geometric_binary import _graph  # noqa: F401
+    _EXT_ERROR: Optional[str] = None
+except ImportError as e:  # Not built: torch_cluster takes over.
+    _EXT_ERROR = str(e)
+
+_FLOATS = (torch.float32, torch.float64)
+
+
+def cpp_available() -> bool:
+    r"""Whether the graph-construction C++ extension is built and loaded."""
+    return _EXT_ERROR is None
+
+
+def backend() -> str:
+    r"""The implementation that runs for float CPU tensors: :obj:`"cpp"` if
+    the extension is loaded and not overridden by
+    :obj:`TORCH_GEOMETRIC_BINARY_NEIGHBORS=torch_cluster`, otherwise
+    :obj:`"torch_cluster"`."""
+    choice = os.environ.get(ENV_BACKEND, 'auto').strip().lower() or 'auto'
+    if choice not in ('auto', 'cpp', 'torch_cluster'):
+        raise ValueError(f"{ENV_BACKEND} must be 'auto', 'cpp' or "
+                         f"'torch_cluster' (got '{choice}')")
+    if choice == 'cpp' and not cpp_available():
+        raise RuntimeError(f"The torch_geometric_binary graph extension is "
+                           f"not available ({_EXT_ERROR}); reinstall with "
+                           f"'pip install --no-build-isolation -e .'")
+    if choice == 'torch_cluster' or not cpp_available():
+        return 'torch_cluster'
+    return 'cpp'
+
+
+def _use_cpp(*tensors: Tensor) -> bool:
+    return backend() == 'cpp' and all(
+        t.device.type == 'cpu' and t.dtype in _FLOATS for t in tensors)
+
+
+# Checks for the torch_cluster path (the kernels make the same ones in C++).
+def _check_points(t: Tensor, op: str, name: str) -> Tensor:
+    if t.dim() not in (1, 2):
+        raise ValueError(f"{op}: '{name}' must have shape [num_points, "
+                         f"num_dims] (got {list(t.shape)})")
+    return t.view(-1, 1) if t.dim() == 1 else t
+
+
+def _check_batch(batch: Optional[Tensor], n: int, op: str, name: str) -> int:
+    r"""Checks a batch vector; returns its largest cloud id (-1 if none)."""
+    if batch is None:
+        return 0 if n > 0 else -1
+    if batch.dim() != 1 or batch.dtype != torch.long:
+        raise ValueError(f"{op}: '{name}' must be a 1-D int64 tensor (got "
+                         f"{list(batch.shape)}, {batch.dtype})")
+    if batch.numel() != n:
+        raise ValueError(f"{op}: '{name}' has {batch.numel()} entries for "
+                         f"{n} points")
+    if n == 0:
+        return -1
+    if int(batch[0]) < 0:
+        raise ValueError(f"{op}: '{name}' has negative cloud ids")
+    if n > 1 and bool((batch[1:] < batch[:-1]).any()):
+        raise ValueError(f"{op}: '{name}' must be sorted (PyG's convention: "
+                         f"each cloud's points contiguous, clouds in order)")
+    return int(batch[-1])
+
+
+def _check_pair(x: Tensor, y: Tensor, batch_x: Optional[Tensor],
+                batch_y: Optional[Tensor], op: str):
+    x, y = _check_points(x, op, 'x'), _check_points(y, op, 'y')
+    if x.dtype != y.dtype:
+        raise ValueError(f"{op}: 'x' and 'y' have different dtypes "
+                         f"({x.dtype}, {y.dtype})")
+    if x.size(1) != y.size(1):
+        raise ValueError(f"{op}: 'x' has {x.size(1)} dims, 'y' has "
+                         f"{y.size(1)}")
+    mx = _check_batch(batch_x, x.size(0), op, 'batch_x')
+    my = _check_batch(batch_y, y.size(0), op, 'batch_y')
+    if (batch_x is None and my > 0) or (batch_y is None and mx > 0):
+        raise ValueError(f"{op}: give both 'batch_x' and 'batch_y' for more "
+                         f"than one cloud")
+    return x, y
+
 
 @torch.compiler.disable
 def fps(pos: Tensor, batch: Optional[Tensor] = None, ratio: float = 0.5,
         random_start: bool = True) -> Tensor:
-    r"""Farthest point sampling of a :obj:`ratio` of each cloud's points;
-    returns their indices."""
+    r"""Farthest point sampling of a :obj:`ratio` of each cloud's points
+    (:math:`\lceil n \cdot ratio \rceil` of a cloud of :math:`n`); returns
+    their indices, cloud by cloud, in sampling order. The first point of each
+    cloud is its first point, or a random one with :obj:`random_start`."""
+    ratio = float(ratio)
+    # Up to 4 dims the kernel sums squares in torch's order (torch_cluster
+    # sums with torch); beyond, torch reduces in an order not reproduced.
+    if _use_cpp(pos) and (pos.dim() != 2 or pos.size(1) <= 4):
+        return torch.ops.torch_geometric_binary.graph_fps(
+            pos, batch, ratio, random_start)
+    pos = _check_points(pos, 'fps', 'pos')
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"fps: 'ratio' must be in (0, 1] (got {ratio})")
+    _check_batch(batch, pos.size(0), 'fps', 'batch')
+    if pos.size(0) == 0:  # torch_cluster would index an empty cloud.
+        return torch.empty(0, dtype=torch.long, device=pos.device)
+    if batch is not None:  # Nor can it sample a skipped cloud id.
+        batch = torch.unique_consecutive(batch, return_inverse=True)[1]
     return torch_cluster.fps(pos, batch, ratio=ratio,
                              random_start=random_start)
 
@@ -26,9 +183,17 @@ def fps(pos: Tensor, batch: Optional[Tensor] = None, ratio: float = 0.5,
 def radius(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor] = None,
            batch_y: Optional[Tensor] = None,
            max_num_neighbors: int = 32) -> Tensor:
-    r"""For each point of :obj:`y`, the points of :obj:`x` within distance
-    :obj:`r` (at most :obj:`max_num_neighbors`), as edges
-    :obj:`[2, E]` from :obj:`x` (row 0) to :obj:`y` (row 1)."""
+    r"""For each point of :obj:`y`, the points of :obj:`x` of its cloud within
+    distance :obj:`r` (at most :obj:`max_num_neighbors`: the first ones
+    torch_cluster's kd-tree finds, not the nearest), as edges :obj:`[2, E]`
+    from :obj:`x` (row 0) to :obj:`y` (row 1), grouped by :obj:`y` point."""
+    if _use_cpp(x, y):
+        return torch.ops.torch_geometric_binary.graph_radius(
+            x, y, float(r), batch_x, batch_y, int(max_num_neighbors))
+    x, y = _check_pair(x, y, batch_x, batch_y, 'radius')
+    if r < 0 or max_num_neighbors < 0:
+        raise ValueError(f"radius: 'r' and 'max_num_neighbors' must be >= 0 "
+                         f"(got {r}, {max_num_neighbors})")
     row, col = torch_cluster.radius(x, y, r, batch_x, batch_y,
                                     max_num_neighbors=max_num_neighbors)
     return torch.stack([col, row], dim=0)
@@ -38,8 +203,16 @@ def radius(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor] = None,
 def knn(x: Tensor, y: Tensor, k: int, batch_x: Optional[Tensor] = None,
         batch_y: Optional[Tensor] = None, num_workers: int = 1) -> Tensor:
     r"""For each point of :obj:`y`, its :obj:`k` nearest points of :obj:`x`
-    (the point itself included when :obj:`x` is :obj:`y`), as edges
-    :obj:`[2, E]` from :obj:`x` (row 0) to :obj:`y` (row 1)."""
+    in its cloud (all of them in a smaller cloud; the point itself included
+    when :obj:`x` is :obj:`y`), nearest first, as edges :obj:`[2, E]` from
+    :obj:`x` (row 0) to :obj:`y` (row 1). :obj:`num_workers` is passed to
+    torch_cluster; the kernels use :func:`torch.get_num_threads` threads."""
+    if _use_cpp(x, y):
+        return torch.ops.torch_geometric_binary.graph_knn(
+            x, y, int(k), batch_x, batch_y)
+    x, y = _check_pair(x, y, batch_x, batch_y, 'knn')
+    if k < 1:
+        raise ValueError(f"knn: 'k' must be >= 1 (got {k})")
     row, col = torch_cluster.knn(x, y, k, batch_x, batch_y,
                                  num_workers=num_workers)
     return torch.stack([col, row], dim=0)

@@ -7,7 +7,8 @@ from .transforms import FirstPoints, NormalizeUnitSphere, RandomScaleTranslate
 from .data import (DATASETS, NEEDS_ROOT, DataSplits, balanced_subset,
                    build_datasets, train_loader, test_loader)
 from .loop import (seed_everything, epoch_seed, cosine_lr_lambda, kd_loss,
-                   weight_average, train_epoch, evaluate)
+                   weight_average, train_epoch, evaluate, PRECISIONS,
+                   resolve_precision, autocast, fast_bf16)
 from .checkpoint import (CHECKPOINT_VERSION, save_checkpoint, load_checkpoint,
                          strip_checkpoint,
                          build_model, load_matching_weights, load_teacher,
@@ -17,6 +18,10 @@ from .distributed import (DistEnv, resolve_device, setup_distributed,
                           cleanup_distributed, broadcast_buffers)
 
 __all__ = [
+    'PRECISIONS',
+    'resolve_precision',
+    'autocast',
+    'fast_bf16',
     'ClassAccuracy',
     'FirstPoints',
     'NormalizeUnitSphere',

@@ -87,6 +87,50 @@ def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel:
                          use_buffers=True)
 
 
+PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def fast_bf16(device: torch.device) -> bool:
+    r"""Whether :obj:`device` multiplies bf16 matrices natively: CPUs with
+    AVX512-BF16 or AMX (oneDNN runs bf16 products on them), CUDA GPUs with
+    bf16 support. Elsewhere bf16 is emulated and slower than float32."""
+    if device.type == 'cuda':
+        return torch.cuda.is_bf16_supported()
+    if device.type == 'cpu':
+        cpu = torch.cpu
+        probes = [getattr(cpu, name, None) for name in
+                  ('_is_avx512_bf16_supported', '_is_amx_tile_supported')]
+        return bool(torch.backends.mkldnn.is_available()
+                    and any(probe is not None and probe()
+                            for probe in probes))
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    r"""The training precision :obj:`"fp32"`, :obj:`"bf16"` or
+    :obj:`"fp16"` for :obj:`precision`, where :obj:`"auto"` picks bf16
+    mixed precision on hardware that runs it natively (:func:`fast_bf16`)
+    and float32 elsewhere. Binary products stay exact in bf16 and fp16
+    (:func:`~torch_geometric_binary.nn.functional.sign_product`)."""
+    if precision == 'auto':
+        return 'bf16' if fast_bf16(device) else 'fp32'
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision '{precision}' (available: "
+                         f"auto, {', '.join(PRECISIONS)})")
+    if precision == 'fp16' and device.type == 'cpu':
+        raise ValueError("fp16 mixed precision needs a CUDA device; use "
+                         "bf16 on CPUs")
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    r"""The :func:`torch.autocast` context of :obj:`precision` (a no-op
+    for :obj:`"fp32"`)."""
+    dtype = PRECISIONS[precision]
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16,
+                          enabled=dtype is not None)
+
+
 def _forward(model: torch.nn.Module, data, device: torch.device) -> Tensor:
     data = data.to(device, non_blocking=True)
     return model(data.pos, data.batch)
@@ -102,11 +146,15 @@ def train_epoch(
     kd_temp: float = 4.0,
     progress: Optional[Callable[[Iterable], Iterable]] = None,
     averaged: Optional[AveragedModel] = None,
+    precision: str = 'fp32',
 ) -> Dict[str, float]:
     r"""Trains :obj:`model` for one epoch over :obj:`loader` (batches of
     point clouds with :obj:`pos`, :obj:`batch` and :obj:`y`), with
     cross-entropy, or :func:`kd_loss` against :obj:`teacher` if given, and
     updates :obj:`averaged` (see :func:`weight_average`) after every step.
+    Forward passes run under :func:`autocast` of :obj:`precision`
+    (:obj:`"fp32"`, :obj:`"bf16"` or :obj:`"fp16"`, the latter with a
+    gradient scaler); parameters and optimizer state stay float32.
 
     Returns the mean loss and the training accuracy over all samples (summed
     over processes under :obj:`torch.distributed`).
@@ -116,24 +164,30 @@ def train_epoch(
         teacher.eval()
     # [loss sum, correct, count], in float64 to sum exactly across batches.
     stats = torch.zeros(3, dtype=torch.float64, device=device)
+    # fp16's narrow range needs loss scaling; bf16 has float32's range.
+    scaler = torch.amp.GradScaler(device.type,
+                                  enabled=precision == 'fp16')
     it = progress(loader) if progress is not None else loader
     for data in it:
         data = data.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        out = model(data.pos, data.batch)
         y = data.y.view(-1)
-        if teacher is not None:
-            with torch.no_grad():
-                t_out = teacher(data.pos, data.batch)
-            loss = kd_loss(out, t_out, y, kd_alpha, kd_temp)
-        else:
-            loss = F.cross_entropy(out, y)
+        with autocast(device, precision):
+            out = model(data.pos, data.batch)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_out = teacher(data.pos, data.batch)
+                loss = kd_loss(out.float(), t_out.float(), y, kd_alpha,
+                               kd_temp)
+            else:
+                loss = F.cross_entropy(out.float(), y)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"Training loss is {loss.item()}: lower the learning rate "
                 f"(--lr) or check the data")
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         if averaged is not None:
             averaged.update_parameters(
                 model.module if isinstance(model, DDP) else model)

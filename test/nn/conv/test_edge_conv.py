@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 import torch_cluster
@@ -81,3 +83,29 @@ def test_compile_matches_eager(cloud_batch):
         compiled = torch.compile(conv)
         assert torch.allclose(compiled(data.x, arg), conv(data.x, arg),
                               atol=1e-5)
+
+
+@pytest.mark.parametrize('method', ['fp', 'bipointnet'])
+def test_fused_dense_neighbourhoods_match_message_passing(method):
+    from torch_geometric_binary.nn.fused import use_fused
+    torch.manual_seed(3)
+    pos = torch.rand(3 * 40, 3)
+    batch = torch.arange(3).repeat_interleave(40)
+    mlp = BiMLP([6, 16, 16, 24], method, first_fp=True, norm_last=True)
+    conv = BiDynamicEdgeConv(mlp, k=8, aggr=EMAMaxAggregation())
+    ref = copy.deepcopy(conv)  # LSR scales still to be initialized
+    x = pos.clone().requires_grad_()
+    x_ref = pos.clone().requires_grad_()
+    out = conv(x, batch)
+    with use_fused(False):
+        expected = ref(x_ref, batch)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+    upstream = torch.randn_like(out)
+    out.backward(upstream)
+    expected.backward(upstream)
+    torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-4, rtol=1e-3)
+    for (name, p), p_ref in zip(conv.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, atol=1e-4, rtol=1e-3,
+                                   msg=name)
+    for b, b_ref in zip(conv.buffers(), ref.buffers()):
+        torch.testing.assert_close(b, b_ref)

@@ -91,3 +91,42 @@ def test_compile_matches_eager(cloud_batch):
             torch.stack([col, row]))
     compiled = torch.compile(conv)
     assert torch.allclose(compiled(*args), conv(*args), atol=1e-5)
+
+
+@pytest.mark.parametrize('method', ['fp', 'bipointnet'])
+def test_fused_neighbourhoods_match_message_passing(method):
+    import copy
+    from torch_geometric_binary.nn.fused import use_fused
+    torch.manual_seed(5)
+    pos = torch.rand(2 * 60, 3)
+    batch = torch.arange(2).repeat_interleave(60)
+    x = torch.randn(pos.size(0), 4)
+    conv = BiPointConv(BiMLP([7, 16, 24], method, first_fp=True,
+                             norm_last=True), torch.nn.Hardtanh(),
+                       add_self_loops=False)
+    ref = copy.deepcopy(conv)
+    inputs = [t.clone().requires_grad_() for t in (x, pos)]
+    inputs_ref = [t.clone().requires_grad_() for t in (x, pos)]
+
+    idx = torch_cluster.fps(pos, batch, ratio=0.5, random_start=False)
+    row, col = torch_cluster.radius(pos, pos[idx], 0.4, batch, batch[idx],
+                                    max_num_neighbors=64)
+    edge_index = torch.stack([col, row], dim=0)
+    counts = degree(edge_index[1], dtype=torch.long)
+    assert counts.min() >= 1 and counts.max() > counts.min()  # ragged
+
+    def run(module, x, pos):
+        return module((x, x[idx]), (pos, pos[idx]), edge_index)
+
+    out = run(conv, *inputs)
+    with use_fused(False):
+        expected = run(ref, *inputs_ref)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+    upstream = torch.randn_like(out)
+    out.backward(upstream)
+    expected.backward(upstream)
+    for got, want in zip(inputs, inputs_ref):
+        torch.testing.assert_close(got.grad, want.grad, atol=1e-4, rtol=1e-3)
+    for (name, p), p_ref in zip(conv.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, atol=1e-4, rtol=1e-3,
+                                   msg=name)

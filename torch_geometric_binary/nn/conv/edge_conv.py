@@ -1,11 +1,15 @@
 from typing import Callable, Optional, Tuple, Union
 
 
+import torch
 from torch import Tensor
+from torch_geometric.nn.aggr import MaxAggregation
 from torch_geometric.nn.conv import EdgeConv
 from torch_geometric.typing import Adj, OptTensor, PairTensor
 
 from torch_geometric_binary.nn.aggr import EMAMaxAggregation
+from torch_geometric_binary.nn.fused import fused_enabled
+from torch_geometric_binary.nn.mlp import BiMLP
 from torch_geometric_binary.nn.neighbors import knn
 from torch_geometric_binary.utils import check_points
 
@@ -38,7 +42,41 @@ class BiEdgeConv(EdgeConv):
     def forward(self, x: Union[Tensor, PairTensor], edge_index: Adj) -> Tensor:
         for side, x_s in enumerate(x if isinstance(x, tuple) else (x, )):
             check_points(x_s, f'x[{side}]', where=self.__class__.__name__)
+        x_pair = (x, x) if isinstance(x, Tensor) else x
+        k = self._dense_neighbourhoods(edge_index, x_pair[1].size(0))
+        if k is not None:
+            # Every target has k sources, listed target by target: the
+            # messages form dense groups, and the MLP's last layer,
+            # BatchNorm and max run fused (BiMLP.group_max).
+            x_src, x_dst = x_pair
+            x_i = x_dst.unsqueeze(1).expand(-1, k, -1).reshape(
+                -1, x_dst.size(-1))
+            x_j = x_src.index_select(0, edge_index[0])
+            return self.nn.group_max(torch.cat([x_i, x_j - x_i], dim=-1), k,
+                                     isinstance(self.aggr_module,
+                                                EMAMaxAggregation))
         return super().forward(x, edge_index)
+
+    def _dense_neighbourhoods(self, edge_index: Adj,
+                              num_targets: int) -> Optional[int]:
+        r"""The common neighbourhood size :math:`k` where the edges list
+        every target's :math:`k` sources target by target and the network
+        and aggregation allow the fused path, else :obj:`None`."""
+        if (not isinstance(edge_index, Tensor) or num_targets == 0
+                or not fused_enabled()
+                or not isinstance(self.nn, BiMLP)
+                or type(self.aggr_module) not in (EMAMaxAggregation,
+                                                  MaxAggregation)
+                or edge_index.size(1) % num_targets != 0):
+            return None
+        k = edge_index.size(1) // num_targets
+        if k == 0:
+            return None
+        targets = edge_index[1].view(num_targets, k)
+        expected = torch.arange(num_targets, device=targets.device)
+        if not bool((targets == expected.unsqueeze(1)).all()):
+            return None
+        return k
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(nn={self.nn}, '
@@ -87,7 +125,9 @@ class BiDynamicEdgeConv(BiEdgeConv):
                   batch: Tuple[OptTensor, OptTensor]) -> Tensor:
         r"""The :obj:`[2, E]` edges (source in :obj:`x[0]`, target in
         :obj:`x[1]`) from each target to its :math:`k` nearest sources."""
-        return knn(x[0], x[1], self.k, batch[0], batch[1], self.num_workers)
+        # Features in a 16-bit autocast dtype: the search runs in float32.
+        src, dst = (t.float() if t.element_size() < 4 else t for t in x)
+        return knn(src, dst, self.k, batch[0], batch[1], self.num_workers)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(nn={self.nn}, k={self.k}, '

@@ -1,10 +1,14 @@
 from typing import Callable, Optional, Union
 
+import torch
 from torch import Tensor
+from torch_geometric.nn.aggr import MaxAggregation
 from torch_geometric.nn.conv import PointNetConv
 from torch_geometric.typing import Adj, OptTensor, PairOptTensor, PairTensor
 
 from torch_geometric_binary.nn.aggr import EMAMaxAggregation
+from torch_geometric_binary.nn.fused import fused_enabled
+from torch_geometric_binary.nn.mlp import BiMLP
 from torch_geometric_binary.utils import check_points
 
 
@@ -60,7 +64,39 @@ class BiPointConv(PointNetConv):
             if x_s is not None and x_s.size(0) != pos_s.size(0):
                 raise ValueError(f"{name}: 'x[{side}]' has {x_s.size(0)} rows "
                                  f"but 'pos[{side}]' has {pos_s.size(0)}")
+        ptr = self._sorted_neighbourhoods(edge_index, pos_pair[1].size(0))
+        if ptr is not None:
+            # Messages listed target by target, none empty: the local MLP's
+            # last layer, BatchNorm and max run fused (BiMLP.group_max).
+            j, i = edge_index[0], edge_index[1]
+            msg = pos_pair[0].index_select(0, j) - \
+                pos_pair[1].index_select(0, i)
+            if x_pair[0] is not None:
+                msg = torch.cat([x_pair[0].index_select(0, j), msg], dim=1)
+            out = self.local_nn.group_max(
+                msg, ema=isinstance(self.aggr_module, EMAMaxAggregation),
+                ptr=ptr)
+            return out if self.global_nn is None else self.global_nn(out)
         return super().forward(x, pos, edge_index)
+
+    def _sorted_neighbourhoods(self, edge_index: Adj,
+                               num_targets: int) -> Optional[Tensor]:
+        r"""The CSR offsets of the neighbourhoods where the edges list them
+        target by target, none is empty, and the networks and aggregation
+        allow the fused path; else :obj:`None`."""
+        if (not isinstance(edge_index, Tensor) or self.add_self_loops
+                or num_targets == 0 or not fused_enabled()
+                or not isinstance(self.local_nn, BiMLP)
+                or type(self.aggr_module) not in (EMAMaxAggregation,
+                                                  MaxAggregation)):
+            return None
+        target = edge_index[1]
+        if target.numel() > 1 and not bool((target[1:] >= target[:-1]).all()):
+            return None
+        counts = torch.bincount(target, minlength=num_targets)
+        if counts.numel() != num_targets or not bool((counts > 0).all()):
+            return None
+        return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(local_nn={self.local_nn}, '

@@ -69,10 +69,21 @@ class PointCloudClassifier(torch.nn.Module):
             if hasattr(module, 'reset_parameters'):
                 module.reset_parameters()
 
+    #: The attribute name of the last per-point MLP (it ends in a
+    #: normalization, with :obj:`norm_last`), whose output is pooled.
+    POINT_MLP: str = ''
+
+    def point_inputs(self, pos: Tensor, batch: Tensor, x: Optional[Tensor],
+                     size: int) -> Tuple[Tensor, Tensor]:
+        r"""Returns the input of the last per-point MLP and its batch
+        vector."""
+        raise NotImplementedError
+
     def point_features(self, pos: Tensor, batch: Tensor, x: Optional[Tensor],
                        size: int) -> Tuple[Tensor, Tensor]:
         r"""Returns normalized per-point features and their batch vector."""
-        raise NotImplementedError
+        h, batch = self.point_inputs(pos, batch, x, size)
+        return getattr(self, self.POINT_MLP)(h), batch
 
     def forward(self, pos: Tensor, batch: Optional[Tensor] = None,
                 x: Optional[Tensor] = None) -> Tensor:
@@ -85,8 +96,12 @@ class PointCloudClassifier(torch.nn.Module):
                              f"{x.size(0)} rows but 'pos' has {pos.size(0)}")
         batch = batch_or_zeros(pos, batch)
         size = int(batch.max()) + 1
-        h, batch = self.point_features(pos, batch, x, size)
-        return self.head(self.act(self.pool(h, batch, size)))
+        h, batch = self.point_inputs(pos, batch, x, size)
+        # The MLP pools its own output: its last layer, BatchNorm and the
+        # max run fused for clouds of equal size (BiMLP.max_pool).
+        pooled = getattr(self, self.POINT_MLP).max_pool(h, batch, size,
+                                                        self.method.ema)
+        return self.head(self.act(pooled))
 
     def extra_repr_args(self) -> str:
         return ''

@@ -57,12 +57,14 @@ class DGCNN(PointCloudClassifier):
             aggr=max_aggregation(method))
         self.lin1 = BiMLP([128 + 64, 1024], method, norm_last=True)
 
-    def point_features(self, pos: Tensor, batch: Tensor, x: Optional[Tensor],
-                       size: int) -> Tuple[Tensor, Tensor]:
+    POINT_MLP = 'lin1'
+
+    def point_inputs(self, pos: Tensor, batch: Tensor, x: Optional[Tensor],
+                     size: int) -> Tuple[Tensor, Tensor]:
         h = pos if x is None else torch.cat([pos, x], dim=-1)
         x1 = self.act(self.conv1(h, batch))
         x2 = self.act(self.conv2(x1, batch))
-        return self.lin1(torch.cat([x1, x2], dim=1)), batch
+        return torch.cat([x1, x2], dim=1), batch
 
     def extra_repr_args(self) -> str:
         return f', k={self.k}'

@@ -38,7 +38,8 @@ class TNet(torch.nn.Module):
             self.head.lins[-1].bias.copy_(torch.eye(self.k).view(-1))
 
     def forward(self, x: Tensor, batch: Tensor, size: int) -> Tensor:
-        out = self.act(self.pool(self.point_mlp(x), batch, size))
+        out = self.act(self.point_mlp.max_pool(x, batch, size,
+                                               self.method.ema))
         return self.head(out).view(-1, self.k, self.k)
 
 
@@ -96,8 +97,10 @@ class PointNet(PointCloudClassifier):
             if feature_transform else None
         self.mlp2 = BiMLP([64, 64, 128, 1024], method, norm_last=True)
 
-    def point_features(self, pos: Tensor, batch: Tensor, x: Optional[Tensor],
-                       size: int) -> Tuple[Tensor, Tensor]:
+    POINT_MLP = 'mlp2'
+
+    def point_inputs(self, pos: Tensor, batch: Tensor, x: Optional[Tensor],
+                     size: int) -> Tuple[Tensor, Tensor]:
         if self.input_tnet is not None:
             transform = self.input_tnet(pos, batch, size)
             pos = apply_transform(pos, transform, batch)
@@ -106,7 +109,7 @@ class PointNet(PointCloudClassifier):
         if self.feature_tnet is not None:
             transform = self.feature_tnet(h, batch, size)
             h = apply_transform(h, transform, batch)
-        return self.mlp2(h), batch
+        return h, batch
 
     def extra_repr_args(self) -> str:
         return (f', input_transform={self.input_tnet is not None}, '

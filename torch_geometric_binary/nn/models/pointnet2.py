@@ -88,8 +88,10 @@ class PointNet2(PointCloudClassifier):
         self.global_mlp = BiMLP([256 + 3, 256, 512, 1024], method,
                                 norm_last=True)
 
-    def point_features(self, pos: Tensor, batch: Tensor, x: Optional[Tensor],
-                       size: int) -> Tuple[Tensor, Tensor]:
+    POINT_MLP = 'global_mlp'
+
+    def point_inputs(self, pos: Tensor, batch: Tensor, x: Optional[Tensor],
+                     size: int) -> Tuple[Tensor, Tensor]:
         x, pos, batch = self.sa1(x, pos, batch)
         x, pos, batch = self.sa2(x, pos, batch)
-        return self.global_mlp(torch.cat([x, pos], dim=1)), batch
+        return torch.cat([x, pos], dim=1), batch

@@ -1,0 +1,155 @@
+r"""Times graph construction: torch_cluster against our kernels.
+
+For the shapes the models use, in one process at one thread (by default):
+
+* ``fps 1x1024``:    farthest point sampling of one 1,024-point cloud,
+  ratio 0.5 (the packed PointNet++ at batch 1),
+* ``fps 32x1024``:   the same for a batch of 32 clouds,
+* ``radius``:        r 0.2, at most 64 neighbours, 32 clouds x 512 points
+  around their 256 fps centres (PointNet++'s first set abstraction),
+* ``knn 3-d``:       k 20 on the coordinates, 32 x 512 points,
+* ``knn 64-d``:      k 20 on 64-dimensional features, 32 x 512 points
+  (DGCNN's second and later EdgeConvs).
+
+Clouds are the synthetic shapes (surfaces scaled into the unit sphere);
+features are a fixed random two-layer MLP of the coordinates. Every result is
+checked to equal torch_cluster's before it is timed. Prints a table of
+median times and, as the last line, a JSON object with the times and the
+speed-ups (torch_cluster time / ours).
+
+Usage::
+
+    python benchmarks/bench_neighbors.py
+    python benchmarks/bench_neighbors.py --out \
+        benchmarks/results/bench_neighbors.json
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List
+
+import numpy as np
+import torch
+import torch_cluster
+
+# Runs from a checkout without installing the package too.
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
+from torch_geometric_binary.datasets.synthetic_shapes import (  # noqa: E402
+    SHAPES, sample_shape)
+from torch_geometric_binary.nn import neighbors  # noqa: E402
+
+
+def median_time(fn: Callable[[], object], reps: int, min_time: float) -> float:
+    r"""Median seconds over at least :obj:`reps` calls (more for fast calls,
+    up to :obj:`min_time` seconds in all), after a warm-up call."""
+    fn()
+    times: List[float] = []
+    start = time.perf_counter()
+    while len(times) < reps or (time.perf_counter() - start < min_time
+                                and len(times) < 100 * reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def make_batch(num_clouds: int, num_points: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    pos = torch.cat([
+        torch.from_numpy(sample_shape(i % len(SHAPES), num_points, rng))
+        for i in range(num_clouds)
+    ])
+    batch = torch.arange(num_clouds).repeat_interleave(num_points)
+    return pos, batch
+
+
+def features(pos: torch.Tensor, dim: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    w1 = torch.randn(3, dim, generator=g)
+    w2 = torch.randn(dim, dim, generator=g) / dim**0.5
+    return torch.nn.functional.leaky_relu(pos @ w1, 0.2) @ w2
+
+
+def ops() -> Dict[str, tuple]:
+    r"""name -> (torch_cluster call, our call)."""
+    tc, nb = torch_cluster, neighbors
+    p1, b1 = make_batch(1, 1024)
+    p32, b32 = make_batch(32, 1024, seed=1)
+    p, b = make_batch(32, 512, seed=2)
+    idx = tc.fps(p, b, ratio=0.5, random_start=False)
+    q, bq = p[idx], b[idx]
+    f = features(p, 64)
+
+    def swap(rc):
+        return torch.stack([rc[1], rc[0]], dim=0)
+
+    return {
+        'fps 1x1024': (
+            lambda: tc.fps(p1, b1, 0.5, random_start=False),
+            lambda: nb.fps(p1, b1, 0.5, random_start=False)),
+        'fps 32x1024': (
+            lambda: tc.fps(p32, b32, 0.5, random_start=False),
+            lambda: nb.fps(p32, b32, 0.5, random_start=False)),
+        'radius 32x512': (
+            lambda: swap(tc.radius(p, q, 0.2, b, bq, max_num_neighbors=64)),
+            lambda: nb.radius(p, q, 0.2, b, bq, 64)),
+        'knn 3-d 32x512': (
+            lambda: swap(tc.knn(p, p, 20, b, b)),
+            lambda: nb.knn(p, p, 20, b, b)),
+        'knn 64-d 32x512': (
+            lambda: swap(tc.knn(f, f, 20, b, b)),
+            lambda: nb.knn(f, f, 20, b, b)),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--reps', type=int, default=5)
+    parser.add_argument('--min-time', type=float, default=1.0,
+                        help='seconds per measurement at least')
+    parser.add_argument('--out', default=None, help='write the JSON here too')
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if neighbors.backend() != 'cpp':
+        sys.exit(f'The graph extension is not in use '
+                 f'({neighbors._EXT_ERROR}); nothing to compare.')
+
+    rows = {}
+    print(f"{'operation':<18} {'torch_cluster':>14} {'ours':>10} "
+          f"{'speed-up':>9}")
+    for name, (ref, ours) in ops().items():
+        if not torch.equal(ref(), ours()):
+            sys.exit(f'{name}: results differ from torch_cluster')
+        t_ref = median_time(ref, args.reps, args.min_time)
+        t_ours = median_time(ours, args.reps, args.min_time)
+        rows[name] = {'torch_cluster_ms': round(t_ref * 1e3, 4),
+                      'ours_ms': round(t_ours * 1e3, 4),
+                      'speedup': round(t_ref / t_ours, 2)}
+        print(f'{name:<18} {t_ref * 1e3:>11.3f} ms {t_ours * 1e3:>7.3f} ms '
+              f'{t_ref / t_ours:>8.1f}x')
+
+    result = {
+        'command': 'python ' + ' '.join(sys.argv),
+        'threads': args.threads,
+        'torch': torch.__version__,
+        'torch_cluster': getattr(torch_cluster, '__version__', '?'),
+        'machine': platform.processor() or platform.machine(),
+        # Other jobs share the machine: times scale with its load.
+        'load_average_1min': round(os.getloadavg()[0], 2),
+        'results': rows,
+        'speedup': {name: r['speedup'] for name, r in rows.items()},
+    }
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(result, f, indent=2)
+            f.write('\n')
+    print(json.dumps(result))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,190 @@
+import copy
+
+import pytest
+import torch
+
+from torch_geometric_binary.nn import BiMLP, global_ema_max_pool
+from torch_geometric_binary.nn.aggr import global_max_pool
+from torch_geometric_binary.nn.functional import ema_delta
+from torch_geometric_binary import _ext
+from torch_geometric_binary.nn.fused import (GroupMaxProduct,
+                                             linear_norm_group_max, use_fused)
+
+
+def _grads(module, *tensors):
+    out = [p.grad.clone() for p in module.parameters() if p.grad is not None]
+    return out + [t.grad.clone() for t in tensors]
+
+
+@pytest.mark.parametrize('kernel', ['cpp', 'torch'])
+@pytest.mark.parametrize('binary', [False, True])
+def test_group_max_product_matches_dense_max(binary, kernel):
+    if kernel == 'cpp' and _ext.fused is None:
+        pytest.skip('C++ kernels not built')
+    h = torch.randn(6, 40, 16)
+    w = torch.randn(24, 16)
+    if binary:  # Integer products: many ties, which share the gradient.
+        h, w = h.sign(), w.sign()
+    h.requires_grad_()
+    w.requires_grad_()
+    upstream = torch.randn(6, 24)
+    ptr = torch.arange(0, 241, 40)
+    with use_fused(kernel == 'cpp'):
+        out = GroupMaxProduct.apply(h.view(-1, 16), w, ptr, 40)
+    out.backward(upstream)
+    grads = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+
+    ref = torch.amax(h @ w.t(), dim=1)  # amax splits ties evenly
+    ref.backward(upstream)
+    assert torch.equal(out, ref)
+    torch.testing.assert_close(grads[0], h.grad)
+    torch.testing.assert_close(grads[1], w.grad)
+    if binary:
+        assert ((h.detach() @ w.detach().t()) == out.unsqueeze(1)).sum() > \
+            out.numel()
+
+
+@pytest.mark.parametrize('method', ['fp', 'bipointnet', 'bnn'])
+@pytest.mark.parametrize('ema', [False, True])
+def test_mlp_max_pool_matches_unfused(method, ema):
+    mlp = BiMLP([8, 16, 32, 64], method, norm_last=True)
+    ref = copy.deepcopy(mlp)
+    x = torch.randn(5 * 30, 8, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    batch = torch.arange(5).repeat_interleave(30)
+    pool = global_ema_max_pool if ema else global_max_pool
+
+    for step in range(2):  # The second step sees updated running stats.
+        out = mlp.max_pool(x, batch, 5, ema=ema)
+        expected = pool(ref(x_ref), batch, 5)
+        torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+        upstream = torch.randn_like(out)
+        out.backward(upstream)
+        expected.backward(upstream)
+        for got, want in zip(_grads(mlp, x), _grads(ref, x_ref)):
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
+        for got, want in zip(mlp.buffers(), ref.buffers()):
+            torch.testing.assert_close(got, want)
+        for m in (mlp, ref):
+            m.zero_grad()
+        x.grad = x_ref.grad = None
+
+    mlp.eval()
+    ref.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(mlp.max_pool(x, batch, 5, ema=ema),
+                                   pool(ref(x), batch, 5), atol=1e-4,
+                                   rtol=1e-4)
+
+
+def test_negative_batch_norm_gamma_takes_the_min():
+    mlp = BiMLP([4, 8, 16], 'bipointnet', norm_last=True)
+    with torch.no_grad():
+        mlp.last_norm.module.weight[::2] *= -1
+    x = torch.randn(60, 4)
+    batch = torch.arange(3).repeat_interleave(20)
+    torch.testing.assert_close(mlp.max_pool(x, batch, 3, ema=True),
+                               global_ema_max_pool(mlp(x), batch, 3),
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_unequal_clouds_take_the_unfused_path():
+    mlp = BiMLP([4, 8, 16], 'bipointnet', norm_last=True)
+    x = torch.randn(50, 4)
+    batch = torch.cat([torch.zeros(20), torch.ones(30)]).long()
+    torch.testing.assert_close(mlp.max_pool(x, batch, 2, ema=True),
+                               global_ema_max_pool(mlp(x), batch, 2))
+    with pytest.raises(ValueError, match='no points'):
+        mlp.max_pool(x, batch, 3, ema=True)
+
+
+def test_non_finite_features_raise():
+    mlp = BiMLP([4, 8, 16], 'fp', norm_last=True)
+    x = torch.randn(40, 4)
+    x[3, 1] = float('nan')
+    with pytest.raises(ValueError, match='non-finite'):
+        mlp.max_pool(x, torch.arange(2).repeat_interleave(20), 2, ema=False)
+
+
+def test_running_stats_follow_batch_norm_without_momentum():
+    mlp = BiMLP([4, 8, 16], 'fp', norm_last=True,
+                norm_kwargs={'momentum': None})
+    ref = copy.deepcopy(mlp)
+    batch = torch.arange(4).repeat_interleave(10)
+    for _ in range(3):
+        x = torch.randn(40, 4)
+        mlp.max_pool(x, batch, 4)
+        ref(x)
+    for got, want in zip(mlp.buffers(), ref.buffers()):
+        torch.testing.assert_close(got, want)
+
+
+def test_linear_norm_group_max_under_autocast():
+    h = torch.randn(4 * 50, 128).sign().requires_grad_()
+    w = torch.randn(256, 128).sign().requires_grad_()
+    norm = torch.nn.BatchNorm1d(256)
+    scale = torch.tensor(0.3, requires_grad=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = linear_norm_group_max(h, w, scale, norm,
+                                    torch.arange(0, 201, 50), 50)
+    out.sum().backward()
+    ref_norm = torch.nn.BatchNorm1d(256)
+    expected = torch.amax(ref_norm(scale.detach() * (h.detach() @
+                                                     w.detach().t()))
+                          .view(4, 50, 256), dim=1)
+    # +-1 products are exact in bf16; the statistics are float32 and the
+    # result is rounded once to bf16, as BatchNorm's output would be.
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected, atol=1e-2, rtol=8e-3)
+    assert h.grad.dtype == w.grad.dtype == torch.float32
+    assert torch.isfinite(h.grad).all() and scale.grad is not None
+
+
+@pytest.mark.skipif(_ext.fused is None, reason='C++ kernels not built')
+@pytest.mark.parametrize('binary', [False, True])
+def test_group_max_product_groups_of_different_sizes(binary):
+    sizes = torch.tensor([1, 7, 3, 12, 5])
+    ptr = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
+    h = torch.randn(int(sizes.sum()), 10)
+    w = torch.randn(6, 10)
+    if binary:
+        h, w = h.sign(), w.sign()
+    h.requires_grad_()
+    w.requires_grad_()
+    upstream = torch.randn(5, 6)
+    out = GroupMaxProduct.apply(h, w, ptr, None)
+    out.backward(upstream)
+    grads = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    prod = h @ w.t()  # amax of each group splits ties evenly
+    ref = torch.stack([prod[a:b].amax(0) for a, b in zip(ptr[:-1], ptr[1:])])
+    ref.backward(upstream)
+    assert torch.equal(out, ref)
+    torch.testing.assert_close(grads[0], h.grad)
+    torch.testing.assert_close(grads[1], w.grad)
+
+
+@pytest.mark.parametrize('method', ['fp', 'bipointnet'])
+def test_mlp_group_max_of_ragged_groups_matches_unfused(method):
+    sizes = torch.tensor([4, 9, 1, 16, 6, 6])
+    ptr = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
+    mlp = BiMLP([5, 16, 24], method, norm_last=True)
+    ref = copy.deepcopy(mlp)
+    x = torch.randn(int(sizes.sum()), 5, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    out = mlp.group_max(x, ema=True, ptr=ptr)
+    # The reference max of each group by amax, which shares ties evenly.
+    # (torch's scatter_reduce 'amax' with include_self=False, behind PyG's
+    # max, also counts its zero initial value as a tie where a maximum is
+    # exactly 0, as here in the 1-point group.)
+    with use_fused(False):
+        dense = ref(x_ref)
+    expected = torch.stack([dense[a:b].amax(0) - ema_delta(int(b - a))
+                            for a, b in zip(ptr[:-1], ptr[1:])])
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+    upstream = torch.randn_like(out)
+    out.backward(upstream)
+    expected.backward(upstream)
+    for got, want in zip(_grads(mlp, x), _grads(ref, x_ref)):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)

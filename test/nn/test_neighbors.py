@@ -1,0 +1,285 @@
+import ctypes
+import os
+import sys
+
+import pytest
+import torch
+import torch_cluster
+
+from torch_geometric_binary.nn import neighbors
+from torch_geometric_binary.nn.neighbors import fps, knn, radius
+
+REQUIRE_EXT = os.environ.get('TORCH_GEOMETRIC_BINARY_REQUIRE_EXT') == '1'
+
+
+def need_cpp():
+    r"""Skips without the graph extension, unless CI requires it
+    (:obj:`TORCH_GEOMETRIC_BINARY_REQUIRE_EXT=1`), where it fails."""
+    if neighbors.cpp_available():
+        return
+    reason = f"graph extension not built ({neighbors._EXT_ERROR})"
+    if REQUIRE_EXT:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(params=['cpp', 'torch_cluster'])
+def backend(request, monkeypatch):
+    if request.param == 'cpp':
+        need_cpp()
+    monkeypatch.setenv(neighbors.ENV_BACKEND, request.param)
+    return request.param
+
+
+def clouds(sizes, dim=3, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pos = torch.rand(sum(sizes), dim, generator=g, dtype=dtype)
+    batch = torch.repeat_interleave(torch.arange(len(sizes)),
+                                    torch.tensor(sizes))
+    return pos, batch
+
+
+def grid_cloud(n_side=6, copies=2):
+    r"""Points on a grid, every point :obj:`copies` times: equal distances
+    and duplicate points everywhere."""
+    ax = torch.arange(n_side, dtype=torch.float32) / n_side
+    g = torch.stack(torch.meshgrid(ax, ax, ax, indexing='ij'), -1)
+    return g.reshape(-1, 3).repeat(copies, 1)
+
+
+def ref_radius(x, y, r, bx, by, max_num):
+    row, col = torch_cluster.radius(x, y, r, bx, by,
+                                    max_num_neighbors=max_num)
+    return torch.stack([col, row], dim=0)
+
+
+def ref_knn(x, y, k, bx, by):
+    row, col = torch_cluster.knn(x, y, k, bx, by)
+    return torch.stack([col, row], dim=0)
+
+
+def assert_same(out, ref):
+    assert out.dtype == torch.long
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    assert torch.equal(out, ref)
+
+
+def test_extension_built_when_required():
+    if REQUIRE_EXT:
+        assert neighbors.cpp_available(), neighbors._EXT_ERROR
+    need_cpp()
+    assert neighbors.backend() == 'cpp'
+
+
+def test_backend_env(monkeypatch):
+    monkeypatch.setenv(neighbors.ENV_BACKEND, 'torch_cluster')
+    assert neighbors.backend() == 'torch_cluster'
+    monkeypatch.setenv(neighbors.ENV_BACKEND, 'fortran')
+    with pytest.raises(ValueError, match='NEIGHBORS'):
+        neighbors.backend()
+
+
+# ---------------------------------------------------------------------------
+# fps
+
+@pytest.mark.parametrize('sizes', [[1], [2], [1024], [1, 5, 300, 64, 1000],
+                                   [7, 1, 33]])
+@pytest.mark.parametrize('ratio', [0.5, 0.25, 0.3, 0.77, 1.0])
+def test_fps_matches_torch_cluster(backend, sizes, ratio):
+    pos, batch = clouds(sizes)
+    ref = torch_cluster.fps(pos, batch, ratio=ratio, random_start=False)
+    assert_same(fps(pos, batch, ratio, random_start=False), ref)
+    if len(sizes) == 1:
+        assert_same(fps(pos, None, ratio, random_start=False), ref)
+
+
+@pytest.mark.parametrize('dim', [1, 2, 3, 4, 6])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_fps_dims_dtypes(dim, dtype):
+    need_cpp()
+    pos, batch = clouds([200, 57, 300], dim=dim, dtype=dtype, seed=1)
+    for ratio in (0.5, 0.1):
+        ref = torch_cluster.fps(pos, batch, ratio=ratio, random_start=False)
+        assert_same(fps(pos, batch, ratio, random_start=False), ref)
+
+
+def test_fps_ties():
+    need_cpp()
+    pos = grid_cloud()
+    batch = torch.zeros(pos.size(0), dtype=torch.long)
+    pos2 = torch.cat([pos, pos * 2, torch.zeros(5, 3)])
+    batch2 = torch.cat([batch, batch + 1, torch.full((5, ), 2)])
+    for p, b in ((pos, batch), (pos2, batch2)):
+        ref = torch_cluster.fps(p, b, ratio=0.5, random_start=False)
+        assert_same(fps(p, b, 0.5, random_start=False), ref)
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'),
+                    reason='needs glibc srand')
+def test_fps_random_start_same_draws():
+    need_cpp()
+    libc = ctypes.CDLL(None)
+    pos, batch = clouds([100, 1, 37, 512], seed=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # torch_cluster draws in its parallel loop.
+    try:
+        for seed in (0, 1, 12345):
+            libc.srand(seed)
+            ref = torch_cluster.fps(pos, batch, ratio=0.5, random_start=True)
+            libc.srand(seed)
+            assert_same(fps(pos, batch, 0.5, random_start=True), ref)
+    finally:
+        torch.set_num_threads(threads)
+    starts = {int(fps(pos, batch, 0.5)[0]) for _ in range(20)}
+    assert len(starts) > 1
+
+
+def test_fps_skipped_cloud_id(backend):
+    pos, _ = clouds([10, 20])
+    batch = torch.tensor([0] * 10 + [2] * 20)  # Cloud 1 is empty.
+    ref = torch_cluster.fps(pos, torch.tensor([0] * 10 + [1] * 20), 0.5,
+                            random_start=False)
+    assert_same(fps(pos, batch, 0.5, random_start=False), ref)
+    assert fps(torch.empty(0, 3), None, 0.5).numel() == 0
+
+
+# ---------------------------------------------------------------------------
+# radius
+
+@pytest.mark.parametrize('sizes', [[1], [300], [512, 1, 200, 77]])
+@pytest.mark.parametrize('r', [0.1, 0.2, 0.5])
+@pytest.mark.parametrize('max_num', [1, 8, 64, 1000])
+def test_radius_matches_torch_cluster(backend, sizes, r, max_num):
+    x, bx = clouds(sizes, seed=3)
+    idx = torch_cluster.fps(x, bx, ratio=0.5, random_start=False)
+    y, by = x[idx], bx[idx]
+    assert_same(radius(x, y, r, bx, by, max_num),
+                ref_radius(x, y, r, bx, by, max_num))
+    if len(sizes) == 1:
+        assert_same(radius(x, y, r, None, None, max_num),
+                    ref_radius(x, y, r, None, None, max_num))
+
+
+def test_radius_ties_dtypes_dims():
+    need_cpp()
+    g = grid_cloud()
+    for x in (g, g.double()):  # Many points exactly on the sphere.
+        for r in (1 / 6, 0.3, 0.5):
+            for max_num in (5, 32, 10**6):
+                assert_same(radius(x, x, r, None, None, max_num),
+                            ref_radius(x, x, r, None, None, max_num))
+    for dim in (1, 2, 5):  # Also other dims, and different clouds in y.
+        x, bx = clouds([100, 50, 80], dim=dim, seed=dim)
+        y, by = clouds([30, 0, 20], dim=dim, seed=dim + 10)
+        by[by == 1] = 2
+        assert_same(radius(x, y, 0.3, bx, by, 16),
+                    ref_radius(x, y, 0.3, bx, by, 16))
+
+
+# ---------------------------------------------------------------------------
+# knn
+
+@pytest.mark.parametrize('sizes', [[1], [300], [512, 1, 200, 19]])
+@pytest.mark.parametrize('k', [1, 5, 20, 50])
+def test_knn_matches_torch_cluster(backend, sizes, k):
+    x, bx = clouds(sizes, seed=4)
+    assert_same(knn(x, x, k, bx, bx), ref_knn(x, x, k, bx, bx))
+    y, by = clouds([5] * len(sizes), seed=5)
+    assert_same(knn(x, y, k, bx, by), ref_knn(x, y, k, bx, by))
+
+
+def test_knn_ties_3d():
+    need_cpp()
+    g = grid_cloud()
+    for x in (g, g.double()):  # Equal distances: kd-tree search order.
+        for k in (1, 6, 20, 27):
+            assert_same(knn(x, x, k), ref_knn(x, x, k, None, None))
+
+
+@pytest.mark.parametrize('dim', [2, 8, 9, 64, 128])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_knn_features(dim, dtype):
+    need_cpp()
+    x, bx = clouds([150, 1, 200, 40], dim=dim, dtype=dtype, seed=dim)
+    x = x * 3 + 5  # Away from the origin: the centring matters.
+    for k in (1, 20, 60):
+        ref = ref_knn(x, x, k, bx, bx)
+        assert_same(knn(x, x, k, bx, bx), ref)
+        tree = torch.ops.torch_geometric_binary.graph_knn_kdtree(
+            x, x, k, bx, bx)
+        assert_same(tree, ref)
+
+
+def test_knn_features_ties():
+    need_cpp()
+    x, bx = clouds([120, 90], dim=64, seed=7)
+    x[10:20] = x[0]  # Duplicates: distance ties, kd-tree fallback.
+    x[130:140] = torch.round(x[130:140] * 2) / 2
+    x[150:160] = x[140]
+    x = torch.round(x * 4) / 4  # Equal distances between other points too.
+    for k in (1, 5, 20, 100):
+        assert_same(knn(x, x, k, bx, bx), ref_knn(x, x, k, bx, bx))
+
+
+def test_knn_under_autocast():
+    need_cpp()
+    x, bx = clouds([50, 60], dim=64, seed=9)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        edge_index = knn(x, x, 5, bx, bx)
+    assert_same(edge_index, ref_knn(x, x, 5, bx, bx))
+
+
+def test_knn_requires_grad():
+    need_cpp()
+    x, bx = clouds([50, 60], dim=64, seed=8)
+    x.requires_grad_()
+    edge_index = knn(x, x, 5, bx, bx)
+    assert_same(edge_index, ref_knn(x.detach(), x.detach(), 5, bx, bx))
+
+
+# ---------------------------------------------------------------------------
+# Bad input
+
+def test_bad_input(backend):
+    x, bx = clouds([10, 20])
+    short = bx[:-1]
+    with pytest.raises(ValueError, match='entries'):
+        fps(x, short)
+    with pytest.raises(ValueError, match='entries'):
+        radius(x, x, 0.2, short, bx)
+    with pytest.raises(ValueError, match='entries'):
+        knn(x, x, 3, bx, short)
+    with pytest.raises(ValueError, match='shape'):
+        fps(x.view(5, 6, 3))
+    with pytest.raises(ValueError, match='shape'):
+        knn(x.view(5, 6, 3), x, 3)
+    with pytest.raises(ValueError, match='dims'):
+        knn(x, x[:, :2], 3, bx, bx)
+    with pytest.raises(ValueError, match='dims'):
+        radius(x, x[:, :2], 0.2, bx, bx)
+    with pytest.raises(ValueError, match='sorted'):
+        knn(x, x, 3, bx.flip(0), bx)
+    with pytest.raises(ValueError, match='sorted'):
+        fps(x, bx.flip(0))
+    with pytest.raises(ValueError, match='both'):
+        knn(x, x, 3, bx, None)
+    with pytest.raises(ValueError, match='dtypes'):
+        radius(x, x.double(), 0.2, bx, bx)
+    with pytest.raises(ValueError, match='ratio'):
+        fps(x, bx, 0.0)
+    with pytest.raises(ValueError, match='ratio'):
+        fps(x, bx, 1.5)
+    with pytest.raises(ValueError, match="'k'"):
+        knn(x, x, 0, bx, bx)
+    with pytest.raises(ValueError, match="'r'"):
+        radius(x, x, -0.1, bx, bx)
+    with pytest.raises(ValueError, match='int64'):
+        knn(x, x, 3, bx.int(), bx)
+
+
+def test_empty(backend):
+    x, bx = clouds([10])
+    empty = torch.empty(0, 3)
+    none = torch.empty(0, dtype=torch.long)
+    assert knn(x, empty, 3, bx, none).shape == (2, 0)
+    assert radius(empty, x, 0.5, none, bx).shape == (2, 0)

@@ -1,0 +1,587 @@
+// Fused training kernels (torch_geometric_binary._fused).
+//
+// sign / ste_backward: the package's sign (+1 for x >= 0, -1 otherwise) and
+// its clipped straight-through gradient, one vectorized pass each (ATen's
+// comparison-based forms make several passes through bool tensors).
+//
+// group_max_forward / group_max_backward: the max over groups of rows of a
+// product H W^T, and its gradient, without keeping the product
+// (torch_geometric_binary.nn.fused.GroupMaxProduct).
+//
+// Forward: for tiles of groups, the product comes from ATen's matmul (oneDNN:
+// AMX/AVX512-BF16 for bf16), one pass over the tile (in cache) takes the max
+// of every (group, channel), a second lists the rows equal to it (ties
+// included) and counts them. Backward: each max's gradient, shared evenly by
+// its rows, goes to those rows only: dH[r] += s W[c], dW[c] += s H[r].
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+#include <ATen/OpMathType.h>
+
+#include <cmath>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+#include <cstring>
+#include <type_traits>
+#include <limits>
+#include <vector>
+
+namespace {
+
+using torch::Tensor;
+
+// Products of +-1 matrices over at most 256 input channels are exact in a
+// 16-bit float (as functional.sign_product).
+constexpr int64_t kExactChannels = 256;
+
+Tensor tile_product(const Tensor& h, const Tensor& w) {
+  const int64_t K = h.size(-1);
+  if (h.element_size() > 2 || K <= kExactChannels) {
+    return at::matmul(h, w.t());
+  }
+  Tensor out;
+  for (int64_t s = 0; s < K; s += kExactChannels) {
+    const int64_t len = std::min(kExactChannels, K - s);
+    Tensor part =
+        at::matmul(h.narrow(-1, s, len), w.narrow(-1, s, len).t()).to(at::kFloat);
+    out = out.defined() ? out.add_(part) : part;
+  }
+  return out;
+}
+
+// Element access: bf16 -> float by a shift, which compilers vectorize (the
+// c10::BFloat16 conversion operator they do not).
+template <typename T>
+struct Load {
+  using acc = at::opmath_type<T>;
+  static inline acc at(const T* p, int64_t i) { return static_cast<acc>(p[i]); }
+};
+template <>
+struct Load<c10::BFloat16> {
+  using acc = float;
+  static inline float at(const c10::BFloat16* p, int64_t i) {
+    const uint32_t u =
+        static_cast<uint32_t>(reinterpret_cast<const uint16_t*>(p)[i]) << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof(f));
+    return f;
+  }
+};
+
+// Hot loops are compiled for AVX-512, AVX2 and the baseline, picked at load
+// time (GCC/clang function multi-versioning on x86-64).
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+#define TGB_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define TGB_CLONES
+#endif
+#define TGB_INLINE inline __attribute__((always_inline))
+
+// mx[c] = max over the n rows of p [n, C]; returns whether a NaN was seen.
+template <typename T>
+TGB_INLINE bool rows_max(const T* __restrict__ p, int64_t n, int64_t C,
+                         typename Load<T>::acc* __restrict__ mx) {
+  using acc_t = typename Load<T>::acc;
+  for (int64_t c = 0; c < C; ++c) {
+    mx[c] = -std::numeric_limits<acc_t>::infinity();
+  }
+  bool nan = false;
+  for (int64_t i = 0; i < n; ++i) {
+    const T* row = p + i * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const acc_t v = Load<T>::at(row, c);
+      mx[c] = v > mx[c] ? v : mx[c];
+      nan |= v != v;
+    }
+  }
+  return nan;
+}
+
+// Appends (row0 + i, c) for every p[i, c] == mx[c] to rows/cols (from index
+// k on; each has room for n * C more) and counts them per channel.
+template <typename T>
+TGB_INLINE int64_t rows_equal(const T* __restrict__ p, int64_t n, int64_t C,
+                              const typename Load<T>::acc* __restrict__ mx,
+                              int32_t* __restrict__ count, int32_t row0,
+                              int32_t* __restrict__ rows,
+                              int32_t* __restrict__ cols, int64_t k) {
+  for (int64_t c = 0; c < C; ++c) count[c] = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const T* row = p + i * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const int32_t eq = Load<T>::at(row, c) == mx[c];
+      count[c] += eq;
+      // Branch-free append: write always, advance on a match.
+      rows[k] = row0 + static_cast<int32_t>(i);
+      cols[k] = static_cast<int32_t>(c);
+      k += eq;
+    }
+  }
+  return k;
+}
+
+#define TGB_SCAN(T, NAME)                                                    \
+  TGB_CLONES bool NAME##_max(const T* p, int64_t n, int64_t C,              \
+                             Load<T>::acc* mx) {                            \
+    return rows_max<T>(p, n, C, mx);                                        \
+  }                                                                         \
+  TGB_CLONES int64_t NAME##_equal(const T* p, int64_t n, int64_t C,          \
+                                  const Load<T>::acc* mx, int32_t* count,    \
+                                  int32_t row0, int32_t* rows,               \
+                                  int32_t* cols, int64_t k) {                \
+    return rows_equal<T>(p, n, C, mx, count, row0, rows, cols, k);          \
+  }
+TGB_SCAN(float, scan_f32)
+TGB_SCAN(c10::BFloat16, scan_bf16)
+#undef TGB_SCAN
+
+template <typename T>
+bool scan_max(const T* p, int64_t n, int64_t C, typename Load<T>::acc* mx) {
+  if constexpr (std::is_same_v<T, float>) return scan_f32_max(p, n, C, mx);
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    return scan_bf16_max(p, n, C, mx);
+  }
+  return rows_max<T>(p, n, C, mx);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// The entries equal to their channel's max with AVX-512: a 16-lane compare,
+// then a compress-store of the matching channel indices (most lanes do not
+// match). rows/cols need 16 values of slack.
+template <bool kBF16>
+__attribute__((target("avx512f"))) int64_t equal_avx512(
+    const void* data, int64_t n, int64_t C, const float* mx, int32_t* count,
+    int32_t row0, int32_t* rows, int32_t* cols, int64_t k) {
+  for (int64_t c = 0; c < C; ++c) count[c] = 0;
+  const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+                                          11, 12, 13, 14, 15);
+  const __m512i ones = _mm512_set1_epi32(1);
+  const int64_t vec_end = C - C % 16;
+  for (int64_t i = 0; i < n; ++i) {
+    const __m512i row_id = _mm512_set1_epi32(row0 + static_cast<int32_t>(i));
+    for (int64_t c = 0; c < vec_end; c += 16) {
+      __m512 v;
+      if constexpr (kBF16) {
+        const uint16_t* p = static_cast<const uint16_t*>(data) + i * C + c;
+        const __m512i wide = _mm512_cvtepu16_epi32(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+        v = _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+      } else {
+        v = _mm512_loadu_ps(static_cast<const float*>(data) + i * C + c);
+      }
+      const __mmask16 eq =
+          _mm512_cmp_ps_mask(v, _mm512_loadu_ps(mx + c), _CMP_EQ_OQ);
+      if (eq == 0) continue;
+      _mm512_mask_compressstoreu_epi32(
+          cols + k, eq, _mm512_add_epi32(lanes, _mm512_set1_epi32(c)));
+      _mm512_storeu_si512(rows + k, row_id);
+      const __m512i cnt = _mm512_loadu_si512(count + c);
+      _mm512_storeu_si512(count + c, _mm512_mask_add_epi32(cnt, eq, cnt, ones));
+      k += __builtin_popcount(static_cast<unsigned>(eq));
+    }
+    for (int64_t c = vec_end; c < C; ++c) {
+      float v;
+      if constexpr (kBF16) {
+        v = Load<c10::BFloat16>::at(
+            static_cast<const c10::BFloat16*>(data) + i * C, c);
+      } else {
+        v = static_cast<const float*>(data)[i * C + c];
+      }
+      const int32_t eq = v == mx[c];
+      count[c] += eq;
+      rows[k] = row0 + static_cast<int32_t>(i);
+      cols[k] = static_cast<int32_t>(c);
+      k += eq;
+    }
+  }
+  return k;
+}
+
+bool has_avx512() {
+  static const bool yes = __builtin_cpu_supports("avx512f");
+  return yes;
+}
+#endif
+
+template <typename T>
+int64_t scan_equal(const T* p, int64_t n, int64_t C,
+                   const typename Load<T>::acc* mx, int32_t* count,
+                   int32_t row0, int32_t* rows, int32_t* cols, int64_t k) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if constexpr (std::is_same_v<T, float> ||
+                std::is_same_v<T, c10::BFloat16>) {
+    if (has_avx512()) {
+      return equal_avx512<std::is_same_v<T, c10::BFloat16>>(
+          p, n, C, mx, count, row0, rows, cols, k);
+    }
+  }
+#endif
+  if constexpr (std::is_same_v<T, float>) {
+    return scan_f32_equal(p, n, C, mx, count, row0, rows, cols, k);
+  }
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    return scan_bf16_equal(p, n, C, mx, count, row0, rows, cols, k);
+  }
+  return rows_equal<T>(p, n, C, mx, count, row0, rows, cols, k);
+}
+
+// The max of every channel over the group's n rows, and its entries.
+template <typename scalar_t, typename acc_t>
+void scan_group(const scalar_t* __restrict__ p, int64_t n, int64_t C,
+                acc_t* __restrict__ mx, int32_t* __restrict__ count,
+                int32_t row0, std::vector<int32_t>& rows,
+                std::vector<int32_t>& cols) {
+  const bool nan = scan_max<scalar_t>(p, n, C, mx);
+  if (nan) {  // NaN wins the max, as in torch.amax; it has no gradient.
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t c = 0; c < C; ++c) {
+        const acc_t v = static_cast<acc_t>(p[i * C + c]);
+        if (v != v) mx[c] = v;
+      }
+    }
+  }
+  // Room for every entry, in per-thread scratch (n * C can be large).
+  thread_local std::vector<int32_t> r_buf, c_buf;
+  if (static_cast<int64_t>(r_buf.size()) < n * C + 16) {
+    r_buf.resize(n * C + 16);
+    c_buf.resize(n * C + 16);
+  }
+  const int64_t end = scan_equal<scalar_t>(p, n, C, mx, count, row0,
+                                           r_buf.data(), c_buf.data(), 0);
+  rows.insert(rows.end(), r_buf.begin(), r_buf.begin() + end);
+  cols.insert(cols.end(), c_buf.begin(), c_buf.begin() + end);
+}
+
+// h: [R, K], w: [C, K] (same dtype), ptr: [G + 1] (int64) CSR offsets of
+// G non-empty groups of consecutive rows. Returns the max [G, C] (float32, or
+// float64 for float64 inputs), the row, channel and group of every entry
+// equal to its max, and the number of such entries per (g, c). The product
+// is formed for tiles of whole groups of about tile_rows rows.
+std::vector<Tensor> group_max_forward(Tensor h, Tensor w, Tensor ptr,
+                                      int64_t tile_rows) {
+  TORCH_CHECK(h.dim() == 2 && w.dim() == 2 && h.size(1) == w.size(1),
+              "group_max_forward: expected h [R, K] and w [C, K], got ",
+              h.sizes(), " and ", w.sizes());
+  TORCH_CHECK(h.scalar_type() == w.scalar_type(),
+              "group_max_forward: h and w differ in dtype");
+  TORCH_CHECK(h.size(0) < std::numeric_limits<int32_t>::max(),
+              "group_max_forward: too many rows");
+  TORCH_CHECK(ptr.dim() == 1 && ptr.size(0) >= 1 &&
+                  ptr.scalar_type() == at::kLong,
+              "group_max_forward: ptr must be int64 [G + 1]");
+  h = h.contiguous();
+  w = w.contiguous();
+  ptr = ptr.contiguous();
+  const int64_t G = ptr.size(0) - 1, C = w.size(0);
+  const int64_t* off = ptr.data_ptr<int64_t>();
+  TORCH_CHECK(off[0] == 0 && off[G] == h.size(0),
+              "group_max_forward: ptr does not cover the rows of h");
+  for (int64_t g = 0; g < G; ++g) {
+    TORCH_CHECK(off[g + 1] > off[g], "group_max_forward: group ", g,
+                " is empty");
+  }
+  const auto acc_type =
+      h.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  Tensor out = torch::empty({G, C}, h.options().dtype(acc_type));
+  Tensor count = torch::empty({G, C}, h.options().dtype(at::kInt));
+  std::vector<std::vector<int32_t>> rows(G), cols(G);
+  tile_rows = std::max<int64_t>(1, tile_rows);
+  for (int64_t a = 0; a < G;) {
+    int64_t b = a + 1;  // Whole groups, at least one.
+    while (b < G && off[b + 1] - off[a] <= tile_rows) ++b;
+    Tensor prod =
+        tile_product(h.slice(0, off[a], off[b]), w).contiguous();
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kBFloat16, at::kHalf, prod.scalar_type(), "group_max_forward",
+        [&] {
+          using acc_t = at::opmath_type<scalar_t>;
+          TORCH_CHECK(out.element_size() == sizeof(acc_t));
+          const scalar_t* p = prod.data_ptr<scalar_t>();
+          acc_t* mx = reinterpret_cast<acc_t*>(out.data_ptr());
+          int32_t* cnt = count.data_ptr<int32_t>();
+          at::parallel_for(a, b, 1, [&](int64_t g0, int64_t g1) {
+            for (int64_t g = g0; g < g1; ++g) {
+              scan_group<scalar_t, acc_t>(
+                  p + (off[g] - off[a]) * C, off[g + 1] - off[g], C,
+                  mx + g * C, cnt + g * C, static_cast<int32_t>(off[g]),
+                  rows[g], cols[g]);
+            }
+          });
+        });
+    a = b;
+  }
+  int64_t E = 0;
+  for (const auto& r : rows) E += r.size();
+  Tensor rows_t = torch::empty({E}, h.options().dtype(at::kInt));
+  Tensor cols_t = torch::empty({E}, h.options().dtype(at::kInt));
+  Tensor groups_t = torch::empty({E}, h.options().dtype(at::kInt));
+  int32_t* rp = rows_t.data_ptr<int32_t>();
+  int32_t* cp = cols_t.data_ptr<int32_t>();
+  int32_t* gp = groups_t.data_ptr<int32_t>();
+  for (int64_t g = 0; g < G; ++g) {
+    std::copy(rows[g].begin(), rows[g].end(), rp);
+    std::copy(cols[g].begin(), cols[g].end(), cp);
+    std::fill(gp, gp + rows[g].size(), static_cast<int32_t>(g));
+    rp += rows[g].size();
+    cp += cols[g].size();
+    gp += rows[g].size();
+  }
+  return {out, rows_t, cols_t, groups_t, count};
+}
+
+// dst[idx[e]] += share(e) * src[other[e]] for the entries e0 <= e < e1
+// (rows of K values); with lo <= hi, only entries whose dst index lies in
+// [lo, hi) (threads split dw by channel range).
+template <typename T>
+TGB_INLINE void spread(const int32_t* __restrict__ idx,
+                       const int32_t* __restrict__ other,
+                       const int32_t* __restrict__ rows,
+                       const int32_t* __restrict__ cols,
+                       const int32_t* __restrict__ groups,
+                       const int32_t* __restrict__ count,
+                       const typename Load<T>::acc* __restrict__ grad,
+                       int64_t C, const T* __restrict__ src,
+                       typename Load<T>::acc* __restrict__ dst, int64_t K,
+                       int64_t e0, int64_t e1, int64_t lo, int64_t hi) {
+  using acc_t = typename Load<T>::acc;
+  for (int64_t e = e0; e < e1; ++e) {
+    const int64_t d = idx[e];
+    if (lo < hi && (d < lo || d >= hi)) continue;
+    const int64_t g = static_cast<int64_t>(groups[e]) * C + cols[e];
+    const acc_t share = grad[g] / static_cast<acc_t>(count[g]);
+    const T* from = src + static_cast<int64_t>(other[e]) * K;
+    acc_t* to = dst + d * K;
+    for (int64_t k = 0; k < K; ++k) {
+      to[k] += share * Load<T>::at(from, k);
+    }
+  }
+  (void)rows;
+}
+
+#define TGB_SPREAD(T, NAME)                                                  \
+  TGB_CLONES void NAME(const int32_t* idx, const int32_t* other,             \
+                       const int32_t* rows, const int32_t* cols,             \
+                       const int32_t* groups, const int32_t* count,          \
+                       const Load<T>::acc* grad, int64_t C, const T* src,     \
+                       Load<T>::acc* dst, int64_t K, int64_t e0, int64_t e1,  \
+                       int64_t lo, int64_t hi) {                              \
+    spread<T>(idx, other, rows, cols, groups, count, grad, C, src, dst, K,   \
+              e0, e1, lo, hi);                                               \
+  }
+TGB_SPREAD(float, spread_f32)
+TGB_SPREAD(c10::BFloat16, spread_bf16)
+#undef TGB_SPREAD
+
+template <typename T>
+void spread_any(const int32_t* idx, const int32_t* other, const int32_t* rows,
+                const int32_t* cols, const int32_t* groups,
+                const int32_t* count, const typename Load<T>::acc* grad,
+                int64_t C, const T* src, typename Load<T>::acc* dst, int64_t K,
+                int64_t e0, int64_t e1, int64_t lo, int64_t hi) {
+  if constexpr (std::is_same_v<T, float>) {
+    spread_f32(idx, other, rows, cols, groups, count, grad, C, src, dst, K,
+               e0, e1, lo, hi);
+  } else if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    spread_bf16(idx, other, rows, cols, groups, count, grad, C, src, dst, K,
+                e0, e1, lo, hi);
+  } else {
+    spread<T>(idx, other, rows, cols, groups, count, grad, C, src, dst, K,
+              e0, e1, lo, hi);
+  }
+}
+
+// Stores a float row of K values into T (rounding to nearest even for
+// bf16, as torch does).
+template <typename T>
+TGB_INLINE void store_row(const typename Load<T>::acc* __restrict__ src,
+                          T* __restrict__ dst, int64_t K) {
+  for (int64_t k = 0; k < K; ++k) dst[k] = static_cast<T>(src[k]);
+}
+
+// The gradients of group_max_forward's max: grad_out [G, C] shared evenly by
+// the entries (rows, cols, groups) of each max. h: [R, K], w: [C, K], ptr:
+// the groups' offsets. Returns dh [R, K] in h's dtype and dw [C, K] in
+// float32 (float64 for float64 inputs).
+std::vector<Tensor> group_max_backward(Tensor rows, Tensor cols, Tensor groups,
+                                       Tensor count, Tensor grad_out,
+                                       Tensor h, Tensor w, Tensor ptr,
+                                       bool need_h) {
+  h = h.contiguous();
+  w = w.contiguous();
+  ptr = ptr.contiguous();
+  const int64_t R = h.size(0), K = h.size(1), C = w.size(0);
+  const int64_t G = ptr.size(0) - 1;
+  const int64_t E = rows.numel();
+  const auto acc_type =
+      h.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  Tensor grad = grad_out.to(acc_type).contiguous();
+  Tensor dh = need_h ? torch::empty({R, K}, h.options()) : Tensor();
+  Tensor dw = torch::zeros({C, K}, h.options().dtype(acc_type));
+  const int32_t* rp = rows.data_ptr<int32_t>();
+  const int32_t* cp = cols.data_ptr<int32_t>();
+  const int32_t* gr = groups.data_ptr<int32_t>();
+  const int32_t* cnt = count.data_ptr<int32_t>();
+  const int64_t* off = ptr.data_ptr<int64_t>();
+  // Each group's entries are contiguous (forward order): their offsets.
+  std::vector<int64_t> e_off(G + 1, 0);
+  for (int64_t e = 0; e < E; ++e) ++e_off[gr[e] + 1];
+  for (int64_t g = 0; g < G; ++g) e_off[g + 1] += e_off[g];
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, h.scalar_type(), "group_max_backward", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const scalar_t* hp = h.data_ptr<scalar_t>();
+        const scalar_t* wp = w.data_ptr<scalar_t>();
+        const acc_t* gp = reinterpret_cast<const acc_t*>(grad.data_ptr());
+        if (need_h) {
+          // Group by group: a zeroed float block of the group's rows (in
+          // cache) takes its entries, then is stored once into dh.
+          scalar_t* dhp = dh.data_ptr<scalar_t>();
+          at::parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
+            std::vector<acc_t> block;
+            for (int64_t g = g0; g < g1; ++g) {
+              const int64_t n = off[g + 1] - off[g];
+              block.assign(n * K, acc_t(0));
+              spread_any<scalar_t>(rp, cp, rp, cp, gr, cnt, gp, C, wp,
+                                   block.data() - off[g] * K, K, e_off[g],
+                                   e_off[g + 1], 0, 0);
+              for (int64_t i = 0; i < n; ++i) {
+                store_row<scalar_t>(block.data() + i * K,
+                                    dhp + (off[g] + i) * K, K);
+              }
+            }
+          });
+        }
+        // Threads take disjoint channel ranges of dw.
+        acc_t* dwp = reinterpret_cast<acc_t*>(dw.data_ptr());
+        const int64_t chunks = std::max<int64_t>(1, at::get_num_threads());
+        at::parallel_for(0, chunks, 1, [&](int64_t t0, int64_t t1) {
+          const int64_t lo = C * t0 / chunks, hi = C * t1 / chunks;
+          if (lo >= hi) return;
+          spread_any<scalar_t>(cp, rp, rp, cp, gr, cnt, gp, C, hp, dwp, K, 0,
+                               E, lo, hi);
+        });
+      });
+  return {dh, dw};
+}
+
+
+// Plain loops over restrict pointers, so that the compiler vectorizes them
+// (bf16 through its bits: a shift to read, a select of bit patterns to
+// write).
+template <typename T>
+struct Bits {
+  using type = T;
+};
+template <>
+struct Bits<c10::BFloat16> {
+  using type = uint16_t;
+};
+
+template <typename T>
+TGB_INLINE void sign_impl(const T* __restrict__ src, T* __restrict__ dst,
+                          int64_t a, int64_t b) {
+  using acc_t = typename Load<T>::acc;
+  using B = typename Bits<T>::type;
+  const T one_t(1), minus_one_t(-1);
+  B one, minus_one;
+  std::memcpy(&one, &one_t, sizeof(B));
+  std::memcpy(&minus_one, &minus_one_t, sizeof(B));
+  B* out = reinterpret_cast<B*>(dst);
+  for (int64_t i = a; i < b; ++i) {
+    out[i] = Load<T>::at(src, i) >= acc_t(0) ? one : minus_one;
+  }
+}
+
+template <typename T>
+TGB_INLINE void ste_impl(const T* __restrict__ g, const T* __restrict__ x,
+                         T* __restrict__ dst, int64_t a, int64_t b) {
+  using acc_t = typename Load<T>::acc;
+  using B = typename Bits<T>::type;
+  const B* gb = reinterpret_cast<const B*>(g);
+  B* out = reinterpret_cast<B*>(dst);
+  for (int64_t i = a; i < b; ++i) {
+    // Branch-free: load both, then select (the mask is data-dependent).
+    const acc_t v = Load<T>::at(x, i);
+    const bool inside = (v >= acc_t(-1)) & (v <= acc_t(1));
+    out[i] = inside ? gb[i] : B(0);
+  }
+}
+
+#define TGB_ELEMENTWISE(T, NAME)                                             \
+  TGB_CLONES void NAME##_sign(const T* src, T* dst, int64_t a, int64_t b) {  \
+    sign_impl<T>(src, dst, a, b);                                            \
+  }                                                                          \
+  TGB_CLONES void NAME##_ste(const T* g, const T* x, T* dst, int64_t a,      \
+                             int64_t b) {                                    \
+    ste_impl<T>(g, x, dst, a, b);                                            \
+  }
+TGB_ELEMENTWISE(float, ew_f32)
+TGB_ELEMENTWISE(c10::BFloat16, ew_bf16)
+#undef TGB_ELEMENTWISE
+
+template <typename T>
+void sign_loop(const T* src, T* dst, int64_t a, int64_t b) {
+  if constexpr (std::is_same_v<T, float>) {
+    ew_f32_sign(src, dst, a, b);
+  } else if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    ew_bf16_sign(src, dst, a, b);
+  } else {
+    sign_impl<T>(src, dst, a, b);
+  }
+}
+
+template <typename T>
+void ste_loop(const T* g, const T* x, T* dst, int64_t a, int64_t b) {
+  if constexpr (std::is_same_v<T, float>) {
+    ew_f32_ste(g, x, dst, a, b);
+  } else if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    ew_bf16_ste(g, x, dst, a, b);
+  } else {
+    ste_impl<T>(g, x, dst, a, b);
+  }
+}
+
+Tensor sign(Tensor x) {
+  x = x.contiguous();
+  Tensor out = torch::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, x.scalar_type(), "sign", [&] {
+        const scalar_t* src = x.data_ptr<scalar_t>();
+        scalar_t* dst = out.data_ptr<scalar_t>();
+        at::parallel_for(0, x.numel(), 1 << 16, [&](int64_t a, int64_t b) {
+          sign_loop<scalar_t>(src, dst, a, b);
+        });
+      });
+  return out;
+}
+
+Tensor ste_backward(Tensor grad, Tensor x) {
+  TORCH_CHECK(grad.sizes() == x.sizes(), "ste_backward: shapes differ");
+  grad = grad.contiguous();
+  x = x.to(grad.scalar_type()).contiguous();
+  Tensor out = torch::empty_like(grad);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, grad.scalar_type(), "ste_backward", [&] {
+        const scalar_t* g = grad.data_ptr<scalar_t>();
+        const scalar_t* src = x.data_ptr<scalar_t>();
+        scalar_t* dst = out.data_ptr<scalar_t>();
+        at::parallel_for(0, x.numel(), 1 << 16, [&](int64_t a, int64_t b) {
+          ste_loop<scalar_t>(g, src, dst, a, b);
+        });
+      });
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("sign", &sign, "+1 where x >= 0, -1 elsewhere (NaN: -1)");
+  m.def("ste_backward", &ste_backward,
+        "grad where |x| <= 1, 0 elsewhere (NaN: 0)");
+  m.def("group_max_forward", &group_max_forward,
+        "max over groups of rows of h @ w.T, with the rows of every max");
+  m.def("group_max_backward", &group_max_backward,
+        "gradients of group_max_forward");
+}
