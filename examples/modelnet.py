@@ -47,6 +47,11 @@ import torch  # noqa: E402
 import torch_geometric_binary  # noqa: F401,E402 (silences PyG's warnings)
 from torch_geometric_binary.nn import method_names  # noqa: E402
 from torch_geometric_binary.nn.models import MODELS  # noqa: E402
+from torch_geometric_binary.train.run_folder import (  # noqa: E402
+    RunFolder,
+    RunFolderError,
+    clone_state_dict,
+)
 from torch_geometric_binary.train import (  # noqa: E402
     CHECKPOINT_VERSION,
     DATASETS,
@@ -123,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='points per cloud: a random subset each epoch for '
                    'training, the first N points for testing (default: all '
                    "points; 1024 sampled on PyG's meshes)")
+    g.add_argument('--rebuild-cache', action='store_true',
+                   help='re-process the dataset cache even if it matches the '
+                   'raw files (it is rebuilt by itself when they change)')
     g.add_argument('--no-augment', action='store_true',
                    help='disable the random anisotropic scaling (x2/3-3/2 '
                    'per axis) and translation (+-0.2) of training clouds')
@@ -182,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='continue from <out>/last.pt (model, optimizer, '
                    'scheduler, epoch, best accuracy, random states); starts '
                    'from scratch if there is none')
+    g.add_argument('--overwrite', action='store_true',
+                   help='replace the run already in --out (without it, a '
+                   'folder holding a run is refused unless --resume)')
     g.add_argument('--stop-after', type=int, default=None, metavar='EPOCHS',
                    help='stop after this many epochs in this invocation, as '
                    'if interrupted (continue with --resume), e.g. for '
@@ -278,7 +289,8 @@ def make_progress(env, quiet: bool, desc: str):
     return lambda it: tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
 
 
-def load_data(env, config: Dict[str, Any], augment: bool):
+def load_data(env, config: Dict[str, Any], augment: bool,
+              rebuild_cache: bool = False):
     r"""Builds the datasets on rank 0 first (it may process them into a
     cache), then on the other ranks."""
     def build():
@@ -288,7 +300,7 @@ def load_data(env, config: Dict[str, Any], augment: bool):
             limit_test=config.get('limit_test'),
             synthetic_classes=config.get('synthetic_classes') or 10,
             synthetic_points=config.get('synthetic_points') or 512,
-            log=env.is_main)
+            log=env.is_main, rebuild_cache=rebuild_cache)
 
     try:
         if env.is_main:
@@ -328,7 +340,8 @@ def run_eval(args, env) -> Dict[str, Any]:
     data_config['root'] = check_root(data_config['dataset'],
                                      data_config['root'])
     data_config['limit_train'] = 1  # The training set is not used.
-    data = load_data(env, data_config, augment=False)
+    data = load_data(env, data_config, augment=False,
+                     rebuild_cache=args.rebuild_cache)
     if data.num_classes != config['num_classes']:
         raise UsageError(
             f"--eval: the checkpoint has {config['num_classes']} classes, "
@@ -400,10 +413,26 @@ def run_train(args, env) -> Dict[str, Any]:
     except ValueError as e:
         raise UsageError(f"--precision: {e}") from e
 
+    folder = RunFolder(out)
+    try:  # Before any work: a taken, locked or read-only folder is refused.
+        resuming = folder.check_start(args.resume, args.overwrite)
+        if env.is_main:
+            folder.check_writable()
+            folder.lock()
+            folder.remove_leftovers()
+            if args.overwrite and not resuming:
+                for name in folder.existing():
+                    os.remove(osp.join(out, name))
+    except RunFolderError as e:
+        raise UsageError(str(e)) from e
+
     resume = None
     if args.resume:
-        if osp.isfile(last_path):
-            resume = load_checkpoint(last_path)
+        if resuming:
+            try:
+                resume = load_checkpoint(last_path)
+            except ValueError as e:
+                raise UsageError(f"--resume: {e}") from e
             old = resume['config']
             for k in ['model', 'method', 'model_kwargs', 'dataset',
                       'num_points', 'limit_train', 'synthetic_classes',
@@ -417,7 +446,8 @@ def run_train(args, env) -> Dict[str, Any]:
                 f"from scratch")
 
     seed_everything(args.seed)
-    data = load_data(env, config, augment=config['augment'])
+    data = load_data(env, config, augment=config['augment'],
+                     rebuild_cache=args.rebuild_cache)
     config['num_classes'] = data.num_classes
     config['classes'] = data.classes
 
@@ -454,6 +484,7 @@ def run_train(args, env) -> Dict[str, Any]:
     history: List[Dict[str, Any]] = []
     best = {'epoch': None, 'overall_acc': -1.0, 'mean_class_acc': None}
     train_time = 0.0
+    best_model = None  # The best epoch's weights, kept in last.pt too.
     averaged = None  # The averaged model is the one evaluated and saved.
     if args.weight_avg_decay is not None:
         averaged = weight_average(model, args.weight_avg_decay)
@@ -471,6 +502,7 @@ def run_train(args, env) -> Dict[str, Any]:
         start_epoch = resume['epoch'] + 1
         history = list(resume.get('history', []))
         best = dict(resume.get('best', best))
+        best_model = resume.get('best_model')
         train_time = float(resume.get('train_time', 0.0))
         if 'rng' in resume:
             set_rng_state(resume['rng'])
@@ -515,6 +547,15 @@ def run_train(args, env) -> Dict[str, Any]:
             'train_time': train_time,
             'wall_time': time.perf_counter() - wall_start,
         }
+
+    if resume is not None and env.is_main:
+        try:  # A kill between the writes of last.pt and best.pt.
+            note = folder.repair(resume, lambda: write_json(
+                results_path, results(finished=False)))
+        except RunFolderError as e:
+            raise UsageError(str(e)) from e
+        if note:
+            log(env, f"--resume: {note}")
 
     epochs_run = 0
     for epoch in range(start_epoch, args.epochs + 1):
@@ -565,13 +606,16 @@ def run_train(args, env) -> Dict[str, Any]:
             best = {'epoch': epoch, 'overall_acc': metric.overall_acc,
                     'mean_class_acc': metric.mean_class_acc}
         if env.is_main:
+            weights = (model if averaged is None
+                       else averaged.module).state_dict()
+            if improved:
+                best_model = clone_state_dict(weights)
             state = {
                 'version': CHECKPOINT_VERSION,
                 'epoch': epoch,
                 'config': config,
                 'args': {k: v for k, v in vars(args).items()},
-                'model': (model if averaged is None
-                          else averaged.module).state_dict(),
+                'model': weights,
                 **({} if averaged is None else {
                     'raw_model': model.state_dict(),
                     'n_averaged': int(averaged.n_averaged)}),
@@ -584,7 +628,9 @@ def run_train(args, env) -> Dict[str, Any]:
                 'metrics': {'overall_acc': metric.overall_acc,
                             'mean_class_acc': metric.mean_class_acc},
             }
-            save_checkpoint(last_path, state)
+            # last.pt first, with the best weights: a kill before best.pt
+            # is written is repaired from it on --resume.
+            save_checkpoint(last_path, {**state, 'best_model': best_model})
             if improved:
                 save_checkpoint(best_path, state)
             write_json(results_path, results(finished=False))

@@ -1,10 +1,12 @@
 r"""Tests of :class:`PreSampledModelNet` on tiny raw trees written into
 ``tmp_path`` (all three layouts), and on the real ModelNet40 folder when it
 is present (skipped otherwise)."""
+import json
 import os
 import os.path as osp
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import h5py
@@ -17,6 +19,8 @@ from torch_geometric_binary.datasets import (
     MODELNET40_CLASSES,
     PreSampledModelNet,
 )
+from torch_geometric_binary.datasets.presampled_modelnet import \
+    raw_fingerprint
 
 
 def _cloud(n, cols=3, seed=0):
@@ -372,3 +376,163 @@ def test_real_modelnet40(tmp_path):
     assert int(data.y) == 0 and data.x is None
     assert torch.isfinite(train._data.pos).all()
     assert sorted(os.listdir(root)) == before  # Nothing written there.
+
+
+# Cache freshness #############################################################
+
+def _load(root, proc, **kwargs):
+    return PreSampledModelNet(str(root), processed_dir=str(proc), **kwargs)
+
+
+def _quiet_load(root, proc, **kwargs):
+    # A cache that matches its raw files is used without a warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', UserWarning)
+        return _load(root, proc, **kwargs)
+
+
+def test_cache_rebuilt_when_classes_added_or_removed(tmp_path):
+    root, proc = tmp_path / 'raw', tmp_path / 'p'
+    write_npy_tree(root, ['a', 'b'])
+    assert _load(root, proc).classes == ['a', 'b']
+    assert _quiet_load(root, proc).classes == ['a', 'b']
+    write_npy_tree(root, ['c'])  # A class added.
+    with pytest.warns(UserWarning, match='raw files .* changed'):
+        ds = _load(root, proc)
+    assert ds.classes == ['a', 'b', 'c'] and len(ds) == 9
+    assert _quiet_load(root, proc, train=False).num_classes == 3
+    shutil.rmtree(root / 'a')  # A class removed.
+    with pytest.warns(UserWarning, match='10 files .* now'):
+        ds = _load(root, proc, train=False)
+    assert ds.classes == ['b', 'c'] and ds._data.y.tolist() == [0, 0, 1, 1]
+    assert len(_quiet_load(root, proc)) == 6
+
+
+def test_cache_rebuilt_when_a_file_is_rewritten(tmp_path):
+    root, proc = tmp_path / 'raw', tmp_path / 'p'
+    write_npy_tree(root, ['a', 'b'])
+    _load(root, proc)
+    # Same name, same size, new values.
+    new = _cloud(16, 3, seed=77)
+    np.save(root / 'b' / 'train' / 'b_0002.npy', new)
+    with pytest.warns(UserWarning, match='changed'):
+        ds = _load(root, proc)
+    assert torch.equal(ds[4].pos, torch.from_numpy(new))
+    # A file added to a split.
+    np.save(root / 'a' / 'test' / 'a_0009.npy', new)
+    with pytest.warns(UserWarning, match='changed'):
+        assert len(_load(root, proc, train=False)) == 5
+
+
+def test_cache_rebuilt_txt_layout(tmp_path):
+    root, proc = tmp_path / 'raw', tmp_path / 'p'
+    write_txt_tree(root, ['a', 'b'])
+    _load(root, proc)
+    write_txt_tree(root, ['a', 'b', 'c'])  # Split files list a new class.
+    with pytest.warns(UserWarning, match='changed'):
+        assert _load(root, proc).classes == ['a', 'b', 'c']
+
+
+@pytest.mark.parametrize('size', [0, 100])
+def test_truncated_raw_file_after_caching(tmp_path, size):
+    # The cache is not used any more, and re-processing names the file.
+    root, proc = tmp_path / 'raw', tmp_path / 'p'
+    write_npy_tree(root, ['a', 'b'])
+    _load(root, proc)
+    bad = root / 'a' / 'test' / 'a_0004.npy'
+    bad.write_bytes(bad.read_bytes()[:size])
+    what = 'is empty' if size == 0 else 'is truncated'
+    for _ in range(2):  # Still an error the second time: no half cache.
+        with pytest.warns(UserWarning, match='changed'):
+            with pytest.raises(ValueError, match=what) as info:
+                _load(root, proc)
+        assert str(bad) in str(info.value)
+
+
+def test_force_reload(tmp_path):
+    root, proc = tmp_path / 'raw', tmp_path / 'p'
+    write_npy_tree(root, ['a', 'b'])
+    _load(root, proc)
+    train_pt = proc / 'modelnet40_train.pt'
+    before = train_pt.stat().st_mtime_ns
+    train_pt.write_bytes(b'')  # Would fail to load if not rebuilt.
+    ds = _quiet_load(root, proc, force_reload=True)
+    assert len(ds) == 6 and train_pt.stat().st_mtime_ns > before
+    assert len(_quiet_load(root, proc)) == 6
+    assert not [f for f in os.listdir(proc) if '.tmp' in f]
+
+
+def test_cache_of_older_version_is_rebuilt(tmp_path):
+    root, proc = tmp_path / 'raw', tmp_path / 'p'
+    write_npy_tree(root, ['a', 'b'])
+    _load(root, proc)
+    meta_path = proc / 'modelnet40.json'
+    meta = json.loads(meta_path.read_text())
+    del meta['fingerprint'], meta['cache_version']  # As version 1 wrote it.
+    meta_path.write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match='cache version 1'):
+        _load(root, proc)
+    assert json.loads(meta_path.read_text())['cache_version'] == 2
+    meta_path.write_text('{"classes": [')  # Half-written.
+    with pytest.warns(UserWarning, match='unreadable'):
+        assert _load(root, proc).classes == ['a', 'b']
+
+
+def test_raw_fingerprint(tmp_path):
+    write_npy_tree(tmp_path, ['a'])
+    (tmp_path / '.hidden').mkdir()
+    (tmp_path / '.hidden' / 'x.npy').write_bytes(b'')
+    (tmp_path / 'a' / 'notes.md').write_text('ignored')
+    fp = raw_fingerprint(str(tmp_path))
+    assert fp['files'] == 5 and fp['bytes'] == 5 * (128 + 16 * 3 * 4)
+    assert raw_fingerprint(str(tmp_path)) == fp
+    os.utime(tmp_path / 'a' / 'train' / 'a_0001.npy', ns=(1, 1))
+    assert raw_fingerprint(str(tmp_path))['sha256'] != fp['sha256']
+
+
+# Unreadable raw files ########################################################
+
+@pytest.mark.parametrize('content', [b'', b'\x93NUMPY\x01\x00', 'half',
+                                     b'not an array'])
+def test_unreadable_npy(tmp_path, content):
+    root = tmp_path / 'raw'
+    write_npy_tree(root, ['a', 'b'])
+    bad = root / 'b' / 'train' / 'b_0003.npy'
+    if content == 'half':
+        content = bad.read_bytes()[:150]
+    bad.write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(str(bad))):
+        _load(root, tmp_path / 'p')
+
+
+def test_npz_instead_of_npy(tmp_path):
+    root = tmp_path / 'raw'
+    write_npy_tree(root, ['a'])
+    bad = root / 'a' / 'train' / 'a_0001.npy'
+    with open(bad, 'wb') as f:
+        np.savez(f, x=np.zeros((4, 3)))
+    with pytest.raises(ValueError, match='not a .npy array') as info:
+        _load(root, tmp_path / 'p')
+    assert str(bad) in str(info.value)
+
+
+@pytest.mark.parametrize('row', ['1,2,abc,0,0,1', '1,2,3,4', '\xff\xfe'])
+def test_bad_txt_row(tmp_path, row):
+    root = tmp_path / 'raw'
+    write_txt_tree(root, ['a', 'b'])
+    bad = root / 'b' / 'b_0002.txt'
+    lines = bad.read_text().splitlines()
+    lines[5] = row
+    bad.write_bytes(('\n'.join(lines) + '\n').encode('latin-1'))
+    with pytest.raises(ValueError, match='Bad row') as info:
+        _load(root, tmp_path / 'p')
+    assert str(bad) in str(info.value)
+
+
+def test_truncated_h5(tmp_path):
+    write_h5_tree(tmp_path / 'raw', files=1)
+    bad = tmp_path / 'raw' / 'ply_data_test0.h5'
+    bad.write_bytes(bad.read_bytes()[:1000])
+    with pytest.raises(ValueError, match='Cannot read HDF5') as info:
+        _load(tmp_path / 'raw', tmp_path / 'p')
+    assert str(bad) in str(info.value)

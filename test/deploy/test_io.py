@@ -1,6 +1,8 @@
 r"""save / load of packed models, and their storage."""
 import io
 import pickle
+import re
+import warnings
 import zipfile
 
 import pytest
@@ -8,6 +10,7 @@ import torch
 
 from torch_geometric_binary.deploy import (file_size, load, num_bytes, pack,
                                            save)
+from torch_geometric_binary.deploy.io import PackedFileError
 from torch_geometric_binary.nn import BiMLP
 from torch_geometric_binary.nn.models import PointNet
 
@@ -90,8 +93,10 @@ def test_file_is_plain_tensors(tmp_path):
     path = tmp_path / 'm.tgb'
     save(packed, path)
     payload = torch.load(path, weights_only=True)
-    assert set(payload) == {'format', 'version', 'meta', 'blob'}
+    assert set(payload) == {'format', 'version', 'meta', 'blob', 'checksum'}
     assert payload['format'] == 'torch_geometric_binary.packed'
+    assert payload['version'] == 2
+    assert re.fullmatch('sha256:[0-9a-f]{64}', payload['checksum'])
     assert payload['blob'].dtype == torch.uint8
     # No pickled classes or functions: only the standard tensor plumbing.
     with zipfile.ZipFile(path) as z:
@@ -101,19 +106,137 @@ def test_file_is_plain_tensors(tmp_path):
     assert pickle.loads.__name__  # (the loader is torch.load above)
 
 
-def test_bad_files(tmp_path):
-    path = tmp_path / 'x.pt'
-    torch.save({'a': torch.zeros(2)}, path)
-    with pytest.raises(ValueError, match='not a packed'):
-        load(path)
-    _, packed = cached(PointNet)
+def _payload(packed):
     buf = io.BytesIO()
     save(packed, buf)
     buf.seek(0)
-    payload = torch.load(buf, weights_only=True)
+    return torch.load(buf, weights_only=True)
+
+
+def _raises_naming(path, match):
+    with pytest.raises(PackedFileError, match=match) as info:
+        load(path)
+    assert isinstance(info.value, ValueError)
+    assert str(path) in str(info.value)
+    return info.value
+
+
+def test_bad_files(tmp_path):
+    path = tmp_path / 'x.pt'
+    torch.save({'a': torch.zeros(2)}, path)
+    _raises_naming(path, 'not a packed')
+    _, packed = cached(PointNet)
+    payload = _payload(packed)
     payload['version'] = 999
     torch.save(payload, path)
-    with pytest.raises(ValueError, match='version'):
+    _raises_naming(path, 'version 999')
+    with pytest.raises(FileNotFoundError):
+        load(tmp_path / 'missing.tgb')
+
+
+def test_damaged_byte_is_detected(tmp_path):
+    _, packed = cached(PointNet)
+    path = tmp_path / 'm.tgb'
+    save(packed, path)
+    good = path.read_bytes()
+    payload = torch.load(path, weights_only=True)
+    for key in ('blob', 'meta'):
+        raw = payload[key].numpy().tobytes()
+        at = good.find(raw[:64]) + len(raw) // 2  # A weight byte.
+        assert good[at - len(raw) // 2:][:len(raw)] == raw
+        bad = bytearray(good)
+        bad[at] ^= 0x10
+        path.write_bytes(bytes(bad))
+        _raises_naming(path, 'damaged: its checksum does not match')
+    # A stored checksum that is wrong (or missing) is as bad.
+    for checksum in ('sha256:' + '0' * 64, None):
+        p = dict(payload)
+        if checksum is None:
+            del p['checksum']
+        else:
+            p['checksum'] = checksum
+        torch.save(p, path)
+        _raises_naming(path, 'checksum')
+
+
+def test_any_flipped_byte_fails_or_changes_nothing(tmp_path):
+    # Wherever a byte flips (weights, description, container), load() either
+    # raises an error naming the file or gives the same model.
+    _, packed = cached(PointNet)
+    path = tmp_path / 'm.tgb'
+    save(packed, path)
+    good = path.read_bytes()
+    pos, batch = batch_of([37, 20], seed=5)
+    ref = packed(pos, batch)
+    failed = 0
+    for at in range(0, len(good), max(1, len(good) // 48)):
+        bad = bytearray(good)
+        bad[at] ^= 0xFF
+        path.write_bytes(bytes(bad))
+        try:
+            loaded = load(path)
+        except PackedFileError as e:
+            assert str(path) in str(e)
+            failed += 1
+            continue
+        assert torch.equal(loaded(pos, batch), ref), at
+    assert failed > 40
+
+
+def test_truncated_empty_and_foreign_files(tmp_path):
+    _, packed = cached(PointNet)
+    path = tmp_path / 'm.tgb'
+    save(packed, path)
+    good = path.read_bytes()
+    for n in (len(good) - 1, len(good) // 2, 100, 1):
+        path.write_bytes(good[:n])
+        _raises_naming(path, 'truncated')
+    path.write_bytes(b'')
+    _raises_naming(path, 'is empty')
+    path.write_bytes(b'id,label\n1,2\n')  # Text: was KeyError: 105.
+    _raises_naming(path, 'not a packed')
+    path.write_bytes(bytes(range(256)) * 8)
+    _raises_naming(path, 'not a packed')
+    torch.save(torch.nn.Linear(2, 3), path)  # Pickled classes.
+    _raises_naming(path, 'not a packed')
+    torch.save([1, 2], path)
+    _raises_naming(path, 'not a packed')
+    # File objects are named by their name, if they have one.
+    with open(path, 'rb') as f:
+        _raises_naming(f.name, 'not a packed')
+    buf = io.BytesIO(good[:len(good) // 2])
+    with pytest.raises(PackedFileError, match='<BytesIO> is truncated'):
+        load(buf)
+
+
+def test_description_not_matching_blob(tmp_path):
+    # A consistent checksum over an inconsistent file (not written by save):
+    # still a named error, not an IndexError deep in the loader.
+    from torch_geometric_binary.deploy.io import _checksum
+    _, packed = cached(PointNet)
+    payload = _payload(packed)
+    payload['blob'] = payload['blob'][:-8].clone()
+    payload['checksum'] = _checksum(payload['meta'], payload['blob'])
+    path = tmp_path / 'm.tgb'
+    torch.save(payload, path)
+    _raises_naming(path, 'cannot be rebuilt from its description')
+
+
+def test_loads_version_1_files(tmp_path):
+    _, packed = cached(PointNet)
+    payload = _payload(packed)
+    del payload['checksum']
+    payload['version'] = 1
+    path = tmp_path / 'v1.tgb'
+    torch.save(payload, path)
+    with pytest.warns(UserWarning, match='version 1, which has no checksum'):
+        loaded = load(path)
+    pos, batch = batch_of([37], seed=1)
+    assert torch.equal(loaded(pos, batch), packed(pos, batch))
+    # Saved again, it has a checksum and loads without a warning.
+    save(loaded, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
         load(path)
 
 

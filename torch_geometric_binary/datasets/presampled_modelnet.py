@@ -1,4 +1,5 @@
 import glob
+import hashlib
 import json
 import os
 import os.path as osp
@@ -57,13 +58,95 @@ def _natural_key(s: str) -> List:
     return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', s)]
 
 
+# Version of the processed files; a cache of another version is rebuilt.
+# 2: the description records a fingerprint of the raw files.
+CACHE_VERSION = 2
+
+_RAW_SUFFIXES = ('.npy', '.txt', '.h5')
+
+
+def raw_fingerprint(folder: str) -> Dict[str, object]:
+    r"""A cheap fingerprint of the raw files under :obj:`folder` (every
+    :obj:`.npy`, :obj:`.txt` and :obj:`.h5` file, hidden ones excepted): a
+    SHA-256 of their relative paths, sizes, modification and status-change
+    times, with their count and total size. Adding, removing, truncating or
+    rewriting a file changes it; reading 12k files' metadata takes ~0.1 s,
+    hashing their content would take seconds."""
+    rows = []
+    seen = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:  # A symlink loop.
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames[:] = [d for d in dirnames if not d.startswith('.')]
+        for f in filenames:
+            if f.startswith('.') or not f.endswith(_RAW_SUFFIXES):
+                continue
+            path = osp.join(dirpath, f)
+            st = os.stat(path)
+            # ctime too: a file copied over with its old mtime kept (cp -p,
+            # rsync -t) gets a new ctime, which no user can set.
+            rows.append((osp.relpath(path, folder), st.st_size,
+                         st.st_mtime_ns, st.st_ctime_ns))
+    rows.sort()
+    h = hashlib.sha256()
+    for row in rows:
+        h.update(('\t'.join(map(str, row)) + '\n').encode('utf-8',
+                                                          'surrogateescape'))
+    return {'sha256': h.hexdigest(), 'files': len(rows),
+            'bytes': sum(r[1] for r in rows)}
+
+
 def _read_lines(path: str) -> List[str]:
     with open(path) as f:
         return [line.strip() for line in f if line.strip()]
 
 
 def _load_npy(path: str) -> np.ndarray:
-    return np.load(path, allow_pickle=False)
+    # numpy names neither the file nor the problem (an empty file gives
+    # "EOFError: No data left in file", a truncated one "cannot reshape").
+    try:
+        points = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as e:
+        if isinstance(e, OSError) and e.filename is not None:
+            raise  # Missing or unreadable: already named.
+        size = osp.getsize(path)
+        problem = 'is empty (0 bytes)' if size == 0 else \
+            f'is truncated or not a .npy array ({size} bytes)'
+        raise ValueError(f"Raw file '{path}' {problem}: "
+                         f"{type(e).__name__}: {e}") from None
+    if not isinstance(points, np.ndarray):  # An .npz archive.
+        points.close()
+        raise ValueError(f"Raw file '{path}' is not a .npy array")
+    return points
+
+
+def _load_txt(path: str) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # Empty-file warning.
+            points = np.loadtxt(path, delimiter=',', ndmin=2,
+                                dtype=np.float32)
+    except ValueError as e:  # (also UnicodeDecodeError)
+        # numpy says "could not convert string 'x' to float32 at row 3" or
+        # "the number of columns changed", but not in which file.
+        raise ValueError(f"Bad row in raw file '{path}': {e}") from None
+    if points.size == 0:
+        points = points.reshape(0, 3)
+    return points
+
+
+def _write_atomic(path: str, write: Callable[[str], None]) -> None:
+    # Readers (another run starting) never see a half-written file.
+    tmp = f'{path}.tmp{os.getpid()}'
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
 
 
 def _to_data(points: np.ndarray, label: int, source: str) -> Data:
@@ -121,14 +204,20 @@ class PreSampledModelNet(InMemoryDataset):
        standard ModelNet40/10 names are used when there are 40/10 labels,
        else :obj:`"class_<i>"`).
 
-    Processing reads both splits once and validates them: an empty point
-    cloud or one holding NaN/Inf values raises a :class:`ValueError` naming
-    the file.
+    Processing reads both splits once and validates them: an empty,
+    truncated or unparsable file, or a point cloud holding NaN/Inf values,
+    raises a :class:`ValueError` naming the file.
     Because :obj:`root` may be read-only (or shared), processed files are
     never written into it: they go to :obj:`processed_dir` if given, else to
     :obj:`~/.cache/torch_geometric_binary/<sanitized absolute root>/processed`
     (the base folder can be changed via :obj:`$TORCH_GEOMETRIC_BINARY_HOME`
     or :obj:`$XDG_CACHE_HOME`).
+    The processed files record a fingerprint of the raw files (paths, sizes,
+    modification times, see :func:`raw_fingerprint`); when the raw files no
+    longer match it (a class or file added or removed, a file truncated or
+    rewritten), the dataset is re-processed, with a warning saying why.
+    :obj:`force_reload=True` re-processes unconditionally. If :obj:`root`
+    no longer exists, the processed files are used as they are.
 
     Args:
         root (str): The folder holding the raw (pre-sampled) data.
@@ -151,8 +240,8 @@ class PreSampledModelNet(InMemoryDataset):
             should be included in the final dataset. (default: :obj:`None`)
         processed_dir (str, optional): Where to store the processed files.
             (default: :obj:`None`, see above)
-        force_reload (bool, optional): Whether to re-process the dataset.
-            (default: :obj:`False`)
+        force_reload (bool, optional): Whether to re-process the dataset
+            even if the raw files match the cache. (default: :obj:`False`)
         log (bool, optional): Whether to print console output while
             processing. (default: :obj:`True`)
     """
@@ -182,7 +271,16 @@ class PreSampledModelNet(InMemoryDataset):
 
         paths = [osp.join(self._processed_dir, f)
                  for f in self.processed_file_names]
-        if force_reload or not all(osp.exists(p) for p in paths):
+        if not force_reload and all(osp.exists(p) for p in paths):
+            stale = self._stale(root, paths[2])
+            if stale is not None:
+                warnings.warn(f"Re-processing the cache "
+                              f"'{self._processed_dir}' of ModelNet{name}: "
+                              f"{stale}", stacklevel=2)
+                force_reload = True
+        else:
+            force_reload = True
+        if force_reload and self._layout is None:
             # Fail early with a clear message (before any folder is created):
             self._layout = self.detect_layout(root)
 
@@ -194,6 +292,40 @@ class PreSampledModelNet(InMemoryDataset):
         self.classes: List[str] = list(meta['classes'])
         self.layout: str = meta['layout']
         self.load(self.processed_paths[0 if train else 1])
+
+    def _stale(self, root: str, meta_path: str) -> Optional[str]:
+        r"""Why the processed files no longer match the raw files in
+        :obj:`root` (:obj:`None` if they do)."""
+        try:
+            with open(meta_path) as f:
+                meta = json.load(f)
+        except ValueError as e:
+            return f"its description '{meta_path}' is unreadable ({e})"
+        if not isinstance(meta, dict):
+            return f"its description '{meta_path}' is not a JSON object"
+        if not osp.isdir(root):  # Raw data removed after processing.
+            return None
+        if meta.get('cache_version') != CACHE_VERSION or \
+                'fingerprint' not in meta:
+            return (f"it was written by another version of "
+                    f"torch_geometric_binary (cache version "
+                    f"{meta.get('cache_version', 1)}, this is "
+                    f"{CACHE_VERSION}) and cannot be checked against the "
+                    f"raw files")
+        self._layout = self.detect_layout(root)
+        layout, folder = self._layout
+        if [layout, folder] != [meta.get('layout'), meta.get('root')]:
+            return (f"the raw data is now the {layout} layout in '{folder}' "
+                    f"(was the {meta.get('layout')} layout in "
+                    f"'{meta.get('root')}')")
+        old, new = meta['fingerprint'], raw_fingerprint(folder)
+        if old != new:
+            return (f"the raw files in '{folder}' changed since it was "
+                    f"built ({old.get('files')} files of "
+                    f"{old.get('bytes')} bytes then, {new['files']} files of "
+                    f"{new['bytes']} bytes now, or changed modification "
+                    f"times)")
+        return None
 
     # Paths ###################################################################
 
@@ -228,11 +360,12 @@ class PreSampledModelNet(InMemoryDataset):
             if osp.isfile(osp.join(folder, f'modelnet{n}_shape_names.txt')) \
                     and osp.isfile(osp.join(folder, f'modelnet{n}_train.txt')):
                 return 'txt'
-        for entry in os.scandir(folder):
-            if entry.is_dir() and not entry.name.startswith('.'):
-                for split in ('train', 'test'):
-                    if glob.glob(osp.join(entry.path, split, '*.npy')):
-                        return 'npy'
+        with os.scandir(folder) as entries:  # Closed on an early return.
+            for entry in entries:
+                if entry.is_dir() and not entry.name.startswith('.'):
+                    for split in ('train', 'test'):
+                        if glob.glob(osp.join(entry.path, split, '*.npy')):
+                            return 'npy'
         return None
 
     @classmethod
@@ -263,6 +396,9 @@ class PreSampledModelNet(InMemoryDataset):
         if self._layout is None:  # `process()` called by hand.
             self._layout = self.detect_layout(self.root)
         layout, folder = self._layout
+        # Taken before reading: a file changed while processing runs makes
+        # the next load re-process.
+        fingerprint = raw_fingerprint(folder)
         fn = {
             'npy': self._read_npy,
             'txt': self._read_txt,
@@ -287,11 +423,17 @@ class PreSampledModelNet(InMemoryDataset):
                 data_list = [d for d in data_list if self.pre_filter(d)]
             if self.pre_transform is not None:
                 data_list = [self.pre_transform(d) for d in data_list]
-            self.save(data_list, self.processed_paths[i])
+            _write_atomic(self.processed_paths[i],
+                          lambda p: self.save(data_list, p))
 
-        with open(self.processed_paths[2], 'w') as f:
-            json.dump({'classes': classes, 'layout': layout,
-                       'root': folder}, f, indent=1)
+        def write_meta(path):
+            with open(path, 'w') as f:
+                json.dump({'classes': classes, 'layout': layout,
+                           'root': folder, 'cache_version': CACHE_VERSION,
+                           'fingerprint': fingerprint}, f, indent=1)
+
+        # Written last: it vouches for the two data files.
+        _write_atomic(self.processed_paths[2], write_meta)
 
     def _select(self, classes: List[str]) -> Dict[str, int]:
         r"""Maps the class names to keep onto their new indices."""
@@ -358,12 +500,7 @@ class PreSampledModelNet(InMemoryDataset):
                     raise FileNotFoundError(
                         f"Shape '{shape_id}' listed in '{split_file}' not "
                         f"found at '{path}'")
-                with warnings.catch_warnings():
-                    warnings.simplefilter('ignore')  # Empty-file warning.
-                    points = np.loadtxt(path, delimiter=',', ndmin=2,
-                                        dtype=np.float32)
-                if points.size == 0:
-                    points = points.reshape(0, 3)
+                points = _load_txt(path)
                 splits[split].append(_to_data(points, mapping[c], path))
         return list(mapping), splits
 
@@ -381,14 +518,23 @@ class PreSampledModelNet(InMemoryDataset):
                     f"Found no 'ply_data_{split}*.h5' files in '{folder}'")
             raw[split] = []
             for path in paths:
-                with h5py.File(path, 'r') as f:
-                    for key in ('data', 'label'):
-                        if key not in f:
-                            raise ValueError(f"HDF5 file '{path}' has no "
-                                             f"'{key}' dataset")
-                    pos = np.asarray(f['data'])
-                    label = np.asarray(f['label']).reshape(-1).astype(np.int64)
-                    normal = np.asarray(f['normal']) if 'normal' in f else None
+                try:
+                    with h5py.File(path, 'r') as f:
+                        for key in ('data', 'label'):
+                            if key not in f:
+                                raise KeyError(f"no '{key}' dataset")
+                        pos = np.asarray(f['data'])
+                        label = np.asarray(f['label']).reshape(-1).astype(
+                            np.int64)
+                        normal = np.asarray(f['normal']) \
+                            if 'normal' in f else None
+                except (OSError, KeyError, ValueError, TypeError) as e:
+                    # h5py's "Unable to open file (truncated file ...)"
+                    # names no file.
+                    why = e.args[0] if isinstance(e, KeyError) else e
+                    raise ValueError(f"Cannot read HDF5 file '{path}' "
+                                     f"({osp.getsize(path)} bytes): "
+                                     f"{why}") from None
                 if pos.ndim != 3 or pos.shape[-1] != 3:
                     raise ValueError(f"Expected 'data' of shape [B, N, 3] in "
                                      f"'{path}' (got {tuple(pos.shape)})")

@@ -25,9 +25,10 @@ from .modules import (FrozenBatchNorm, PackedGlobalPool, PackedLinear,
 from .models import (PackedDGCNN, PackedEdgeConv, PackedPointConv,
                      PackedPointNet, PackedPointNet2, PackedSetAbstraction,
                      PackedTNet, cat_bits, pack)
-from .io import file_size, load, num_bytes, save
+from .io import PackedFileError, file_size, load, num_bytes, save
 
 __all__ = [
+    'PackedFileError',
     'backend',
     'cpp_available',
     'isa',

@@ -1,11 +1,17 @@
 r"""Saving and loading packed models as a single file.
 
 :func:`save` writes, with :func:`torch.save`, a dictionary of two
-:obj:`uint8` tensors and two strings: :obj:`"meta"`, the zlib-compressed
+:obj:`uint8` tensors and three strings: :obj:`"meta"`, the zlib-compressed
 JSON description of the module tree (types, plain attributes and a table of
-tensors), and :obj:`"blob"`, the raw bytes of all tensors back to back.
+tensors), :obj:`"blob"`, the raw bytes of all tensors back to back, and
+:obj:`"checksum"`, the SHA-256 of both (:obj:`"sha256:<hex>"`).
 :func:`load` reads it with :obj:`torch.load(weights_only=True)`: no pickled
 code runs, and modules are rebuilt from a fixed registry of packed types.
+It verifies the checksum first: :func:`torch.save`'s container checks
+nothing, and one flipped weight byte would otherwise change predictions
+silently. A damaged, truncated, empty or foreign file raises a
+:class:`PackedFileError` (a :class:`ValueError`) naming the file. Files of
+format version 1 (no checksum) still load, with a warning.
 
 What is stored is the minimum the packed model needs: binary weights as
 bits, thresholds in the smallest integer type that holds
@@ -15,9 +21,11 @@ packed storage type. Whatever can be derived (thresholds of layers with a
 float output that the epilogue gives back exactly, the kernels' weight
 layout, pooling tables) is recomputed on load.
 """
+import hashlib
 import io
 import json
 import os
+import warnings
 import zlib
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -42,7 +50,15 @@ from torch_geometric_binary.deploy.modules import (FrozenBatchNorm,
                                                    act_spec, make_act)
 
 FORMAT = 'torch_geometric_binary.packed'
-VERSION = 1
+VERSION = 2  # 2: adds "checksum".
+_READABLE = (1, 2)
+
+
+class PackedFileError(ValueError):
+    r"""A file that :func:`load` cannot read as a packed model: damaged,
+    truncated, empty, of an unknown format version, or not a packed model at
+    all. The message names the file."""
+
 
 _DTYPES = {str(t).split('.')[-1]: t for t in (
     torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64,
@@ -312,13 +328,15 @@ def save(packed: torch.nn.Module, path: Union[str, os.PathLike, io.IOBase]
         offset += raw.numel()
     meta = json.dumps({'root': root, 'tensors': table},
                       separators=(',', ':')).encode()
+    meta_t = torch.frombuffer(bytearray(zlib.compress(meta, 9)),
+                              dtype=torch.uint8)
+    blob = torch.cat(chunks) if chunks else torch.empty(0, dtype=torch.uint8)
     payload = {
         'format': FORMAT,
         'version': VERSION,
-        'meta': torch.frombuffer(bytearray(zlib.compress(meta, 9)),
-                                 dtype=torch.uint8),
-        'blob': torch.cat(chunks) if chunks else torch.empty(
-            0, dtype=torch.uint8),
+        'meta': meta_t,
+        'blob': blob,
+        'checksum': _checksum(meta_t, blob),
     }
     if isinstance(path, (str, os.PathLike)):
         torch.save(payload, path)
@@ -328,22 +346,97 @@ def save(packed: torch.nn.Module, path: Union[str, os.PathLike, io.IOBase]
     return path.tell() - start
 
 
+def _checksum(meta: Tensor, blob: Tensor) -> str:
+    h = hashlib.sha256()
+    for t in (meta, blob):
+        h.update(len(t).to_bytes(8, 'little'))  # Where meta ends counts too.
+        h.update(t.numpy().tobytes())
+    return 'sha256:' + h.hexdigest()
+
+
+def _name(path) -> str:
+    if isinstance(path, (str, os.PathLike)):
+        return f"'{os.fspath(path)}'"
+    name = getattr(path, 'name', None)
+    return f"'{name}'" if isinstance(name, str) else \
+        f'<{type(path).__name__}>'
+
+
+def _decode(payload: dict, name: str) -> Tuple[dict, Tensor]:
+    r"""Checks :obj:`payload` and returns its description and blob; raises a
+    :class:`PackedFileError` naming :obj:`name` if anything is off."""
+    if not isinstance(payload, dict) or payload.get('format') != FORMAT:
+        raise PackedFileError(f"load: {name} is not a packed "
+                              f"torch_geometric_binary model")
+    version = payload.get('version')
+    if version not in _READABLE:
+        raise PackedFileError(
+            f"load: {name} has unsupported format version {version!r} (this "
+            f"version of torch_geometric_binary reads versions "
+            f"{', '.join(map(str, _READABLE))})")
+    meta, blob = payload.get('meta'), payload.get('blob')
+    if not all(isinstance(t, Tensor) and t.dtype == torch.uint8 and
+               t.dim() == 1 for t in (meta, blob)):
+        raise PackedFileError(f"load: {name} is damaged (no uint8 'meta' and "
+                              f"'blob' tensors)")
+    if version >= 2:
+        stored = payload.get('checksum')
+        if stored != _checksum(meta, blob):
+            raise PackedFileError(
+                f"load: {name} is damaged: its checksum does not match its "
+                f"content (stored {stored!r}); the weights cannot be "
+                f"trusted, pack and save the model again")
+    else:
+        warnings.warn(f"load: {name} was written in format version 1, which "
+                      f"has no checksum: loaded without an integrity check "
+                      f"(save it again to add one)", stacklevel=3)
+    try:
+        desc = json.loads(zlib.decompress(meta.numpy().tobytes()))
+    except (zlib.error, ValueError) as e:  # (UnicodeError, JSONDecodeError)
+        raise PackedFileError(f"load: {name} is damaged: its description "
+                              f"cannot be decoded ({e})") from None
+    return desc, blob
+
+
 def load(path: Union[str, os.PathLike, io.IOBase]) -> torch.nn.Module:
     r"""Loads a packed model saved by :func:`save` (on the CPU, without
-    unpickling code)."""
-    payload = torch.load(path, map_location='cpu', weights_only=True)
-    if not isinstance(payload, dict) or payload.get('format') != FORMAT:
-        raise ValueError("load: not a packed torch_geometric_binary model")
-    if payload.get('version') != VERSION:
-        raise ValueError(f"load: unsupported format version "
-                         f"{payload.get('version')} (this is {VERSION})")
-    meta = json.loads(zlib.decompress(payload['meta'].numpy().tobytes()))
-    blob = payload['blob']
-    tensors = []
-    for dtype, shape, offset, nbytes in meta['tensors']:
-        raw = blob[offset:offset + nbytes].clone()
-        tensors.append(raw.view(_DTYPES[dtype]).reshape(shape))
-    return _import(meta['root'], tensors).eval()
+    unpickling code).
+
+    Raises a :class:`PackedFileError` (a :class:`ValueError`) naming the
+    file if it is damaged (checksum mismatch), truncated, empty or not a
+    packed model; a missing file raises :class:`FileNotFoundError`."""
+    name = _name(path)
+    try:
+        payload = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        if isinstance(e, OSError) and e.filename is not None:
+            raise  # Missing file, permissions: already named.
+        # torch.load's own errors say nothing of the file: an empty one gives
+        # EOFError(''), a foreign one KeyError: 105, a truncated one a zip
+        # error.
+        if isinstance(path, (str, os.PathLike)) and \
+                os.path.getsize(path) == 0:
+            raise PackedFileError(f"load: {name} is empty (0 bytes)") \
+                from None
+        raise PackedFileError(
+            f"load: {name} is truncated, damaged or not a packed "
+            f"torch_geometric_binary model (torch.load failed: "
+            f"{type(e).__name__}: {e})") from None
+    desc, blob = _decode(payload, name)
+    try:
+        tensors = []
+        for dtype, shape, offset, nbytes in desc['tensors']:
+            if not 0 <= offset <= offset + nbytes <= blob.numel():
+                raise ValueError(f'tensor bytes {offset}..{offset + nbytes} '
+                                 f'outside the blob of {blob.numel()}')
+            raw = blob[offset:offset + nbytes].clone()
+            tensors.append(raw.view(_DTYPES[dtype]).reshape(shape))
+        return _import(desc['root'], tensors).eval()
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+        # Only reachable with a checksum that matches (or version 1): a file
+        # written by something else than save().
+        raise PackedFileError(f"load: {name} cannot be rebuilt from its "
+                              f"description ({type(e).__name__}: {e})") from e
 
 
 def num_bytes(packed: torch.nn.Module,

@@ -75,6 +75,7 @@ def build_datasets(
     synthetic_points: int = 512,
     test_seed: int = 0,
     log: bool = False,
+    rebuild_cache: bool = False,
 ) -> DataSplits:
     r"""Builds the training and test sets of :obj:`name` (one of
     :obj:`DATASETS`).
@@ -91,7 +92,9 @@ def build_datasets(
     surfaces (:class:`~torch_geometric.transforms.SamplePoints`): anew every
     epoch for training, once under :obj:`test_seed` for the test set.
     :obj:`limit_train`/:obj:`limit_test` keep a class-balanced subset
-    (:func:`balanced_subset`) for smoke runs.
+    (:func:`balanced_subset`) for smoke runs. :obj:`rebuild_cache`
+    re-processes the cached processed files of ModelNet (pre-sampled or
+    PyG's) even if they match the raw files.
     """
     if name not in DATASETS:
         raise ValueError(f"Unknown dataset '{name}' (available: "
@@ -127,8 +130,9 @@ def build_datasets(
     elif name in ('modelnet40', 'modelnet10'):
         from torch_geometric_binary.datasets import PreSampledModelNet
         mn = name[len('modelnet'):]
+        # One process() writes both splits: the test set reuses it.
         train = PreSampledModelNet(root, mn, train=True, transform=train_tf,
-                                   log=log)
+                                   log=log, force_reload=rebuild_cache)
         test = PreSampledModelNet(root, mn, train=False, transform=test_tf,
                                   log=log)
         num_classes = train.num_classes
@@ -140,7 +144,8 @@ def build_datasets(
         sample = T.SamplePoints(n)
         train = ModelNet(root, mn, train=True,
                          transform=T.Compose([sample, train_tf]),
-                         pre_transform=T.NormalizeScale())
+                         pre_transform=T.NormalizeScale(),
+                         force_reload=rebuild_cache)
         test = ModelNet(root, mn, train=False,
                         pre_transform=T.NormalizeScale())
         test = _limit(test, limit_test)

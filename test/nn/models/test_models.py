@@ -99,3 +99,34 @@ def test_bad_inputs_raise(batch):
         model(batch.pos.view(-1), batch.batch)
     with pytest.raises(ValueError, match='Unknown binarization method'):
         PointNet(5, 'xnor-net-typo')
+
+
+@pytest.mark.parametrize('name', ['pointnet2', 'dgcnn'])
+def test_unsorted_batch_vector_is_refused(name, batch):
+    r"""Neighbourhoods must not cross clouds: a batch vector whose clouds are
+    not contiguous is refused, not searched across clouds."""
+    model = small(name, 'bipointnet').eval()
+    perm = torch.randperm(batch.pos.size(0))
+    with pytest.raises(ValueError, match='sorted'):
+        model(batch.pos[perm], batch.batch[perm])
+
+
+@pytest.mark.parametrize('name', ['pointnet', 'pointnet2', 'dgcnn'])
+@pytest.mark.parametrize('method', ['fp', 'bipointnet'])
+def test_bf16_autocast_matches_fp32(name, method, batch):
+    r"""Mixed precision runs every model (forward and backward) and keeps
+    the logits close to float32's."""
+    model = small(name, method).eval()
+    with torch.no_grad():
+        ref = model(batch.pos, batch.batch)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            low = model(batch.pos, batch.batch)
+    assert low.shape == ref.shape
+    assert (low.float().argmax(-1) == ref.argmax(-1)).float().mean() >= 0.5
+    model.train()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        loss = model(batch.pos, batch.batch).float().square().mean()
+    loss.backward()
+    for p_name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.dtype == torch.float32, p_name
+        assert torch.isfinite(p.grad).all(), p_name
