@@ -15,5 +15,5 @@ test: install
 # 3-4 minutes on 2 cores. Real ModelNet40 (longer):
 #   python3 examples/demo.py --root ../shared/data/ModelNet40
 demo: install
-	$(PYTHON) examples/demo.py --dataset synthetic --epochs 30 --num-points 128 \
-		--batch-size 16 --lr 0.002 --out runs/demo
+	$(PYTHON) examples/demo.py --dataset synthetic --epochs 80 --num-points 128 \
+		--batch-size 16 --lr 0.005 --out runs/demo

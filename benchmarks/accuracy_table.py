@@ -14,7 +14,7 @@ from typing import Any, Dict, List
 
 PROTOCOL_KEYS = ['dataset', 'num_points', 'epochs', 'batch_size', 'lr',
                  'weight_decay', 'augment', 'seed', 'teacher', 'kd_alpha',
-                 'kd_temp', 'init_from', 'weight_avg_decay']
+                 'kd_temp', 'init_from', 'weight_avg_decay', 'precision']
 
 
 def command(config: Dict[str, Any], out: str) -> str:
@@ -25,7 +25,7 @@ def command(config: Dict[str, Any], out: str) -> str:
         args += ['--root', os.path.relpath(config['root'])]
     for key in ['num_points', 'epochs', 'batch_size', 'lr', 'weight_decay',
                 'seed', 'teacher', 'kd_alpha', 'kd_temp', 'init_from',
-                'weight_avg_decay']:
+                'weight_avg_decay', 'precision']:
         value = config.get(key)
         if value is not None and not (key == 'weight_decay' and value == 0):
             args += [f"--{key.replace('_', '-')}", str(value)]
@@ -56,6 +56,9 @@ def row(run_dir: str) -> Dict[str, Any]:
         'last_overall_acc': results['last']['overall_acc'],
         'last_mean_class_acc': results['last']['mean_class_acc'],
         'seconds_per_epoch': results['train_time'] / max(len(history), 1),
+        'train_hours': results['train_time'] / 3600,
+        # Epochs at which an interrupted run was continued (--resume).
+        'resumed_at': results.get('resumed_at', []),
         'test_acc_per_epoch': [h['test_acc'] for h in history],
         # With weight averaging: the trained (not averaged) weights'.
         'test_acc_raw_per_epoch': [h['test_acc_raw'] for h in history
@@ -67,8 +70,8 @@ def row(run_dir: str) -> Dict[str, Any]:
 def markdown(rows: List[Dict[str, Any]]) -> str:
     lines = [
         '| run | model | method | epochs | points | best OA | best mAcc '
-        '| last OA | s/epoch |',
-        '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+        '| last OA | s/epoch | train h | resumed at |',
+        '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ]
     for r in rows:
         p = r['protocol']
@@ -85,7 +88,8 @@ def markdown(rows: List[Dict[str, Any]]) -> str:
             f"| {p['num_points']} | {100 * r['best_overall_acc']:.2f} "
             f"| {100 * r['best_mean_class_acc']:.2f} "
             f"| {100 * r['last_overall_acc']:.2f} "
-            f"| {r['seconds_per_epoch']:.0f} |")
+            f"| {r['seconds_per_epoch']:.0f} | {r['train_hours']:.2f} "
+            f"| {', '.join(map(str, r['resumed_at'])) or '-'} |")
     lines += ['', 'Commands:', '']
     lines += [f"- `{r['run']}`: `{r['command']}`" for r in rows]
     lines += ['', 'Test overall accuracy per epoch:', '']

@@ -42,14 +42,14 @@ METHODS = ['fp', 'bipointnet', 'bnn']
 DATASETS = ['synthetic', 'modelnet40', 'modelnet10']
 
 # The settings of each dataset when not given on the command line. Synthetic
-# shapes: about 6 s an epoch per method on one core (2026-11 code), about 3
-# minutes for the three on 2 cores; measured FP 99.5%, BiPointNet 88.0%
-# (90.5% at its best epoch), BNN 10.0% (chance). ModelNet40: the epochs and
-# points of the README's ModelNet section (FP 84.8% after 10 epochs,
-# BiPointNet 72.7% after 14 with augmentation, BNN 4.9%); hours on 2 cores.
+# shapes: about 1-2 s an epoch per method on one core with the bf16 fused
+# path, 2-3 minutes for the three on 2 cores (see benchmarks/results).
+# ModelNet40: the epochs and points of the README's ModelNet section (FP
+# 84.8% after 10 epochs, BiPointNet 72.7% after 14 with augmentation, BNN
+# 4.9%); hours on 2 cores.
 DEFAULTS = {
-    'synthetic': dict(epochs=30, num_points=128, classes=10, limit_train=None,
-                      batch_size=16, lr=0.002),
+    'synthetic': dict(epochs=80, num_points=128, classes=10, limit_train=None,
+                      batch_size=16, lr=0.005),
     'modelnet': dict(epochs=14, num_points=512, classes=None,
                      limit_train=None, batch_size=32, lr=0.001),
 }
@@ -176,7 +176,8 @@ def train_command(args, method: str) -> List[str]:
            method, '--dataset', args.dataset, '--epochs', str(args.epochs),
            '--batch-size', str(args.batch_size), '--lr', str(args.lr),
            '--seed', str(args.seed), '--threads', '1', '--quiet',
-           '--out', osp.join(args.out, method)]
+           # The demo's own folders: each demo replaces the last one's runs.
+           '--out', osp.join(args.out, method), '--overwrite']
     if not args.augment:
         cmd += ['--no-augment', '--model-kwargs', '{"dropout": 0.0}']
     if args.dataset == 'synthetic':

@@ -485,6 +485,7 @@ def run_train(args, env) -> Dict[str, Any]:
     best = {'epoch': None, 'overall_acc': -1.0, 'mean_class_acc': None}
     train_time = 0.0
     best_model = None  # The best epoch's weights, kept in last.pt too.
+    resumed_at: List[int] = []  # The epochs the run was resumed at.
     averaged = None  # The averaged model is the one evaluated and saved.
     if args.weight_avg_decay is not None:
         averaged = weight_average(model, args.weight_avg_decay)
@@ -503,6 +504,7 @@ def run_train(args, env) -> Dict[str, Any]:
         history = list(resume.get('history', []))
         best = dict(resume.get('best', best))
         best_model = resume.get('best_model')
+        resumed_at = list(resume.get('resumed_at', [])) + [start_epoch]
         train_time = float(resume.get('train_time', 0.0))
         if 'rng' in resume:
             set_rng_state(resume['rng'])
@@ -543,6 +545,7 @@ def run_train(args, env) -> Dict[str, Any]:
             },
             'epochs_done': history[-1]['epoch'] if history else 0,
             'finished': finished,
+            'resumed_at': resumed_at,
             'num_parameters': num_params,
             'train_time': train_time,
             'wall_time': time.perf_counter() - wall_start,
@@ -623,6 +626,7 @@ def run_train(args, env) -> Dict[str, Any]:
                 'scheduler': scheduler.state_dict(),
                 'best': best,
                 'history': history,
+                'resumed_at': resumed_at,
                 'train_time': train_time,
                 'rng': rng_state(),
                 'metrics': {'overall_acc': metric.overall_acc,
