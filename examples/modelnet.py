@@ -32,6 +32,7 @@ training run ends with a JSON summary line.
 import argparse
 import importlib.util
 import json
+import math
 import os
 import os.path as osp
 import sys
@@ -223,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace):
     def positive(name: str, value: Optional[float], zero: bool = False):
+        if value is not None and not math.isfinite(value):
+            parser.error(f"argument --{name}: must be a finite number "
+                         f"(got {value})")
         if value is not None and (value < 0 or (value == 0 and not zero)):
             parser.error(f"argument --{name}: must be "
                          f"{'non-negative' if zero else 'positive'} "
@@ -241,6 +245,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace):
             not 0.0 < args.weight_avg_decay < 1.0:
         parser.error(f"argument --weight-avg-decay: must lie in (0, 1) "
                      f"(got {args.weight_avg_decay})")
+    if args.batch_size is not None and args.batch_size < 2 and \
+            args.eval is None:
+        parser.error("argument --batch-size: training needs at least 2 "
+                     "clouds per batch (BatchNorm normalizes over the batch)")
     if not 0.0 <= args.kd_alpha <= 1.0:
         parser.error(f"argument --kd-alpha: must lie in [0, 1] "
                      f"(got {args.kd_alpha})")
@@ -451,7 +459,10 @@ def run_train(args, env) -> Dict[str, Any]:
     config['num_classes'] = data.num_classes
     config['classes'] = data.classes
 
-    model = build_model(config).to(env.device)
+    try:
+        model = build_model(config).to(env.device)
+    except ValueError as e:
+        raise UsageError(f"--model-kwargs: {e}") from e
     num_params = sum(p.numel() for p in model.parameters())
 
     teacher = None

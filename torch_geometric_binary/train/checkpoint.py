@@ -1,3 +1,4 @@
+import inspect
 import os
 import os.path as osp
 import random
@@ -57,9 +58,19 @@ def build_model(config: Dict[str, Any]) -> torch.nn.Module:
     if name not in MODELS:
         raise ValueError(f"Unknown model '{name}' (available: "
                          f"{', '.join(sorted(MODELS))})")
-    return MODELS[name](num_classes=int(config['num_classes']),
-                        method=config['method'],
-                        **dict(config.get('model_kwargs') or {}))
+    kwargs = dict(config.get('model_kwargs') or {})
+    options = inspect.signature(MODELS[name].__init__).parameters
+    unknown = sorted(set(kwargs) - set(options) - {'self'})
+    if unknown:
+        known = sorted(set(options) - {'self', 'num_classes', 'method'})
+        raise ValueError(f"{MODELS[name].__name__} has no option(s) "
+                         f"{', '.join(map(repr, unknown))} (its options: "
+                         f"{', '.join(known)})")
+    try:
+        return MODELS[name](num_classes=int(config['num_classes']),
+                            method=config['method'], **kwargs)
+    except TypeError as e:  # A value of the wrong type.
+        raise ValueError(f"{MODELS[name].__name__}({kwargs}): {e}") from e
 
 
 def model_from_checkpoint(state: Dict[str, Any],

@@ -48,6 +48,14 @@ class NormalizeUnitSphere(BaseTransform):
     def forward(self, data: Data) -> Data:
         pos = data.pos - data.pos.mean(dim=0, keepdim=True)
         radius = pos.norm(dim=-1).max()
+        if not bool(torch.isfinite(radius)):
+            # E.g. coordinates near 1e20: their squares overflow float32,
+            # and the cloud would silently normalize to all zeros.
+            raise ValueError(
+                f"NormalizeUnitSphere: a cloud's coordinates cannot be "
+                f"normalized in {pos.dtype} (largest |x| = "
+                f"{float(data.pos.abs().max()):.3g}; NaN, Inf or too large): "
+                f"check the data")
         if radius > 0:
             pos = pos / radius
         data.pos = pos

@@ -18,6 +18,10 @@ def check_points(pos: Tensor, name: str = 'pos',
                          f"matrix (got shape {tuple(pos.shape)})")
     if pos.size(0) == 0:
         raise ValueError(f"{prefix}'{name}' holds no points")
+    if not pos.is_floating_point():
+        raise ValueError(f"{prefix}'{name}' must hold floating-point "
+                         f"coordinates (got {pos.dtype}); convert it with "
+                         f"'.float()'")
     if not bool(torch.isfinite(pos).all()):
         bad = (~torch.isfinite(pos)).any(dim=-1).nonzero().view(-1)
         raise ValueError(f"{prefix}'{name}' has {bad.numel()} point(s) with "

@@ -56,6 +56,11 @@ class PointCloudClassifier(torch.nn.Module):
                  in_channels: int, dropout: Tuple[float, float],
                  ema: Optional[bool], lsr: Optional[bool]):
         super().__init__()
+        for p in dropout:
+            if isinstance(p, bool) or not isinstance(p, (int, float)) \
+                    or not 0.0 <= p < 1.0:
+                raise ValueError(f"{self.__class__.__name__}: 'dropout' "
+                                 f"must be a number in [0, 1) (got {p!r})")
         self.method = resolve_method(method, ema=ema, lsr=lsr)
         self.num_classes = num_classes
         self.in_channels = in_channels
@@ -91,6 +96,14 @@ class PointCloudClassifier(torch.nn.Module):
         given by coordinates :obj:`pos`, optional point features :obj:`x`
         and the batch vector :obj:`batch` (:obj:`None` for one cloud)."""
         check_points(pos, 'pos', batch, where=self.__class__.__name__)
+        dtype = self.head.lins[-1].weight.dtype
+        if pos.dtype != dtype and not torch.is_autocast_enabled(
+                pos.device.type):
+            raise ValueError(f"{self.__class__.__name__}: 'pos' is "
+                             f"{pos.dtype} but the model's parameters are "
+                             f"{dtype}; convert one to the other (e.g. "
+                             f"'pos.to({dtype})'), or use torch.autocast "
+                             f"for mixed precision")
         if x is not None and x.size(0) != pos.size(0):
             raise ValueError(f"{self.__class__.__name__}: 'x' has "
                              f"{x.size(0)} rows but 'pos' has {pos.size(0)}")
