@@ -133,3 +133,10 @@ def test_dense_fast_path_matches_scatter_values_and_gradients():
     assert torch.equal(global_max_pool(x[perm], batch[perm], 4), ref)
     assert torch.allclose(global_ema_max_pool(x, batch),
                           ref - ema_delta(25))
+
+
+def test_dense_input_pools_like_pyg():
+    x = torch.randn(3, 16, 32)
+    out = global_ema_max_pool(x, None)
+    assert out.shape == global_max_pool(x, None).shape == (3, 32)
+    torch.testing.assert_close(out, x.amax(1) - ema_delta(16))

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch_geometric.nn import Linear
 
@@ -46,3 +47,19 @@ def test_reset_parameters_resets_scales():
 def test_bnn_mlp_has_no_scales():
     mlp = BiMLP([4, 8, 8], method='bnn')
     assert all(lin.scale is None for lin in mlp.lins)
+
+
+def test_pyg_keyword_form_and_embedding():
+    from torch_geometric.nn import MLP
+    mlp = BiMLP(16, hidden_channels=32, out_channels=8, num_layers=3)
+    ref = MLP(16, hidden_channels=32, out_channels=8, num_layers=3)
+    assert mlp.channel_list == ref.channel_list == [16, 32, 32, 8]
+    assert BiMLP(in_channels=4, hidden_channels=6, num_layers=2)\
+        .channel_list == [4, 6, 6]
+    out, emb = mlp(torch.randn(10, 16), return_emb=True)
+    assert out.shape == (10, 8) and emb.shape == (10, 32)
+    torch.testing.assert_close(mlp.lins[-1](emb), out)
+    with pytest.raises(ValueError, match='lazy -1'):
+        BiMLP([-1, 16, 8])
+    with pytest.raises(ValueError, match="'num_layers'"):
+        BiMLP(16, out_channels=8)

@@ -170,6 +170,16 @@ def global_ema_max_pool(x: Tensor, batch: Optional[Tensor],
             input or an empty cloud, and non-finite features.
     """
     dim = -1 if x.dim() == 1 else -2
+    if batch is None and x.dim() == 3:  # Dense [B, N, F], as PyG's pool.
+        if not torch.compiler.is_compiling() and x.size(1) == 0:
+            raise ValueError("global_ema_max_pool: got clouds without "
+                             "points")
+        out = x.max(dim=1)[0] - ema_delta(x.size(1))
+        if not torch.compiler.is_compiling() and \
+                not torch.isfinite(out).all():
+            raise ValueError("global_ema_max_pool: non-finite values (NaN "
+                             "or Inf) in the features")
+        return out
     if not torch.compiler.is_compiling():
         if x.size(dim) == 0:
             raise ValueError("global_ema_max_pool: got an empty input "
@@ -193,3 +203,22 @@ def global_ema_max_pool(x: Tensor, batch: Optional[Tensor],
             raise ValueError(f"global_ema_max_pool: cloud(s) {empty} of "
                              f"{size} have no points")
     return ema_max(x, batch, None, size, dim)
+
+
+def ema_aggregation(aggr):
+    r"""The aggregation of a binary operator given PyG's :obj:`aggr`
+    argument: the string :obj:`"max"` (PyG's default, so that a swapped
+    layer keeps its arguments) and :obj:`None` give
+    :class:`EMAMaxAggregation`; an :class:`~torch_geometric.nn.aggr.
+    Aggregation` instance (*e.g.* :obj:`MaxAggregation()` for a plain max)
+    is kept as it is. Other strings are refused: a binary operator's
+    features are binary, and only a max shifted by EMA keeps them
+    informative."""
+    if aggr is None or (isinstance(aggr, str) and aggr.lower() == 'max'):
+        return EMAMaxAggregation()
+    if isinstance(aggr, Aggregation):
+        return aggr
+    raise ValueError(f"Binary operators take aggr='max' (EMA max) or an "
+                     f"Aggregation instance (got {aggr!r}); pass "
+                     f"torch_geometric.nn.aggr.MaxAggregation() for a plain "
+                     f"max")

@@ -59,7 +59,7 @@ class BiMLP(MLP):
     """
     def __init__(
         self,
-        channel_list: List[int],
+        channel_list: Union[List[int], int, None] = None,
         method: Union[str, BinaryMethod] = 'bipointnet',
         first_fp: bool = False,
         last_fp: bool = False,
@@ -68,6 +68,7 @@ class BiMLP(MLP):
         bias: Union[bool, List[bool], None] = None,
         **kwargs,
     ):
+        channel_list = _channel_list(channel_list, kwargs)
         method = resolve_method(method)
         if act is None:
             act = 'hardtanh' if method.binary else 'relu'
@@ -105,8 +106,14 @@ class BiMLP(MLP):
             self.last_norm.reset_parameters()
 
     def forward(self, x: Tensor, batch: Optional[Tensor] = None,
-                batch_size: Optional[int] = None) -> Tensor:
-        return self.output(self.hidden(x, batch, batch_size))
+                batch_size: Optional[int] = None,
+                return_emb: Optional[bool] = None):
+        r"""The MLP's output; with :obj:`return_emb=True`, also the
+        embedding before the plain last layer, as in PyG's
+        :class:`~torch_geometric.nn.models.MLP`."""
+        emb = self.hidden(x, batch, batch_size)
+        out = self.output(emb)
+        return (out, emb) if return_emb is True else out
 
     def hidden(self, x: Tensor, batch: Optional[Tensor] = None,
                batch_size: Optional[int] = None) -> Tensor:
@@ -254,3 +261,31 @@ def _equal_group_size(batch: Optional[Tensor], size: int,
         return None
     expected = torch.arange(size, device=batch.device).repeat_interleave(n)
     return n if torch.equal(batch, expected) else None
+
+
+def _channel_list(channel_list: Union[List[int], int, None],
+                  kwargs: dict) -> List[int]:
+    r"""The channel list of PyG's :class:`~torch_geometric.nn.models.MLP`
+    arguments: a list, or :obj:`in_channels` (also given as the first
+    argument), :obj:`hidden_channels`, :obj:`out_channels` and
+    :obj:`num_layers` (taken out of :obj:`kwargs`)."""
+    in_channels = kwargs.pop('in_channels', None)
+    hidden = kwargs.pop('hidden_channels', None)
+    out = kwargs.pop('out_channels', None)
+    num_layers = kwargs.pop('num_layers', None)
+    if isinstance(channel_list, int):
+        in_channels, channel_list = channel_list, None
+    if channel_list is None:
+        if in_channels is None or (out is None and hidden is None) or \
+                num_layers is None or num_layers < 1:
+            raise ValueError("BiMLP needs 'channel_list', or 'in_channels', "
+                             "'hidden_channels', 'out_channels' and "
+                             "'num_layers' (as PyG's MLP)")
+        out = hidden if out is None else out
+        channel_list = [in_channels] + [hidden] * (num_layers - 1) + [out]
+    channel_list = list(channel_list)
+    if any(not isinstance(c, int) or c < 1 for c in channel_list):
+        raise ValueError(f"BiMLP needs positive channel counts (got "
+                         f"{channel_list}); lazy -1 input channels are not "
+                         f"supported by binary layers")
+    return channel_list

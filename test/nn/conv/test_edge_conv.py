@@ -109,3 +109,18 @@ def test_fused_dense_neighbourhoods_match_message_passing(method):
                                    msg=name)
     for b, b_ref in zip(conv.buffers(), ref.buffers()):
         torch.testing.assert_close(b, b_ref)
+
+
+def test_pyg_signatures_keep_the_ema_max():
+    from torch_geometric.nn.aggr import MaxAggregation
+    # PyG's DGCNN example: DynamicEdgeConv(MLP(...), k, aggr).
+    conv = BiDynamicEdgeConv(BiMLP([6, 16]), 20, 'max')
+    assert isinstance(conv.aggr_module, EMAMaxAggregation)
+    assert isinstance(BiEdgeConv(BiMLP([6, 16]), aggr='max').aggr_module,
+                      EMAMaxAggregation)
+    plain = BiEdgeConv(BiMLP([6, 16]), aggr=MaxAggregation())
+    assert type(plain.aggr_module) is MaxAggregation  # explicit: kept
+    with pytest.raises(ValueError, match="aggr='max'"):
+        BiEdgeConv(BiMLP([6, 16]), aggr='mean')
+    with pytest.raises(TypeError, match='num_workers by'):
+        BiDynamicEdgeConv(BiMLP([6, 16]), 20, 1)

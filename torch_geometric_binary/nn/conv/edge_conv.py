@@ -3,11 +3,11 @@ from typing import Callable, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
-from torch_geometric.nn.aggr import MaxAggregation
+from torch_geometric.nn.aggr import Aggregation, MaxAggregation
 from torch_geometric.nn.conv import EdgeConv
 from torch_geometric.typing import Adj, OptTensor, PairTensor
 
-from torch_geometric_binary.nn.aggr import EMAMaxAggregation
+from torch_geometric_binary.nn.aggr import EMAMaxAggregation, ema_aggregation
 from torch_geometric_binary.nn.fused import fused_enabled
 from torch_geometric_binary.nn.mlp import BiMLP
 from torch_geometric_binary.nn.neighbors import knn
@@ -35,9 +35,9 @@ class BiEdgeConv(EdgeConv):
             :class:`torch_geometric.nn.conv.MessagePassing`; :obj:`aggr`
             defaults to :class:`EMAMaxAggregation`.
     """
-    def __init__(self, nn: Callable, **kwargs):
-        kwargs.setdefault('aggr', EMAMaxAggregation())
-        super().__init__(nn, **kwargs)
+    def __init__(self, nn: Callable,
+                 aggr: Union[str, Aggregation, None] = 'max', **kwargs):
+        super().__init__(nn, aggr=ema_aggregation(aggr), **kwargs)
 
     def forward(self, x: Union[Tensor, PairTensor], edge_index: Adj) -> Tensor:
         for side, x_s in enumerate(x if isinstance(x, tuple) else (x, )):
@@ -101,10 +101,17 @@ class BiDynamicEdgeConv(BiEdgeConv):
             :obj:`batch` is :obj:`None`). (default: :obj:`1`)
         **kwargs (optional): Additional arguments of :class:`BiEdgeConv`.
     """
-    def __init__(self, nn: Callable, k: int, num_workers: int = 1, **kwargs):
+    def __init__(self, nn: Callable, k: int,
+                 aggr: Union[str, Aggregation, None] = 'max',
+                 num_workers: int = 1, **kwargs):
+        if isinstance(aggr, int) and not isinstance(aggr, bool):
+            raise TypeError("BiDynamicEdgeConv(nn, k, aggr, num_workers): "
+                            "the third argument is the aggregation, as in "
+                            "PyG's DynamicEdgeConv (pass num_workers by "
+                            "keyword)")
         if k < 1:
             raise ValueError(f"BiDynamicEdgeConv needs k >= 1 (got {k})")
-        super().__init__(nn, **kwargs)
+        super().__init__(nn, aggr, **kwargs)
         self.k = k
         self.num_workers = num_workers
 

@@ -6,7 +6,7 @@ from torch_geometric.nn.aggr import MaxAggregation
 from torch_geometric.nn.conv import PointNetConv
 from torch_geometric.typing import Adj, OptTensor, PairOptTensor, PairTensor
 
-from torch_geometric_binary.nn.aggr import EMAMaxAggregation
+from torch_geometric_binary.nn.aggr import EMAMaxAggregation, ema_aggregation
 from torch_geometric_binary.nn.fused import fused_enabled
 from torch_geometric_binary.nn.mlp import BiMLP
 from torch_geometric_binary.utils import check_points
@@ -47,7 +47,7 @@ class BiPointConv(PointNetConv):
     def __init__(self, local_nn: Optional[Callable] = None,
                  global_nn: Optional[Callable] = None,
                  add_self_loops: bool = True, **kwargs):
-        kwargs.setdefault('aggr', EMAMaxAggregation())
+        kwargs['aggr'] = ema_aggregation(kwargs.get('aggr', 'max'))
         super().__init__(local_nn, global_nn, add_self_loops, **kwargs)
 
     def forward(
