@@ -7,7 +7,8 @@ warnings.filterwarnings('ignore', message='.*torch[-_]cluster.*',
                         category=DeprecationWarning)
 
 from . import nn  # noqa: E402
+from .conversion import BinarizeReport, binarize  # noqa: E402
 
 __version__ = '0.1.0'
 
-__all__ = ['nn', '__version__']
+__all__ = ['nn', 'binarize', 'BinarizeReport', '__version__']

@@ -798,8 +798,12 @@ def pack(model: torch.nn.Module, fp_dtype: torch.dtype = torch.float32,
         return PackedMLP.from_bimlp(model, fp_dtype, epilogue_dtype)
     if isinstance(model, BiLinear):
         return pack_binary(model, None, None, 'float', epilogue_dtype)
-    raise TypeError(f"pack: cannot pack a {type(model).__name__} (supported: "
-                    f"PointNet, PointNet2, DGCNN, BiMLP, BiLinear)")
+    cls = type(model)
+    raise TypeError(f"pack: cannot pack a {cls.__module__}.{cls.__qualname__}"
+                    f" (supported: the package's PointNet, PointNet2 and "
+                    f"DGCNN, BiMLP, BiLinear); a model converted by "
+                    f"binarize() trains and evaluates, but packing it needs "
+                    f"a converter for its class")
 
 
 __all__ = [
