@@ -234,3 +234,32 @@ def test_backward_under_autocast_matches_fp32():
     for g, r in zip(got, ref):
         assert g.dtype == torch.float32
         torch.testing.assert_close(g, r, atol=0.05, rtol=0.02)
+
+
+def test_loading_an_untrained_state_keeps_data_initialization():
+    untrained = BiLinear(8, 4)
+    fresh = BiLinear(8, 4)
+    fresh.load_state_dict(untrained.state_dict())
+    assert not fresh.scale_initialized
+    fresh.train()
+    fresh(torch.randn(64, 8))  # initializes from this batch
+    assert fresh.scale_initialized and fresh.scale.item() != 1.0
+    # A state saved before the flag was kept (no '_extra_state'): its scale
+    # was trained.
+    old = {k: v for k, v in fresh.state_dict().items()
+           if not k.endswith('_extra_state')}
+    other = BiLinear(8, 4)
+    other.load_state_dict(old)
+    assert other.scale_initialized
+    assert torch.equal(other.scale, fresh.scale)
+
+
+def test_eval_before_initialization_does_not_mark_it():
+    lin = BiLinear(8, 4)
+    lin.eval()
+    lin(torch.randn(5, 8))
+    state = lin.state_dict()
+    assert state['_extra_state'] == {'scale_initialized': False}
+    lin.train()
+    lin(torch.randn(64, 8))
+    assert lin.scale_initialized and lin.scale.item() != 1.0

@@ -147,12 +147,27 @@ class BiLinear(torch.nn.Module):
             out = out + self.bias.to(out.dtype)
         return out
 
+    def get_extra_state(self) -> Dict[str, bool]:
+        r"""Whether the LSR scale was initialized from data, saved with the
+        weights: a loaded untrained layer still initializes on its first
+        training batch."""
+        return {'scale_initialized': bool(self.scale_initialized)}
+
+    def set_extra_state(self, state: Dict[str, bool]):
+        if not isinstance(state, dict) or 'scale_initialized' not in state:
+            raise ValueError(f"{self.__class__.__name__}: unexpected extra "
+                             f"state {state!r}")
+        self.scale_initialized = bool(state['scale_initialized']) or \
+            self.log_scale is None
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         if self.log_scale is not None:
             upgrade_scale(state_dict, prefix)
+        if prefix + '_extra_state' not in state_dict and \
+                prefix + 'log_scale' in state_dict:
+            # Saved before the flag was: a stored scale was trained.
+            state_dict[prefix + '_extra_state'] = {'scale_initialized': True}
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if prefix + 'log_scale' in state_dict:  # A loaded one is trained.
-            self.scale_initialized = True
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, '

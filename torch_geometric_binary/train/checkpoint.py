@@ -105,10 +105,12 @@ def load_matching_weights(model: torch.nn.Module,
     for name, m in model.named_modules():
         if isinstance(m, BiLinear) and m.log_scale is not None:
             upgrade_scale(state_dict, f'{name}.' if name else '')
-    matching = {
+    matching = {  # Tensors only (not modules' extra states).
         k: v
         for k, v in state_dict.items()
-        if k in own and tuple(own[k].shape) == tuple(v.shape)
+        if k in own and isinstance(v, torch.Tensor)
+        and isinstance(own[k], torch.Tensor)
+        and tuple(own[k].shape) == tuple(v.shape)
     }
     model.load_state_dict(matching, strict=False)
     for name, m in model.named_modules():
@@ -118,8 +120,10 @@ def load_matching_weights(model: torch.nn.Module,
                 m.log_scale.zero_()
             m.scale_initialized = False
     loaded = sorted(matching)
-    untouched = sorted(k for k in own if k not in matching)
-    skipped = sorted(k for k in state_dict if k not in matching)
+    untouched = sorted(k for k in own if k not in matching
+                       and isinstance(own[k], torch.Tensor))
+    skipped = sorted(k for k in state_dict if k not in matching
+                     and isinstance(state_dict[k], torch.Tensor))
     return loaded, untouched, skipped
 
 

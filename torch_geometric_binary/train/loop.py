@@ -189,8 +189,13 @@ def train_epoch(
         scaler.step(optimizer)
         scaler.update()
         if averaged is not None:
-            averaged.update_parameters(
-                model.module if isinstance(model, DDP) else model)
+            trained = model.module if isinstance(model, DDP) else model
+            averaged.update_parameters(trained)
+            # The average holds initialized LSR scales once the model does
+            # (the flag is saved with the weights).
+            for avg, src in zip(averaged.module.modules(), trained.modules()):
+                if hasattr(src, 'scale_initialized'):
+                    avg.scale_initialized = src.scale_initialized
         n = y.numel()
         stats[0] += loss.detach().double() * n
         stats[1] += (out.detach().argmax(dim=-1) == y).sum()
