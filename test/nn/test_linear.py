@@ -263,3 +263,17 @@ def test_eval_before_initialization_does_not_mark_it():
     lin.train()
     lin(torch.randn(64, 8))
     assert lin.scale_initialized and lin.scale.item() != 1.0
+
+
+@pytest.mark.parametrize('dtype,message', [
+    (torch.long, 'floating-point inputs'),
+    (torch.float64, 'the input is torch.float64 but the weights are '
+     'torch.float32'),
+    (torch.float16, 'the input is torch.float16'),
+])
+def test_wrong_input_dtype_is_named(dtype, message):
+    lin = BiLinear(8, 4)
+    with pytest.raises(ValueError, match=message):
+        lin(torch.ones(3, 8).to(dtype))
+    lin.double()
+    assert lin(torch.ones(3, 8, dtype=torch.float64)).dtype == torch.float64

@@ -60,3 +60,20 @@ def test_load_matching_weights_upgrades_linear_scales():
     assert untouched == [] and skipped == []
     assert all(lin.scale_initialized for lin in binary_layers(model))
     assert torch.allclose(model.eval()(pos, batch), expected, atol=1e-5)
+
+
+def test_failed_save_leaves_no_partial_file(tmp_path, monkeypatch):
+    import pytest as _pytest
+
+    from torch_geometric_binary.train import checkpoint as ckpt
+    path = tmp_path / 'last.pt'
+
+    def full_disk(obj, f):
+        with open(f, 'wb') as out:
+            out.write(b'partial')
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(ckpt.torch, 'save', full_disk)
+    with _pytest.raises(OSError, match='No space'):
+        ckpt.save_checkpoint(str(path), {'model': {}})
+    assert list(tmp_path.iterdir()) == []

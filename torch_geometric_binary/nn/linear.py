@@ -136,6 +136,15 @@ class BiLinear(torch.nn.Module):
             raise ValueError(f"{self.__class__.__name__} expects inputs with "
                              f"{self.in_channels} channels in the last "
                              f"dimension (got shape {tuple(x.shape)})")
+        if not x.is_floating_point():
+            raise ValueError(f"{self.__class__.__name__} expects floating-"
+                             f"point inputs (got {x.dtype})")
+        if x.dtype != self.weight.dtype and \
+                not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(f"{self.__class__.__name__}: the input is "
+                             f"{x.dtype} but the weights are "
+                             f"{self.weight.dtype}; convert one to the other, "
+                             f"or use torch.autocast for mixed precision")
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)

@@ -16,8 +16,15 @@ def save_checkpoint(path: str, state: Dict[str, Any]) -> None:
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = f'{path}.tmp{os.getpid()}'
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # A full disk, a kill: leave no partial file.
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def load_checkpoint(path: str, map_location: Any = 'cpu') -> Dict[str, Any]:
