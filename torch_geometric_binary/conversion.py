@@ -233,26 +233,26 @@ def _copy_linear(src: torch.nn.Module, dst: torch.nn.Module):
 
 
 def _find_functional_max(model: torch.nn.Module, report: BinarizeReport):
-    r"""Names every call of a functional max pooling in the :obj:`forward`
-    of :obj:`model` and its submodules' classes (outside this package and
-    PyG, whose own modules the walk converts)."""
+    r"""Names every call of a functional max pooling in the methods that the
+    classes of :obj:`model` and its submodules use (those defined outside
+    torch, PyG and this package, whose modules the walk converts; an
+    overridden method counts once, as resolved)."""
     seen = set()
-    for name, module in model.named_modules():
-        cls = type(module)
-        if cls in seen or cls.__module__.startswith(('torch_geometric',
-                                                     'torch.')):
-            continue
-        seen.add(cls)
-        try:
-            lines, start = inspect.getsourcelines(cls.forward)
-            path = inspect.getsourcefile(cls.forward)
-        except (OSError, TypeError):
-            continue
-        for offset, line in enumerate(lines):
-            code = line.split('#')[0]
-            for fn in _MAX_CALL.findall(code):
-                report.warnings.append(
-                    f"{path}:{start + offset}: {cls.__name__}.forward "
-                    f"calls {fn}(): a plain max homogenizes binary "
-                    f"features; call torch_geometric_binary.nn."
-                    f"global_ema_max_pool there instead")
+    for module in model.modules():
+        for name, fn in inspect.getmembers(type(module), inspect.isfunction):
+            owner = getattr(fn, '__module__', '') or ''
+            if fn in seen or owner.startswith(('torch', 'torch_geometric')):
+                continue
+            seen.add(fn)
+            try:
+                lines, start = inspect.getsourcelines(fn)
+                path = inspect.getsourcefile(fn)
+            except (OSError, TypeError):
+                continue
+            for offset, line in enumerate(lines):
+                for call in _MAX_CALL.findall(line.split('#')[0]):
+                    report.warnings.append(
+                        f"{path}:{start + offset}: {fn.__qualname__} calls "
+                        f"{call}(): a plain max homogenizes binary "
+                        f"features; call torch_geometric_binary.nn."
+                        f"global_ema_max_pool there instead")
