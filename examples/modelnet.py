@@ -68,6 +68,7 @@ from torch_geometric_binary.train import (  # noqa: E402
     load_checkpoint,
     load_teacher,
     resolve_precision,
+    check_classes,
     model_from_checkpoint,
     rng_state,
     save_checkpoint,
@@ -191,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help='continue from <out>/last.pt (model, optimizer, '
                    'scheduler, epoch, best accuracy, random states); starts '
                    'from scratch if there is none')
+    g.add_argument('--allow-changes', action='store_true',
+                   help='with --resume: accept changed optimization, seed, '
+                   'batch size, augmentation or test-subset arguments '
+                   '(recorded in results.json); refused otherwise')
     g.add_argument('--overwrite', action='store_true',
                    help='replace the run already in --out (without it, a '
                    'folder holding a run is refused unless --resume)')
@@ -282,6 +287,10 @@ def check_root(dataset: str, root: Optional[str]) -> Optional[str]:
 
 # Helpers #####################################################################
 
+# Arguments that --resume refuses to change without --allow-changes.
+RESUME_STRICT = ['lr', 'min_lr', 'weight_decay', 'seed', 'batch_size',
+                 'augment', 'limit_test', 'teacher', 'kd_alpha', 'kd_temp']
+
 
 def log(env, *args, **kwargs):
     if env.is_main:
@@ -354,6 +363,10 @@ def run_eval(args, env) -> Dict[str, Any]:
         raise UsageError(
             f"--eval: the checkpoint has {config['num_classes']} classes, "
             f"--dataset {data_config['dataset']} has {data.num_classes}")
+    try:
+        check_classes(config, data.classes, f"--eval: '{args.eval}'")
+    except ValueError as e:
+        raise UsageError(str(e)) from e
 
     model = model_from_checkpoint(ckpt, env.device)
     batch_size = max(1, (data_config['batch_size'] or 32) // env.world_size)
@@ -449,6 +462,22 @@ def run_train(args, env) -> Dict[str, Any]:
                     raise UsageError(
                         f"--resume: '{last_path}' was trained with "
                         f"{k}={old.get(k)!r}, not {config[k]!r}")
+            # These change what the run means; only with --allow-changes,
+            # and recorded. (--epochs may grow: the schedule stretches.)
+            changed = {k: [old.get(k), config[k]] for k in RESUME_STRICT
+                       if k in old and old.get(k) != config[k]}
+            if changed and not args.allow_changes:
+                raise UsageError(
+                    "--resume: '" + last_path + "' was trained with " +
+                    ', '.join(f"{k}={v[0]!r}" for k, v in changed.items()) +
+                    " (now " + ', '.join(f"{v[1]!r}" for v in
+                                         changed.values()) +
+                    "); keep them, or pass --allow-changes to continue "
+                    "with the new values (recorded in results.json)")
+            config['changes'] = list(old.get('changes', []))
+            if changed:
+                config['changes'].append({'epoch': resume['epoch'] + 1,
+                                          'changed': changed})
         else:
             log(env, f"--resume: no checkpoint at '{last_path}', starting "
                 f"from scratch")
@@ -458,6 +487,19 @@ def run_train(args, env) -> Dict[str, Any]:
                      rebuild_cache=args.rebuild_cache)
     config['num_classes'] = data.num_classes
     config['classes'] = data.classes
+    if resume is not None:
+        try:
+            check_classes(resume['config'], data.classes,
+                          f"--resume: '{last_path}'")
+        except ValueError as e:
+            raise UsageError(str(e)) from e
+    # Test clouds keep their first --num-points points: fewer means the
+    # clouds are smaller than asked (training would silently use them).
+    size = data.test[0].num_nodes if len(data.test) else None
+    if args.num_points is not None and size is not None and \
+            size < args.num_points:
+        raise UsageError(f"--num-points {args.num_points}: the clouds of "
+                         f"--dataset {args.dataset} have {size} points")
 
     try:
         model = build_model(config).to(env.device)
@@ -469,7 +511,7 @@ def run_train(args, env) -> Dict[str, Any]:
     if args.teacher:
         try:
             teacher, t_method = load_teacher(args.teacher, data.num_classes,
-                                             env.device)
+                                             env.device, data.classes)
         except ValueError as e:
             raise UsageError(f"--teacher: {e}") from e
         if t_method != 'fp':

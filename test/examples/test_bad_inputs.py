@@ -1,5 +1,7 @@
 r"""Bad input to the training program and the models gets a clear error that
 names the problem, before any training."""
+import json
+
 import pytest
 import torch
 from torch_geometric.data import Data
@@ -59,3 +61,59 @@ def test_huge_coordinates_are_refused():
     # Large but representable clouds still normalize.
     out = NormalizeUnitSphere()(Data(pos=torch.randn(64, 3) * 1e15))
     assert torch.isclose(out.pos.norm(dim=-1).max(), torch.tensor(1.0))
+
+
+def test_num_points_larger_than_the_clouds(main, tmp_path, capsys):  # noqa
+    with pytest.raises(SystemExit):
+        main(BASE + ['--num-points', '128', '--out', str(tmp_path / 'r')])
+    assert 'have 64 points' in capsys.readouterr().err
+
+
+def test_resume_refuses_changed_arguments(main, tmp_path, capsys):  # noqa
+    out = str(tmp_path / 'run')
+    main(BASE + ['--epochs', '2', '--stop-after', '1', '--out', out])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(BASE + ['--epochs', '2', '--lr', '0.01', '--out', out,
+                     '--resume'])
+    err = capsys.readouterr().err
+    assert 'lr=0.001' in err and '--allow-changes' in err
+    main(BASE + ['--epochs', '2', '--lr', '0.01', '--out', out, '--resume',
+                 '--allow-changes'])
+    with open(tmp_path / 'run' / 'results.json') as f:
+        changes = json.load(f)['config']['changes']
+    assert changes == [{'epoch': 2, 'changed': {'lr': [0.001, 0.01]}}]
+
+
+def test_checkpoint_of_other_classes_is_refused(main, tmp_path,  # noqa
+                                               capsys):
+    out = str(tmp_path / 'run')
+    main(BASE + ['--out', out])
+    ckpt = torch.load(tmp_path / 'run' / 'best.pt', weights_only=True)
+    ckpt['config']['classes'] = list(reversed(ckpt['config']['classes']))
+    torch.save(ckpt, tmp_path / 'other.pt')
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(['--eval', str(tmp_path / 'other.pt'), '--quiet'])
+    assert 'other classes' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(BASE + ['--teacher', str(tmp_path / 'other.pt'), '--out',
+                     str(tmp_path / 'student')])
+    assert 'other classes' in capsys.readouterr().err
+
+
+def test_nan_features_and_nan_initialization_batch_are_refused():
+    from torch_geometric_binary.nn import BiLinear
+    model = MODELS['pointnet'](4, method='bipointnet', in_channels=2)
+    pos, x = torch.rand(64, 3), torch.randn(64, 2)
+    x[5, 1] = float('nan')
+    with pytest.raises(ValueError, match="'x' has 1 point"):
+        model(pos, torch.zeros(64, dtype=torch.long), x)
+    lin = BiLinear(4, 3)
+    bad = torch.randn(16, 4)
+    bad[0, 0] = float('nan')
+    with pytest.raises(ValueError, match='NaN or Inf'):
+        lin(bad)
+    assert not lin.scale_initialized
+    lin(torch.randn(1, 4))  # one row: no spread to measure yet
+    assert not lin.scale_initialized

@@ -119,6 +119,13 @@ class BiLinear(torch.nn.Module):
             return
         self._check_input(x)
         x = x.detach()
+        if x.numel() // self.in_channels < 2:
+            return  # No spread to measure: the next batch initializes.
+        if not torch.compiler.is_compiling() and \
+                not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{self.__class__.__name__}: the batch that "
+                             f"initializes the LSR scale has NaN or Inf "
+                             f"values")
         fp_std = F.linear(x, self.weight).std()
         bin_std = self.binary_forward(x).std()
         ratio = torch.where(bin_std > 0, fp_std / bin_std,

@@ -2,7 +2,7 @@ import inspect
 import os
 import os.path as osp
 import random
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Tuple, Union, Optional
 
 import numpy as np
 import torch
@@ -167,8 +167,29 @@ def set_rng_state(state: Dict[str, Any]) -> None:
             pass
 
 
+def check_classes(config: Dict[str, Any], classes: Optional[List[str]],
+                  what: str):
+    r"""Raises a :class:`ValueError` where a checkpoint's class names (its
+    :obj:`config['classes']`) differ from the dataset's :obj:`classes`;
+    the same count with other names or another order would silently mix
+    labels."""
+    saved = config.get('classes')
+    if saved is None or classes is None or list(saved) == list(classes):
+        return
+    if len(saved) != len(classes):
+        raise ValueError(f"{what} has {len(saved)} classes, the dataset "
+                         f"{len(classes)}")
+    diff = [(i, a, b) for i, (a, b) in enumerate(zip(saved, classes))
+            if a != b]
+    i, a, b = diff[0]
+    raise ValueError(f"{what} was trained on other classes than the dataset "
+                     f"has ({len(diff)} differ; class {i} is '{a}' there, "
+                     f"'{b}' here)")
+
+
 def load_teacher(path: str, num_classes: int,
-                 device: Union[str, torch.device] = 'cpu'
+                 device: Union[str, torch.device] = 'cpu',
+                 classes: Optional[List[str]] = None
                  ) -> Tuple[torch.nn.Module, str]:
     r"""The model of checkpoint :obj:`path`, frozen in evaluation mode, as
     a distillation teacher for a dataset of :obj:`num_classes` classes.
@@ -179,6 +200,7 @@ def load_teacher(path: str, num_classes: int,
     if int(config['num_classes']) != num_classes:
         raise ValueError(f"'{path}' has {config['num_classes']} classes, "
                          f"the dataset {num_classes}")
+    check_classes(config, classes, f"'{path}'")
     teacher = model_from_checkpoint(ckpt, device).requires_grad_(False)
     return teacher, config['method']
 

@@ -104,9 +104,12 @@ class PointCloudClassifier(torch.nn.Module):
                              f"{dtype}; convert one to the other (e.g. "
                              f"'pos.to({dtype})'), or use torch.autocast "
                              f"for mixed precision")
-        if x is not None and x.size(0) != pos.size(0):
-            raise ValueError(f"{self.__class__.__name__}: 'x' has "
-                             f"{x.size(0)} rows but 'pos' has {pos.size(0)}")
+        if x is not None:
+            check_points(x, 'x', where=self.__class__.__name__)
+            if x.size(0) != pos.size(0):
+                raise ValueError(f"{self.__class__.__name__}: 'x' has "
+                                 f"{x.size(0)} rows but 'pos' has "
+                                 f"{pos.size(0)}")
         batch = batch_or_zeros(pos, batch)
         size = int(batch.max()) + 1
         h, batch = self.point_inputs(pos, batch, x, size)
