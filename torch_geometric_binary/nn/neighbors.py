@@ -216,3 +216,78 @@ def knn(x: Tensor, y: Tensor, k: int, batch_x: Optional[Tensor] = None,
     row, col = torch_cluster.knn(x, y, k, batch_x, batch_y,
                                  num_workers=num_workers)
     return torch.stack([col, row], dim=0)
+
+
+
+# PyG's own functions, through these kernels ##################################
+
+_PYG_LIB = None  # The torch.library that defines pyg::fps/knn/radius here.
+
+
+def _batch(ptr: Optional[Tensor], n: int) -> Optional[Tensor]:
+    if ptr is None:
+        return None
+    return torch.repeat_interleave(
+        torch.arange(ptr.numel() - 1, device=ptr.device), ptr.diff(), 0,
+        output_size=n)
+
+
+def _op_fps(src: Tensor, ptr: Tensor, ratio: float,
+            random_start: bool) -> Tensor:
+    return fps(src, _batch(ptr, src.size(0)), ratio, random_start)
+
+
+def _op_knn(x: Tensor, y: Tensor, ptr_x: Optional[Tensor],
+            ptr_y: Optional[Tensor], k: int, cosine: bool,
+            num_workers: int) -> Tensor:
+    if cosine:
+        raise NotImplementedError("knn(..., cosine=True) needs pyg-lib")
+    # pyg-lib's rows: [y index, x index].
+    return knn(x, y, k, _batch(ptr_x, x.size(0)),
+               _batch(ptr_y, y.size(0))).flip([0])
+
+
+def _op_radius(x: Tensor, y: Tensor, ptr_x: Optional[Tensor],
+               ptr_y: Optional[Tensor], r: float, max_num_neighbors: int,
+               num_workers: int, ignore_same_index: bool) -> Tensor:
+    edges = radius(x, y, r, _batch(ptr_x, x.size(0)), _batch(ptr_y, y.size(0)),
+                   max_num_neighbors + int(ignore_same_index)).flip([0])
+    if ignore_same_index:  # As torch_cluster's radius_graph.
+        edges = edges[:, edges[0] != edges[1]]
+    return edges
+
+
+def route_pyg() -> bool:
+    r"""Lets unchanged PyG code search neighbours without pyg-lib: PyG 2.8
+    runs :obj:`fps`, :obj:`knn`, :obj:`radius`, :obj:`knn_graph`,
+    :obj:`radius_graph` and :class:`~torch_geometric.nn.conv.DynamicEdgeConv`
+    on pyg-lib's operators only (an :obj:`ImportError` without it). Where
+    pyg-lib is missing, this defines those operators (:obj:`pyg::fps`,
+    :obj:`pyg::knn`, :obj:`pyg::radius`) with this module's kernels, which
+    give torch-cluster's results, and tells PyG they exist. An opt-in, as it
+    changes PyG's state for the process; :obj:`cosine=True` still needs
+    pyg-lib. Returns whether it routed anything (not where pyg-lib is
+    installed)."""
+    global _PYG_LIB
+    import torch_geometric.typing as pyg_typing
+    flags = ('WITH_FPS', 'WITH_KNN', 'WITH_RADIUS')
+    if _PYG_LIB is None:
+        if hasattr(torch.ops.pyg, 'knn') or all(
+                getattr(pyg_typing, f, False) for f in flags):
+            return False  # pyg-lib is there.
+        lib = torch.library.Library('pyg', 'FRAGMENT')
+        for schema, fn in [
+            ('fps(Tensor src, Tensor ptr, float ratio, bool random_start) '
+             '-> Tensor', _op_fps),
+            ('knn(Tensor x, Tensor y, Tensor? ptr_x, Tensor? ptr_y, int k, '
+             'bool cosine, int num_workers) -> Tensor', _op_knn),
+            ('radius(Tensor x, Tensor y, Tensor? ptr_x, Tensor? ptr_y, '
+             'float r, int max_num_neighbors, int num_workers, '
+             'bool ignore_same_index) -> Tensor', _op_radius),
+        ]:
+            lib.define(schema)
+            lib.impl(schema.split('(')[0], fn, 'CompositeExplicitAutograd')
+        _PYG_LIB = lib
+    for f in flags:
+        setattr(pyg_typing, f, True)
+    return True
