@@ -46,7 +46,8 @@ if importlib.util.find_spec('torch_geometric_binary') is None:
 import torch  # noqa: E402
 
 import torch_geometric_binary  # noqa: F401,E402 (silences PyG's warnings)
-from torch_geometric_binary.nn import method_names  # noqa: E402
+from torch_geometric_binary.nn import (method_names,  # noqa: E402
+                                       resolve_method)
 from torch_geometric_binary.nn.models import MODELS  # noqa: E402
 from torch_geometric_binary.train.run_folder import (  # noqa: E402
     RunFolder,
@@ -110,8 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group('model')
     g.add_argument('--model', default='pointnet', choices=sorted(MODELS),
                    help='architecture')
-    g.add_argument('--method', default='bipointnet', choices=method_names(),
-                   help='binarization method (fp: full precision)')
+    g.add_argument('--method', default='bipointnet', type=method_name,
+                   help=f"binarization method ({', '.join(method_names())};"
+                   f" fp: full precision), with '+ema' and/or '+lsr' to "
+                   f"add BiPointNet's fixes, e.g. bnn+ema")
     g.add_argument('--model-kwargs', default='{}', metavar='JSON',
                    help='further model arguments as a JSON object, e.g. '
                    '\'{"k": 20, "dropout": 0.5}\'')
@@ -286,6 +289,15 @@ def check_root(dataset: str, root: Optional[str]) -> Optional[str]:
 
 
 # Helpers #####################################################################
+
+def method_name(name: str) -> str:
+    r"""An argparse type: a registered method, possibly with switches."""
+    try:
+        resolve_method(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return name
+
 
 # Arguments that --resume refuses to change without --allow-changes.
 RESUME_STRICT = ['lr', 'min_lr', 'weight_decay', 'seed', 'batch_size',

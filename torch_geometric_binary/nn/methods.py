@@ -68,18 +68,37 @@ def method_names() -> List[str]:
     return sorted(METHODS)
 
 
+SWITCHES = ('ema', 'lsr')
+
+
 def resolve_method(method: Union[str, BinaryMethod, None],
                    **switches) -> BinaryMethod:
     r"""Returns the method registered as :obj:`method` (or :obj:`method`
     itself), with :obj:`switches` (:obj:`ema=...`, :obj:`lsr=...`) applied.
-    :obj:`None` means :obj:`"fp"`."""
+    :obj:`None` means :obj:`"fp"`. A name may add switches with :obj:`+`:
+    :obj:`"bnn+ema"`, :obj:`"bnn+ema+lsr"` (the ablation of BiPointNet's
+    two fixes on plain binarization)."""
     if method is None:
         method = 'fp'
     if isinstance(method, str):
-        if method.lower() not in METHODS:
+        base, *extra = method.lower().split('+')
+        if base not in METHODS:
             raise ValueError(f"Unknown binarization method '{method}' "
-                             f"(available: {', '.join(method_names())})")
-        method = METHODS[method.lower()]
+                             f"(available: {', '.join(method_names())}, "
+                             f"with '+ema' and/or '+lsr')")
+        for switch in extra:
+            if switch not in SWITCHES:
+                raise ValueError(f"Unknown switch '+{switch}' in '{method}' "
+                                 f"(available: +ema, +lsr)")
+            if not METHODS[base].binary:
+                raise ValueError(f"'{method}': full precision has no "
+                                 f"'+{switch}'")
+            if switches.get(switch) is None:  # An explicit value wins.
+                switches[switch] = True
+        method = METHODS[base]
+        if extra:
+            method = method.replace(name=method.name + ''.join(
+                f'+{s}' for s in sorted(set(extra))))
     if not isinstance(method, BinaryMethod):
         raise TypeError(f"Expected a method name or a BinaryMethod "
                         f"(got {type(method).__name__})")
