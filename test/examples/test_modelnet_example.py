@@ -217,7 +217,8 @@ def test_stripped_checkpoint_evaluates_the_same(main, fp_run, tmp_path,
 
 @pytest.mark.parametrize('argv,message', [
     (['--model', 'resnet'], "argument --model: invalid choice: 'resnet'"),
-    (['--method', 'xnor++'], "argument --method: invalid choice: 'xnor++'"),
+    (['--method', 'xnor++'],
+     "argument --method: Unknown binarization method 'xnor++'"),
     (['--dataset', 'modelnet40'], '--dataset modelnet40 needs --root'),
     (['--dataset', 'modelnet10', '--root', '/nonexistent/ModelNet10'],
      "'/nonexistent/ModelNet10' does not exist"),
