@@ -27,10 +27,8 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
-from typing import Callable, Dict, List
+from typing import Dict
 
 import numpy as np
 import torch
@@ -42,19 +40,7 @@ from torch_geometric_binary.datasets.synthetic_shapes import (  # noqa: E402
     SHAPES, sample_shape)
 from torch_geometric_binary.nn import neighbors  # noqa: E402
 
-
-def median_time(fn: Callable[[], object], reps: int, min_time: float) -> float:
-    r"""Median seconds over at least :obj:`reps` calls (more for fast calls,
-    up to :obj:`min_time` seconds in all), after a warm-up call."""
-    fn()
-    times: List[float] = []
-    start = time.perf_counter()
-    while len(times) < reps or (time.perf_counter() - start < min_time
-                                and len(times) < 100 * reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from bench_kernels import median_time  # noqa: E402
 
 
 def make_batch(num_clouds: int, num_points: int, seed: int = 0):

@@ -14,7 +14,6 @@ BNN+EMA and BiPointNet PointNets on the synthetic shapes (or a checkpoint).
 """
 import argparse
 import contextlib
-import copy
 import math
 from typing import Dict, Iterator, List, Optional
 
@@ -27,6 +26,7 @@ from torch_geometric_binary.nn.aggr import EMAMaxAggregation
 from torch_geometric_binary.nn.functional import sign
 from torch_geometric_binary.nn.fused import use_fused
 from torch_geometric_binary.nn.linear import BiLinear
+from torch_geometric_binary.utils import batch_statistics
 
 
 def binary_entropy(x: Tensor) -> float:
@@ -87,22 +87,11 @@ def aggregation_entropy(model: torch.nn.Module, *inputs,
 
 def _run(model: torch.nn.Module, handles: List, inputs, kwargs):
     r"""One forward pass, unfused, with BatchNorm on the batch's own
-    statistics (as in training, where the features a max sees are
-    normalized); buffers (running statistics) and modes are restored."""
-    buffers = copy.deepcopy(dict(model.named_buffers()))
-    modes = {m: m.training for m in model.modules()}
-    model.train()
-    for m in model.modules():  # No dropout in a measurement.
-        if isinstance(m, torch.nn.Dropout):
-            m.eval()
-    try:
-        with _hooks(handles), use_fused(False):
-            model(*inputs, **kwargs)
-    finally:
-        for m, mode in modes.items():
-            m.train(mode)
-        for name, value in model.named_buffers():
-            value.copy_(buffers[name])
+    statistics (the features a max sees in training are normalized), no
+    dropout; the model is left as it was."""
+    with _hooks(handles), use_fused(False), \
+            batch_statistics(model, dropout=False):
+        model(*inputs, **kwargs)
 
 
 @torch.no_grad()

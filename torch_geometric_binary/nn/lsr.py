@@ -1,9 +1,9 @@
-import copy
 from typing import Any
 
 import torch
 
 from torch_geometric_binary.nn.linear import BiLinear
+from torch_geometric_binary.utils import batch_statistics
 
 
 @torch.no_grad()
@@ -22,18 +22,10 @@ def init_lsr_scales(model: torch.nn.Module, *args: Any, **kwargs: Any) -> int:
     """
     layers = [m for m in model.modules()
               if isinstance(m, BiLinear) and m.scale is not None]
-    buffers = copy.deepcopy(dict(model.named_buffers()))
-    was_training = {m: m.training for m in model.modules()}
     for layer in layers:
         layer.scale_initialized = False
-    model.train()
-    try:
+    with batch_statistics(model):
         model(*args, **kwargs)
-    finally:
-        for m, mode in was_training.items():
-            m.train(mode)
-        for name, value in model.named_buffers():
-            value.copy_(buffers[name])
     missing = [layer for layer in layers if not layer.scale_initialized]
     if missing:
         raise RuntimeError(f"init_lsr_scales: {len(missing)} of {len(layers)} "

@@ -63,9 +63,9 @@ class RunFolder:
             return False
         if found and not overwrite:
             raise RunFolderError(
-                f"--out '{self.path}' already holds a run ({', '.join(found)});"
-                f" continue it with --resume, replace it with --overwrite, or "
-                f"choose another --out")
+                f"--out '{self.path}' already holds a run "
+                f"({', '.join(found)}); continue it with --resume, replace "
+                f"it with --overwrite, or choose another --out")
         return False
 
     def check_writable(self):
