@@ -42,6 +42,22 @@ class DenseMax(torch.autograd.Function):
         return is_max.mul_(share), None
 
 
+def equal_group_size(batch: Optional[Tensor], size: int,
+                      num_rows: int) -> Optional[int]:
+    r"""The common size of :obj:`size` contiguous, non-empty clouds given by
+    :obj:`batch`, or :obj:`None` where they differ (or the batch vector is
+    malformed: the unfused path then names the problem)."""
+    if size <= 0 or num_rows % size != 0:
+        return None
+    n = num_rows // size
+    if batch is None:
+        return n if size == 1 else None
+    if batch.numel() != num_rows or n == 0:
+        return None
+    expected = torch.arange(size, device=batch.device).repeat_interleave(n)
+    return n if torch.equal(batch, expected) else None
+
+
 def segment_max(x: Tensor, index: Tensor, dim_size: int, dim: int,
                 count: Optional[Tensor] = None) -> Tensor:
     r"""The per-group max along :obj:`dim`. When the groups are contiguous
@@ -50,11 +66,11 @@ def segment_max(x: Tensor, index: Tensor, dim_size: int, dim: int,
     several times faster than that of a scatter max. Ties (frequent: binary
     layers output few distinct values) share the gradient evenly, as in
     the scatter max (:class:`DenseMax`)."""
-    if (count is not None and not torch.compiler.is_compiling()
-            and dim_size > 0 and x.size(dim) == dim_size * int(count[0])
-            and bool((count == count[0]).all())
-            and bool((index[1:] >= index[:-1]).all())):
-        shape = x.shape[:dim] + (dim_size, int(count[0])) + x.shape[dim + 1:]
+    n = None
+    if count is not None and not torch.compiler.is_compiling():
+        n = equal_group_size(index, dim_size, x.size(dim))
+    if n is not None:
+        shape = x.shape[:dim] + (dim_size, n) + x.shape[dim + 1:]
         return DenseMax.apply(x.reshape(shape), dim + 1)
     return scatter(x, index, dim, dim_size, reduce='max')
 

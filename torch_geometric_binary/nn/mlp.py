@@ -7,7 +7,8 @@ from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.models import MLP
 from torch_geometric.nn.resolver import normalization_resolver
 
-from torch_geometric_binary.nn.aggr import (DenseMax, global_ema_max_pool,
+from torch_geometric_binary.nn.aggr import (DenseMax, equal_group_size,
+                                            global_ema_max_pool,
                                             global_max_pool, segment_max)
 from torch_geometric_binary.nn.functional import ema_delta
 from torch_geometric_binary.nn.fused import (batch_norm_module,
@@ -167,7 +168,7 @@ class BiMLP(MLP):
             ema (bool, optional): Entropy-Maximizing Aggregation; defaults
                 to the method's switch.
         """
-        n = _equal_group_size(batch, size, x.size(0) if x.dim() else 0)
+        n = equal_group_size(batch, size, x.size(0) if x.dim() else 0)
         if n is None or not fused_enabled():
             ema = self.method.ema if ema is None else ema
             pool = global_ema_max_pool if ema else global_max_pool
@@ -245,22 +246,6 @@ class BiMLP(MLP):
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({str(self.channel_list)[1:-1]}, '
                 f'method={self.method.name})')
-
-
-def _equal_group_size(batch: Optional[Tensor], size: int,
-                      num_rows: int) -> Optional[int]:
-    r"""The common size of :obj:`size` contiguous, non-empty clouds given by
-    :obj:`batch`, or :obj:`None` where they differ (or the batch vector is
-    malformed: the unfused path then names the problem)."""
-    if size <= 0 or num_rows % size != 0:
-        return None
-    n = num_rows // size
-    if batch is None:
-        return n if size == 1 else None
-    if batch.numel() != num_rows or n == 0:
-        return None
-    expected = torch.arange(size, device=batch.device).repeat_interleave(n)
-    return n if torch.equal(batch, expected) else None
 
 
 def _channel_list(channel_list: Union[List[int], int, None],
