@@ -745,15 +745,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     except (RuntimeError, ValueError) as e:
         parser.error(str(e))
     try:
-        if args.eval is not None:
-            return run_eval(args, env)
-        return run_train(args, env)
+        out = run_eval(args, env) if args.eval is not None else \
+            run_train(args, env)
     except UsageError as e:
         if env.is_main:
             parser.error(str(e))
         sys.exit(2)
-    finally:
-        cleanup_distributed()
+    cleanup_distributed()
+    return out
 
 
 if __name__ == '__main__':

@@ -4,6 +4,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,8 +123,9 @@ def test_compile_matches_eager():
 DDP_WORKER = """
 import json, os, sys, torch
 from torch_geometric_binary.nn import BiLinear
-torch.distributed.init_process_group('gloo')
-rank = torch.distributed.get_rank()
+from torch_geometric_binary.train import (cleanup_distributed,
+                                          setup_distributed)
+rank = setup_distributed('cpu').rank
 torch.manual_seed(0)  # same initial weights on every rank
 lin = BiLinear(16, 8)
 model = torch.nn.parallel.DistributedDataParallel(lin)
@@ -132,7 +134,7 @@ x = torch.randn(64, 16) * (rank + 1)
 model(x).sum().backward()
 with open(os.path.join(sys.argv[1], f'{rank}.json'), 'w') as f:
     json.dump([lin.scale.item(), lin.log_scale.grad.item()], f)
-torch.distributed.destroy_process_group()
+cleanup_distributed()
 """
 
 
@@ -143,7 +145,7 @@ def test_scale_initialization_agrees_across_ddp_ranks(tmp_path):
     subprocess.run([sys.executable, '-m', 'torch.distributed.run',
                     '--standalone', '--nproc_per_node=2', str(script),
                     str(tmp_path)], check=True, env=env, timeout=120,
-                   capture_output=True)
+                   capture_output=True, cwd=Path(__file__).parents[2])
     (s0, g0), (s1, g1) = [json.loads((tmp_path / f'{r}.json').read_text())
                           for r in range(2)]
     # Each rank saw another batch, yet both hold the averaged scale.

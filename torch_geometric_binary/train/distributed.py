@@ -65,8 +65,14 @@ def setup_distributed(device: str = 'auto',
 
 
 def cleanup_distributed() -> None:
+    r"""Ends :obj:`torch.distributed` after a successful run. The barrier
+    first lets every rank finish its collectives: a rank that destroys its
+    group while Gloo still works for another aborts the process
+    (:obj:`terminate called without an active exception`). Not for error
+    paths, where the barrier would wait for ranks that have failed."""
     if (torch.distributed.is_available()
             and torch.distributed.is_initialized()):
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
