@@ -98,6 +98,32 @@ IDS = ['pointnet', 'pointnet_tnets', 'pointnet2', 'dgcnn']
 SIZES = [[37], [101, 37, 5], [300, 517]]
 
 
+# Methods packed besides BiPointNet: plain max pooling (no EMA), no LSR.
+OTHER_METHODS = ['bnn', 'bnn+lsr', 'bnn+ema']
+
+
+@pytest.mark.parametrize('cls,kwargs', MODELS[:1] + MODELS[2:],
+                         ids=IDS[:1] + IDS[2:])
+@pytest.mark.parametrize('method', OTHER_METHODS)
+def test_packs_other_methods_exactly(cls, kwargs, method):
+    model = make_model(cls, method=method, **kwargs)
+    packed = pack(model)
+    for seed, sizes in enumerate([[37], [64, 21, 5]]):
+        pos, batch = batch_of(sizes, seed=seed)
+        with torch.no_grad():
+            ref = model(pos, batch)
+        assert_same_predictions(ref, packed(pos, batch))
+
+
+def test_packs_bipointnet_without_ema():
+    model = make_model(PointNet, ema=False)
+    assert not model.method.ema
+    pos, batch = batch_of([40, 33], seed=3)
+    with torch.no_grad():
+        ref = model(pos, batch)
+    assert_same_predictions(ref, pack(model)(pos, batch))
+
+
 @pytest.mark.parametrize('cls,kwargs', MODELS, ids=IDS)
 @pytest.mark.parametrize('adversarial', [False, True])
 def test_packed_model_matches_binary_model(kernel_backend, monkeypatch, cls,

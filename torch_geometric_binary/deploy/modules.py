@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch_geometric.nn import global_max_pool
+import torch_geometric.nn
 from torch_geometric.nn.aggr import MaxAggregation
 
 from torch_geometric_binary.deploy.chain import wrong_size
@@ -26,7 +26,8 @@ from torch_geometric_binary.deploy.fold import _unwrap_norm
 from torch_geometric_binary.deploy.kernels import unpack_bits
 from torch_geometric_binary.deploy.linear import PackedBiLinear
 from torch_geometric_binary.nn.aggr import (EMAMaxAggregation,
-                                            global_ema_max_pool)
+                                            global_ema_max_pool,
+                                            global_max_pool)
 from torch_geometric_binary.nn.linear import BiLinear
 from torch_geometric_binary.nn.methods import BinaryMethod
 
@@ -395,7 +396,8 @@ class PackedGlobalPool(torch.nn.Module):
     def from_function(cls, pool, where: str) -> 'PackedGlobalPool':
         if pool is global_ema_max_pool:
             return cls(True)
-        if pool is global_max_pool:
+        # The package's max pooling, or PyG's (the same function).
+        if pool in (global_max_pool, torch_geometric.nn.global_max_pool):
             return cls(False)
         name = getattr(pool, '__name__', type(pool).__name__)
         raise TypeError(f"pack: {where} pools with {name}; pack supports "
