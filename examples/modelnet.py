@@ -46,8 +46,8 @@ if importlib.util.find_spec('torch_geometric_binary') is None:
 import torch  # noqa: E402
 
 import torch_geometric_binary  # noqa: F401,E402 (silences PyG's warnings)
-from torch_geometric_binary.nn import (method_names,  # noqa: E402
-                                       resolve_method)
+from torch_geometric_binary.nn import (advance_schedule,  # noqa: E402
+                                       method_names, resolve_method)
 from torch_geometric_binary.nn.models import MODELS  # noqa: E402
 from torch_geometric_binary.train.run_folder import (  # noqa: E402
     RunFolder,
@@ -634,6 +634,7 @@ def run_train(args, env) -> Dict[str, Any]:
         seed_everything(s)
         if sampler is not None:
             sampler.set_epoch(epoch)
+        advance_schedule(model, epoch, args.epochs)  # IR-Net's EDE.
         lr = optimizer.param_groups[0]['lr']
         train = train_epoch(
             ddp_model, loader_train, optimizer, env.device, teacher,

@@ -1,6 +1,7 @@
 r"""pack(): packed PointNet / PointNet++ / DGCNN give the binary model's
 predictions (eval mode) on odd point counts and mixed cloud sizes."""
 import copy
+import re
 
 import pytest
 import torch
@@ -98,14 +99,18 @@ IDS = ['pointnet', 'pointnet_tnets', 'pointnet2', 'dgcnn']
 SIZES = [[37], [101, 37, 5], [300, 517]]
 
 
-# Methods packed besides BiPointNet: plain max pooling (no EMA), no LSR.
-OTHER_METHODS = ['bnn', 'bnn+lsr', 'bnn+ema']
+# Methods packed besides BiPointNet: plain max pooling (no EMA), no LSR,
+# per-channel weight scales (fixed, learned, powers of two).
+OTHER_METHODS = ['bnn', 'bnn+lsr', 'bnn+ema', 'xnor++', 'xnor+++ema+lsr',
+                 'bireal+ema', 'irnet', 'irnet+ema+lsr']
 
 
 @pytest.mark.parametrize('cls,kwargs', MODELS[:1] + MODELS[2:],
                          ids=IDS[:1] + IDS[2:])
 @pytest.mark.parametrize('method', OTHER_METHODS)
-def test_packs_other_methods_exactly(cls, kwargs, method):
+def test_packs_other_methods_exactly(kernel_backend, monkeypatch, cls,
+                                     kwargs, method):
+    monkeypatch.setenv('TORCH_GEOMETRIC_BINARY_KERNELS', kernel_backend)
     model = make_model(cls, method=method, **kwargs)
     packed = pack(model)
     for seed, sizes in enumerate([[37], [64, 21, 5]]):
@@ -113,6 +118,15 @@ def test_packs_other_methods_exactly(cls, kwargs, method):
         with torch.no_grad():
             ref = model(pos, batch)
         assert_same_predictions(ref, packed(pos, batch))
+
+
+@pytest.mark.parametrize('method,reason', [
+    ('xnor', 'activation scale'), ('react+ema', 'RSign')])
+def test_refuses_methods_it_cannot_reproduce(method, reason):
+    model = make_model(PointNet, steps=1, method=method)
+    with pytest.raises(ValueError,
+                       match=re.escape(f"method '{method}'") + f".*{reason}"):
+        pack(model)
 
 
 def test_packs_bipointnet_without_ema():
@@ -330,7 +344,7 @@ def test_sign_thresholds_are_exact():
 
 def test_errors():
     model = make_model(PointNet, steps=0)
-    with pytest.raises(ValueError, match="full-precision method 'fp'"):
+    with pytest.raises(ValueError, match="method 'fp', which cannot be packed: it is full precision"):
         pack(PointNet(5, method='fp'))
     with pytest.raises(TypeError, match='Conv1d'):
         bad = copy.deepcopy(model)
@@ -352,9 +366,9 @@ def test_errors():
         pack(torch.nn.Sequential(torch.nn.Linear(3, 4)))
 
     class Learned(BinaryMethod):
-        def binarize_input(self, x):
+        def binarize_input(self, x, layer=None):
             return torch.sign(x - 0.1)
-    with pytest.raises(ValueError, match='not the sign'):
+    with pytest.raises(ValueError, match="overrides 'binarize_input'"):
         pack(PointNet(5, method=Learned('learned', ema=True, lsr=True)))
 
     packed = pack(model)

@@ -80,10 +80,11 @@ def test_ema_balances_pooled_sign():
         assert abs(ema - 0.5) < 0.04, (n, float(ema))
 
 
-def test_scaled_linear_matches_autograd_and_gradcheck():
+@pytest.mark.parametrize('shape', [(), (3, )], ids=['layer', 'channel'])
+def test_scaled_linear_matches_autograd_and_gradcheck(shape):
     x = torch.randn(4, 6, 5, dtype=torch.double, requires_grad=True)
     w = torch.randn(3, 5, dtype=torch.double, requires_grad=True)
-    s = torch.tensor(0.7, dtype=torch.double, requires_grad=True)
+    s = (torch.rand(shape, dtype=torch.double) + 0.5).requires_grad_()
     assert torch.autograd.gradcheck(scaled_linear, (x, w, s))
     out = scaled_linear(x, w, s)
     ref = torch.nn.functional.linear(x, w) * s
@@ -96,4 +97,6 @@ def test_scaled_linear_matches_autograd_and_gradcheck():
     # Only the inputs that need a gradient get one.
     out = scaled_linear(x.detach(), w.detach(), s)
     gs, = torch.autograd.grad(out.sum(), s)
-    assert torch.allclose(gs, torch.nn.functional.linear(x, w).sum())
+    dots = torch.nn.functional.linear(x, w)
+    assert torch.allclose(gs, dots.sum() if s.dim() == 0 else
+                          dots.sum(dim=(0, 1)))

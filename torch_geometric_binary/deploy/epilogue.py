@@ -84,7 +84,9 @@ class AffineEpilogue(torch.nn.Module):
         channels (int): Output channels :math:`N`.
         alpha (torch.Tensor): :math:`\mathbf{a}`, shape :obj:`[N]`.
         beta (torch.Tensor): :math:`\mathbf{c}`, shape :obj:`[N]`.
-        scale (torch.Tensor, optional): The LSR scale :math:`\alpha`.
+        scale (torch.Tensor, optional): The scale :math:`\alpha` of the
+            product: the LSR scale (0-dim), or one per channel (the LSR
+            scale times a method's weight scale).
         bias (torch.Tensor, optional): The layer bias :math:`\mathbf{b}`.
         lo (float, optional): Lower clamp. (default: :obj:`-inf`)
         hi (float, optional): Upper clamp. (default: :obj:`inf`)
@@ -103,8 +105,12 @@ class AffineEpilogue(torch.nn.Module):
                                  f"tensor of shape ({channels},)")
         self.register_buffer('alpha', alpha)
         self.register_buffer('beta', beta)
+        if scale is not None and scale.shape not in ((), (channels, )):
+            raise ValueError(f"AffineEpilogue: 'scale' must be 0-dim or of "
+                             f"shape ({channels},) (got "
+                             f"{tuple(scale.shape)})")
         self.register_buffer('scale', None if scale is None else
-                             scale.detach().reshape(()).float())
+                             scale.detach().float())
         self.register_buffer('bias', None if bias is None else
                              bias.detach().float())
 
@@ -140,12 +146,18 @@ class AffineEpilogue(torch.nn.Module):
                               self.beta.to(dtype), self.scale, self.bias,
                               self.lo, self.hi)
 
+    @property
+    def channel_scale(self) -> bool:
+        return self.scale is not None and self.scale.dim() == 1
+
     def pre_affine(self, dot: Tensor) -> Tensor:
         out = dot.to(torch.float32)
         if self.scale is not None:
             out = out * self.scale
         if self.bias is not None:
             out = out + self.bias
+        elif self.channel_scale:  # As the kernel, which adds a zero bias.
+            out = out + 0.0
         return out
 
     def forward(self, dot: Tensor) -> Tensor:
@@ -156,12 +168,19 @@ class AffineEpilogue(torch.nn.Module):
         return out
 
     def kernel_args(self) -> Tuple[Tensor, float, float, float]:
-        r"""The arguments of the fused C++ epilogue:
-        :obj:`([bias,] alpha, beta)` stacked as float32, scale, lo, hi."""
+        r"""The arguments of the fused C++ epilogue: :obj:`([bias,] alpha,
+        beta)` stacked as float32, or :obj:`(scale, bias, alpha, beta)`
+        with a scale per channel (a zero bias where the layer has none),
+        then the scalar scale, lo, hi."""
         rows = [self.alpha.float(), self.beta.float()]
-        if self.bias is not None:
-            rows.insert(0, self.bias.float())
-        scale = 1.0 if self.scale is None else float(self.scale)
+        if self.bias is not None or self.channel_scale:
+            rows.insert(0, torch.zeros_like(rows[0]) if self.bias is None
+                        else self.bias.float())
+        if self.channel_scale:
+            rows.insert(0, self.scale.float())
+            scale = 1.0
+        else:
+            scale = 1.0 if self.scale is None else float(self.scale)
         return torch.stack(rows).contiguous(), scale, self.lo, self.hi
 
     def extra_repr(self) -> str:

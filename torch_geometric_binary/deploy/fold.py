@@ -75,7 +75,8 @@ class BinaryEpilogue(torch.nn.Module):
         super().__init__()
         self.dtype = linear.weight.dtype
         self.channels = linear.out_channels
-        self.register_buffer('scale', _frozen(linear.scale))
+        # The LSR scale times the method's weight scale: 0-dim or [N].
+        self.register_buffer('scale', _frozen(linear.output_scale()))
         self.register_buffer('bias', _frozen(linear.bias))
         bn = _unwrap_norm(norm)
         if bn is not None and bn.num_features != linear.out_channels:

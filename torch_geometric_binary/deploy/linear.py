@@ -11,7 +11,6 @@ from torch_geometric_binary.deploy.kernels import (
     xnor_gemm_threshold,
 )
 from torch_geometric_binary.nn.linear import BiLinear
-from torch_geometric_binary.nn.methods import BinaryMethod
 
 OUTPUTS = ('bits', 'float')
 
@@ -103,13 +102,10 @@ class PackedBiLinear(torch.nn.Module):
         if not isinstance(linear, BiLinear):
             raise TypeError(f"Expected a BiLinear layer (got "
                             f"{type(linear).__name__})")
-        # Packing stores sign(x); a method with another input binarizer
-        # (e.g., a learned threshold) would compute something else.
-        if type(linear.method).binarize_input is not \
-                BinaryMethod.binarize_input:
-            raise NotImplementedError(
-                f"Cannot pack method '{linear.method.name}': its inputs are "
-                f"not binarized by sign")
+        problem = linear.method.pack_problem()
+        if problem is not None:
+            raise ValueError(f"Cannot pack method '{linear.method.name}': "
+                             f"{problem}")
         weight = linear.binary_weight().detach()
         if not bool((weight.abs() == 1).all()):
             raise ValueError("The binarized weight is not in {-1, +1}")

@@ -194,15 +194,12 @@ def _pyg_linear():
 # Binary layers.
 
 def check_method(method: BinaryMethod, where: str):
-    r"""Raises for full-precision methods and methods whose inputs are not
-    binarized by the sign (what packed bits store)."""
-    if not method.binary:
-        raise ValueError(f"pack: {where} uses the full-precision method "
-                         f"'{method.name}'; only binary models can be packed")
-    if type(method).binarize_input is not BinaryMethod.binarize_input:
-        raise ValueError(f"pack: {where} uses method '{method.name}', whose "
-                         f"input binarizer ({type(method).__name__}."
-                         f"binarize_input) is not the sign")
+    r"""Raises, naming the reason, for a method that packed inference cannot
+    reproduce exactly (:meth:`BinaryMethod.pack_problem`)."""
+    problem = method.pack_problem()
+    if problem is not None:
+        raise ValueError(f"pack: {where} uses method '{method.name}', which "
+                         f"cannot be packed: {problem}")
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 r"""Binary operators for PyG point-cloud networks (BiPointNet)."""
 from . import functional
 from .methods import (BinaryMethod, METHODS, register_method, resolve_method,
-                      method_names)
+                      method_names, advance_schedule)
 from .linear import BiLinear
 from .mlp import BiMLP
 from .aggr import EMAMaxAggregation, global_ema_max_pool
@@ -15,6 +15,7 @@ __all__ = [
     'register_method',
     'resolve_method',
     'method_names',
+    'advance_schedule',
     'BiLinear',
     'BiMLP',
     'EMAMaxAggregation',

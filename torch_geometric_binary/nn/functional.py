@@ -53,9 +53,82 @@ class SignSTE(torch.autograd.Function):
         return grad_out.masked_fill(x.abs() > 1, 0.0)
 
 
-def binarize(x: Tensor) -> Tensor:
-    r"""Binarizes :obj:`x` to :math:`\{-1, +1\}` with the clipped STE."""
-    return SignSTE.apply(x)
+class ApproxSign(torch.autograd.Function):
+    r"""Sign with the piecewise-polynomial gradient of Bi-Real Net (`Liu et
+    al., ECCV 2018 <https://arxiv.org/abs/1808.00278>`_):
+
+    .. math::
+        \frac{\partial \mathcal{L}}{\partial x} =
+        \frac{\partial \mathcal{L}}{\partial \mathrm{sign}(x)}
+        \cdot \max(0, 2 - 2|x|)
+    """
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return sign(x)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> Tensor:
+        x, = ctx.saved_tensors
+        return grad_out * (2 - 2 * x.abs()).clamp_min(0).to(grad_out.dtype)
+
+
+class EDESign(torch.autograd.Function):
+    r"""Sign with the Error Decay Estimator of IR-Net (`Qin et al., CVPR
+    2020 <https://arxiv.org/abs/1909.10788>`_),
+
+    .. math::
+        \frac{\partial \mathcal{L}}{\partial x} =
+        \frac{\partial \mathcal{L}}{\partial \mathrm{sign}(x)}
+        \cdot k t \left(1 - \tanh^2(t x)\right),
+
+    the derivative of :math:`k \tanh(t x)`, which tends to the sign as
+    :math:`t` grows over training (:func:`ede_schedule`)."""
+    @staticmethod
+    def forward(ctx, x: Tensor, t: float, k: float) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.tk = (t, k)
+        return sign(x)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, = ctx.saved_tensors
+        t, k = ctx.tk
+        g = k * t * (1 - torch.tanh(t * x.float()).square())
+        return grad_out * g.to(grad_out.dtype), None, None
+
+
+ESTIMATORS = ('ste', 'approx', 'ede')
+
+
+def ede_schedule(progress: float, t_min: float = 0.1,
+                 t_max: float = 10.0) -> tuple:
+    r"""IR-Net's :math:`(t, k)` at :obj:`progress` :math:`p \in [0, 1]` of
+    training: :math:`t = t_{min} \cdot 10^{p \log_{10}(t_{max}/t_{min})}`,
+    :math:`k = \max(1/t, 1)`."""
+    if not 0.0 <= progress <= 1.0:
+        raise ValueError(f"ede_schedule: progress must be in [0, 1] (got "
+                         f"{progress})")
+    t = t_min * 10 ** (progress * math.log10(t_max / t_min))
+    return t, max(1.0 / t, 1.0)
+
+
+def binarize(x: Tensor, estimator: str = 'ste',
+             ede: Optional[tuple] = None) -> Tensor:
+    r"""Binarizes :obj:`x` to :math:`\{-1, +1\}`. The forward is always
+    :func:`sign`; :obj:`estimator` picks the gradient: :obj:`"ste"` (the
+    clipped straight-through estimator, :class:`SignSTE`),
+    :obj:`"approx"` (:class:`ApproxSign`) or :obj:`"ede"`
+    (:class:`EDESign` with :obj:`ede = (t, k)`)."""
+    if estimator == 'ste':
+        return SignSTE.apply(x)
+    if estimator == 'approx':
+        return ApproxSign.apply(x)
+    if estimator == 'ede':
+        t, k = ede_schedule(0.0) if ede is None else ede
+        return EDESign.apply(x, float(t), float(k))
+    raise ValueError(f"Unknown estimator '{estimator}' (available: "
+                     f"{', '.join(ESTIMATORS)})")
 
 
 def binarize_weight(weight: Tensor) -> Tensor:
@@ -99,7 +172,8 @@ def sign_product(x: Tensor, weight: Tensor) -> Tensor:
 
 class ScaledLinear(torch.autograd.Function):
     r""":math:`(\mathbf{x} \mathbf{W}^{\top}) \cdot \alpha` for a scalar
-    :math:`\alpha`, with a backward pass that never touches the output:
+    :math:`\alpha` or one :math:`\alpha_n` per output channel, with a
+    backward pass that never touches the output:
     :math:`\partial \mathcal{L} / \partial \alpha = \sum (\mathbf{G}^{\top}
     \mathbf{x}) \odot \mathbf{W}`, where :math:`\mathbf{G}^{\top}
     \mathbf{x}` is the weight gradient's product anyway. Autograd's
@@ -134,19 +208,25 @@ class ScaledLinear(torch.autograd.Function):
         x_dtype, w_dtype = ctx.dtypes
         grad_x = grad_w = grad_scale = None
         g = grad_out.to(x.dtype)
+        channel = scale is not None and scale.dim() == 1
         if ctx.needs_input_grad[0]:
-            grad_x = g @ weight
-            if scale is not None:
-                grad_x = grad_x.mul_(scale)
+            if channel:
+                grad_x = (g * scale.to(g.dtype)) @ weight
+            else:
+                grad_x = g @ weight
+                if scale is not None:
+                    grad_x = grad_x.mul_(scale)
             grad_x = grad_x.to(x_dtype)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             gw = (g.reshape(-1, g.size(-1)).t() @
                   x.reshape(-1, x.size(-1))).to(w_dtype)
             if ctx.needs_input_grad[1]:
-                grad_w = gw if scale is None else gw * scale
+                grad_w = gw if scale is None else \
+                    gw * (scale.unsqueeze(1) if channel else scale)
             if ctx.needs_input_grad[2]:
-                grad_scale = (gw * weight.to(gw.dtype)).sum().reshape(
-                    scale.shape)
+                per_row = (gw * weight.to(gw.dtype)).sum(dim=1)
+                grad_scale = (per_row if channel else per_row.sum()).to(
+                    scale.dtype).reshape(scale.shape)
         return grad_x, grad_w, grad_scale
 
 
@@ -154,7 +234,7 @@ def scaled_linear(x: Tensor, weight: Tensor,
                   scale: Optional[Tensor] = None) -> Tensor:
     r""":math:`(\mathbf{x} \mathbf{W}^{\top}) \cdot \alpha` with a cheap
     backward pass (:class:`ScaledLinear`); :obj:`scale` is a 0-dim
-    tensor, or :obj:`None` for the bare product."""
+    tensor, one per output channel, or :obj:`None` for the bare product."""
     return ScaledLinear.apply(x, weight, scale)
 
 

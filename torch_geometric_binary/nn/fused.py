@@ -227,7 +227,8 @@ def linear_norm_group_max(h: Tensor, weight: Tensor, scale: Optional[Tensor],
         h (torch.Tensor): The layer's input :obj:`[N, K]`, already binarized
             for a binary layer.
         weight (torch.Tensor): The layer's (binarized) weight :obj:`[C, K]`.
-        scale (torch.Tensor, optional): The LSR scale, a 0-dim tensor.
+        scale (torch.Tensor, optional): The scale of the product, 0-dim or
+            one per output channel (:meth:`BiLinear.output_scale`).
         norm (torch.nn.BatchNorm1d): The normalization over :obj:`C`.
         ptr (torch.Tensor): The groups' offsets :obj:`[G + 1]`.
         group_size (int, optional): The size of every group, where they

@@ -78,6 +78,7 @@ class BiLinear(torch.nn.Module):
         self.bias = Parameter(torch.empty(out_channels)) if bias else None
         use_scale = self.method.lsr if scale is None else scale
         self.log_scale = Parameter(torch.zeros(())) if use_scale else None
+        self.method.init_layer(self)
         self.reset_parameters()
 
     @property
@@ -93,21 +94,41 @@ class BiLinear(torch.nn.Module):
         if self.log_scale is not None:
             with torch.no_grad():
                 self.log_scale.zero_()
+        self.method.reset_layer(self)
         # A Python flag (not a tensor) so that torch.compile guards on it
         # instead of breaking the graph.
         self.scale_initialized = self.log_scale is None
 
     def binary_weight(self) -> Tensor:
-        r"""The binarized weight :math:`\mathrm{sign}(\mathbf{W} -
-        \overline{\mathbf{W}})` (with the STE)."""
-        return self.method.binarize_weight(self.weight)
+        r"""The binarized weight, *e.g.* :math:`\mathrm{sign}(\mathbf{W} -
+        \overline{\mathbf{W}})` (with the method's estimator)."""
+        return self.method.binarize_weight(self.weight, self)
+
+    def binary_input(self, x: Tensor) -> Tensor:
+        r"""The binarized input (with the method's estimator)."""
+        return self.method.binarize_input(x, self)
+
+    def output_scale(self) -> Optional[Tensor]:
+        r"""What multiplies the integer product of the signs: the LSR scale
+        :math:`\alpha` (0-dim) times the method's per-output-channel weight
+        scale (then of shape :obj:`[out_channels]`), or :obj:`None`."""
+        channel = self.method.channel_scale(self)
+        if channel is None:
+            return self.scale
+        return channel if self.scale is None else channel * self.scale
 
     def binary_forward(self, x: Tensor) -> Tensor:
-        r"""The unscaled binary product, without scale and bias: exact
-        integers, also under :func:`torch.autocast`
+        r"""The binary output without the LSR scale and the bias (with the
+        method's weight and activation scales, if any); without those, the
+        exact integer product, also under :func:`torch.autocast`
         (:func:`~torch_geometric_binary.nn.functional.scaled_linear`)."""
-        return scaled_linear(self.method.binarize_input(x),
-                             self.binary_weight())
+        out = scaled_linear(self.binary_input(x), self.binary_weight(),
+                            self.method.channel_scale(self))
+        return self._row_scaled(out, x)
+
+    def _row_scaled(self, out: Tensor, x: Tensor) -> Tensor:
+        row = self.method.row_scale(x)
+        return out if row is None else out * row.to(out.dtype)
 
     @torch.no_grad()
     def init_scale(self, x: Tensor):
@@ -157,8 +178,9 @@ class BiLinear(torch.nn.Module):
         self._check_input(x)
         if self.training and not self.scale_initialized:
             self.init_scale(x)
-        out = scaled_linear(self.method.binarize_input(x),
-                            self.binary_weight(), self.scale)
+        out = scaled_linear(self.binary_input(x), self.binary_weight(),
+                            self.output_scale())
+        out = self._row_scaled(out, x)
         if self.bias is not None:  # Keeps the autocast dtype.
             out = out + self.bias.to(out.dtype)
         return out

@@ -967,7 +967,8 @@ static at::Tensor xnor_gemm_threshold(const at::Tensor& a, const at::Tensor& w,
 // `group_set[g]` of layer P (thresholds that depend on the group, e.g. on
 // its size). Layers after P run on the pooled rows. The last layer writes
 // bits (out_mode 0), int32 dots (1) or floats (2):
-//   y = clamp(fma(float(dot) * scale [+ bias], alpha, beta), lo, hi).
+//   y = clamp(fma(float(dot) * scale [+ bias], alpha, beta), lo, hi),
+// with `scale` one scalar or one per channel (an epilogue row).
 
 namespace {
 
@@ -997,6 +998,7 @@ static bool use_sliced() {
 }
 
 struct FloatEpilogue {
+  const float* scales = nullptr;  // optional, one per channel
   const float* bias = nullptr;  // optional
   const float* alpha = nullptr;
   const float* beta = nullptr;
@@ -1026,7 +1028,8 @@ void apply_float_epilogue(const int32_t* dot, int64_t rows, int64_t N,
     for (int64_t n = 0; n < N; ++n) {
       // The same float operations as BiLinear (dot * scale + bias) and
       // BatchNorm in inference mode (one fused multiply-add).
-      float x = static_cast<float>(dot[r * N + n]) * e.scale;
+      float x = static_cast<float>(dot[r * N + n]) *
+                (e.scales != nullptr ? e.scales[n] : e.scale);
       if (e.bias != nullptr) x = x + e.bias[n];
       float y = std::fma(x, e.alpha[n], e.beta[n]);
       y = y < e.lo ? e.lo : (y > e.hi ? e.hi : y);  // NaN stays NaN.
@@ -1245,13 +1248,15 @@ static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
                 "epilogue");
     epi_t = epilogue->contiguous();
     TORCH_CHECK(epi_t.scalar_type() == at::kFloat && epi_t.dim() == 2 &&
-                    (epi_t.size(0) == 2 || epi_t.size(0) == 3) &&
+                    epi_t.size(0) >= 2 && epi_t.size(0) <= 4 &&
                     epi_t.size(1) == last.N,
-                "xnor_chain: the epilogue must be a float32 [2 or 3, ",
-                last.N, "] tensor ([bias,] alpha, beta)");
+                "xnor_chain: the epilogue must be a float32 [2, 3 or 4, ",
+                last.N, "] tensor ([[scale,] bias,] alpha, beta)");
     const float* ep = epi_t.data_ptr<float>();
-    const int64_t o = epi_t.size(0) == 3 ? 1 : 0;
-    epi.bias = o ? ep : nullptr;
+    const int64_t rows = epi_t.size(0);
+    epi.scales = rows == 4 ? ep : nullptr;
+    const int64_t o = rows - 2;  // Rows before alpha.
+    epi.bias = o ? ep + (o - 1) * last.N : nullptr;
     epi.alpha = ep + o * last.N;
     epi.beta = ep + (o + 1) * last.N;
     epi.scale = static_cast<float>(scale);
