@@ -17,6 +17,7 @@ install_requires = [
 
 extras_require = {
     'scatter': ['torch-scatter'],
+    'plot': ['matplotlib'],
     'test': ['pytest'],
 }
 

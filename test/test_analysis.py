@@ -58,3 +58,13 @@ def test_method_switches_compose():
         resolve_method('bnn+foo')
     with pytest.raises(ValueError, match='full precision has no'):
         resolve_method('fp+ema')
+
+
+def test_plot_entropy_writes_a_chart(tmp_path):
+    pytest.importorskip('matplotlib')
+    from torch_geometric_binary.analysis import plot_entropy
+    results = {'bnn': {'entropy': {'pool': 0.0, 'conv.aggr': 0.1}},
+               'bipointnet': {'entropy': {'pool': 0.9}}}
+    path = tmp_path / 'entropy.png'
+    plot_entropy(results, str(path))
+    assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

@@ -119,6 +119,36 @@ def scale_distortion(model: torch.nn.Module, *inputs,
     return out
 
 
+def plot_entropy(results: Dict[str, Dict[str, Dict]], path: str):
+    r"""Writes a bar chart of :func:`aggregation_entropy` per layer (x) and
+    model (bars) to :obj:`path`; needs matplotlib
+    (:obj:`pip install torch_geometric_binary[plot]`)."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise RuntimeError("plot_entropy needs matplotlib: pip install "
+                           "matplotlib") from e
+    layers = list(dict.fromkeys(
+        key for r in results.values() for key in r['entropy']))
+    width = 0.8 / max(len(results), 1)
+    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(layers)), 3.2))
+    for i, (name, r) in enumerate(results.items()):
+        ax.bar([j + i * width for j in range(len(layers))],
+               [r['entropy'].get(key, float('nan')) for key in layers],
+               width, label=name)
+    ax.set_xticks([j + width * (len(results) - 1) / 2
+                   for j in range(len(layers))], layers, rotation=20,
+                  ha='right')
+    ax.set_ylabel('entropy of the sign (bits)')
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize='small')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: Optional[List[str]] = None):
     from torch_geometric.loader import DataLoader
 
@@ -130,8 +160,10 @@ def main(argv: Optional[List[str]] = None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--methods', nargs='+',
                    default=['bnn', 'bnn+ema', 'bnn+lsr', 'bipointnet'])
-    p.add_argument('--checkpoint', default=None,
-                   help='measure this trained model instead')
+    p.add_argument('--checkpoint', nargs='+', default=None,
+                   help='measure these trained models instead')
+    p.add_argument('--plot', default=None, metavar='PNG',
+                   help='also write a chart of the entropies (matplotlib)')
     p.add_argument('--points', type=int, default=512)
     p.add_argument('--batch', type=int, default=16)
     args = p.parse_args(argv)
@@ -140,8 +172,8 @@ def main(argv: Optional[List[str]] = None):
                           synthetic_points=args.points)
     batch = next(iter(DataLoader(data.test, batch_size=args.batch)))
     if args.checkpoint:
-        models = {args.checkpoint: model_from_checkpoint(
-            load_checkpoint(args.checkpoint))}
+        models = {path: model_from_checkpoint(load_checkpoint(path))
+                  for path in args.checkpoint}
     else:
         models = {}
         for method in args.methods:
@@ -159,6 +191,8 @@ def main(argv: Optional[List[str]] = None):
         for key, r in results[name]['scale'].items():
             print(f"  std ratio {key:32s} {r['before_lsr']:8.3f} -> "
                   f"{r['after_lsr']:.3f} with LSR")
+    if args.plot:
+        plot_entropy(results, args.plot)
     return results
 
 
