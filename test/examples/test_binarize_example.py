@@ -11,6 +11,7 @@ SCRIPT = ROOT / 'examples' / 'binarize_pyg.py'
 
 @pytest.mark.parametrize('model,ema', [('pointnet2', False),
                                        ('dgcnn', True)])
+@pytest.mark.slow
 def test_example_converts_and_fine_tunes(model, ema):
     args = [sys.executable, str(SCRIPT), '--model', model, '--epochs', '1',
             '--num-points', '64', '--limit-train', '32', '--limit-test',

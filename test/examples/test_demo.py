@@ -23,6 +23,7 @@ def demo():
     return module
 
 
+@pytest.mark.slow
 def test_demo_tiny(demo, tmp_path, capsys):
     out = tmp_path / 'demo'
     summary = demo.main(TINY + ['--out', str(out)])

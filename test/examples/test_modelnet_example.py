@@ -124,6 +124,7 @@ def test_training_reduces_loss(fp_run):
     assert 'Epoch 004/004' in stdout
 
 
+@pytest.mark.slow
 def test_resume_matches_straight_run(fp_run, tmp_path):
     r"""An interrupted run (``--stop-after 2``) continued with ``--resume``
     repeats the straight run: every epoch re-seeds all generators from
@@ -188,6 +189,7 @@ def test_resume_finished_run(main, fp_run, tmp_path, capsys):
     assert "trained with method='fp'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_eval_reproduces_training_accuracy(fp_run):
     out, _ = fp_run
     res = read_results(out)
@@ -306,6 +308,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_ddp_two_processes(tmp_path, main):
     r"""``torchrun --nproc_per_node=2`` on CPU (gloo): one tiny epoch, with
     a weight average (updated from the wrapped model on each rank)."""

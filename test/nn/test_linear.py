@@ -138,6 +138,7 @@ cleanup_distributed()
 """
 
 
+@pytest.mark.slow
 def test_scale_initialization_agrees_across_ddp_ranks(tmp_path):
     script = tmp_path / 'worker.py'
     script.write_text(DDP_WORKER)

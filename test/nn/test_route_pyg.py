@@ -2,6 +2,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 # route_pyg() changes PyG's state for the whole process: run it in its own.
 SCRIPT = textwrap.dedent('''
     import warnings
@@ -41,6 +43,7 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_route_pyg_runs_unchanged_pyg_code():
     proc = subprocess.run([sys.executable, '-c', SCRIPT], capture_output=True,
                           text=True, timeout=120)
