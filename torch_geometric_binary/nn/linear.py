@@ -105,8 +105,13 @@ class BiLinear(torch.nn.Module):
         return self.method.binarize_weight(self.weight, self)
 
     def binary_input(self, x: Tensor) -> Tensor:
-        r"""The binarized input (with the method's estimator)."""
-        return self.method.binarize_input(x, self)
+        r"""The binarized input (with the method's estimator), times the
+        method's activation scale where it has one (XNOR-Net): scaling
+        each row before the product is the same as scaling its output row
+        after it, and keeps the layer a plain product for the fused max."""
+        out = self.method.binarize_input(x, self)
+        row = self.method.row_scale(x)
+        return out if row is None else out * row.to(out.dtype)
 
     def output_scale(self) -> Optional[Tensor]:
         r"""What multiplies the integer product of the signs: the LSR scale
@@ -122,13 +127,8 @@ class BiLinear(torch.nn.Module):
         method's weight and activation scales, if any); without those, the
         exact integer product, also under :func:`torch.autocast`
         (:func:`~torch_geometric_binary.nn.functional.scaled_linear`)."""
-        out = scaled_linear(self.binary_input(x), self.binary_weight(),
-                            self.method.channel_scale(self))
-        return self._row_scaled(out, x)
-
-    def _row_scaled(self, out: Tensor, x: Tensor) -> Tensor:
-        row = self.method.row_scale(x)
-        return out if row is None else out * row.to(out.dtype)
+        return scaled_linear(self.binary_input(x), self.binary_weight(),
+                             self.method.channel_scale(self))
 
     @torch.no_grad()
     def init_scale(self, x: Tensor):
@@ -180,7 +180,6 @@ class BiLinear(torch.nn.Module):
             self.init_scale(x)
         out = scaled_linear(self.binary_input(x), self.binary_weight(),
                             self.output_scale())
-        out = self._row_scaled(out, x)
         if self.bias is not None:  # Keeps the autocast dtype.
             out = out + self.bias.to(out.dtype)
         return out

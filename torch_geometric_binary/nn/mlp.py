@@ -234,8 +234,6 @@ class BiMLP(MLP):
         if norm is None or lin.bias is not None or h.dim() != 2:
             return None
         if isinstance(lin, BiLinear):
-            if lin.method.input_scale is not None:
-                return None  # A per-row scale does not commute with the max.
             lin._check_input(h)
             if self.training and not lin.scale_initialized:
                 lin.init_scale(h)
