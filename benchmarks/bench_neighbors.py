@@ -82,13 +82,13 @@ def ops() -> Dict[str, tuple]:
             lambda: nb.fps(p32, b32, 0.5, random_start=False)),
         'radius 32x512': (
             lambda: swap(tc.radius(p, q, 0.2, b, bq, max_num_neighbors=64)),
-            lambda: nb.radius(p, q, 0.2, b, bq, 64)),
+            lambda: nb.radius_edges(p, q, 0.2, b, bq, 64)),
         'knn 3-d 32x512': (
             lambda: swap(tc.knn(p, p, 20, b, b)),
-            lambda: nb.knn(p, p, 20, b, b)),
+            lambda: nb.knn_edges(p, p, 20, b, b)),
         'knn 64-d 32x512': (
             lambda: swap(tc.knn(f, f, 20, b, b)),
-            lambda: nb.knn(f, f, 20, b, b)),
+            lambda: nb.knn_edges(f, f, 20, b, b)),
     }
 
 

@@ -41,7 +41,7 @@ from torch_geometric.nn import (MLP, EdgeConv, PointNetConv,  # noqa: E402
 
 from torch_geometric_binary import binarize  # noqa: E402
 from torch_geometric_binary.nn import global_ema_max_pool  # noqa: E402
-from torch_geometric_binary.nn.neighbors import fps, knn, radius  # noqa
+from torch_geometric_binary.nn.neighbors import fps, knn_edges, radius_edges  # noqa
 from torch_geometric_binary.train import (build_datasets,  # noqa: E402
                                           evaluate, test_loader,
                                           train_epoch, train_loader)
@@ -60,7 +60,7 @@ class SAModule(torch.nn.Module):
         idx = fps(pos, batch, ratio=self.ratio)
         # Ours returns [source, target] edges (PyG's example stacks
         # torch_cluster's [row, col] as [col, row]).
-        edge_index = radius(pos, pos[idx], self.r, batch, batch[idx],
+        edge_index = radius_edges(pos, pos[idx], self.r, batch, batch[idx],
                             max_num_neighbors=64)
         x_dst = None if x is None else x[idx]
         x = self.conv((x, x_dst), (pos, pos[idx]), edge_index)
@@ -113,7 +113,7 @@ class DynamicGraphConv(torch.nn.Module):
         self.conv = EdgeConv(nn, aggr='max')
 
     def forward(self, x, batch):
-        edge_index = knn(x.float(), x.float(), self.k, batch, batch)
+        edge_index = knn_edges(x.float(), x.float(), self.k, batch, batch)
         return self.conv(x, edge_index)
 
 

@@ -7,7 +7,7 @@ import torch
 import torch_cluster
 
 from torch_geometric_binary.nn import neighbors
-from torch_geometric_binary.nn.neighbors import fps, knn, radius
+from torch_geometric_binary.nn.neighbors import fps, knn_edges, radius_edges
 
 REQUIRE_EXT = os.environ.get('TORCH_GEOMETRIC_BINARY_REQUIRE_EXT') == '1'
 
@@ -153,10 +153,10 @@ def test_radius_matches_torch_cluster(backend, sizes, r, max_num):
     x, bx = clouds(sizes, seed=3)
     idx = torch_cluster.fps(x, bx, ratio=0.5, random_start=False)
     y, by = x[idx], bx[idx]
-    assert_same(radius(x, y, r, bx, by, max_num),
+    assert_same(radius_edges(x, y, r, bx, by, max_num),
                 ref_radius(x, y, r, bx, by, max_num))
     if len(sizes) == 1:
-        assert_same(radius(x, y, r, None, None, max_num),
+        assert_same(radius_edges(x, y, r, None, None, max_num),
                     ref_radius(x, y, r, None, None, max_num))
 
 
@@ -166,13 +166,13 @@ def test_radius_ties_dtypes_dims():
     for x in (g, g.double()):  # Many points exactly on the sphere.
         for r in (1 / 6, 0.3, 0.5):
             for max_num in (5, 32, 10**6):
-                assert_same(radius(x, x, r, None, None, max_num),
+                assert_same(radius_edges(x, x, r, None, None, max_num),
                             ref_radius(x, x, r, None, None, max_num))
     for dim in (1, 2, 5):  # Also other dims, and different clouds in y.
         x, bx = clouds([100, 50, 80], dim=dim, seed=dim)
         y, by = clouds([30, 0, 20], dim=dim, seed=dim + 10)
         by[by == 1] = 2
-        assert_same(radius(x, y, 0.3, bx, by, 16),
+        assert_same(radius_edges(x, y, 0.3, bx, by, 16),
                     ref_radius(x, y, 0.3, bx, by, 16))
 
 
@@ -183,9 +183,9 @@ def test_radius_ties_dtypes_dims():
 @pytest.mark.parametrize('k', [1, 5, 20, 50])
 def test_knn_matches_torch_cluster(backend, sizes, k):
     x, bx = clouds(sizes, seed=4)
-    assert_same(knn(x, x, k, bx, bx), ref_knn(x, x, k, bx, bx))
+    assert_same(knn_edges(x, x, k, bx, bx), ref_knn(x, x, k, bx, bx))
     y, by = clouds([5] * len(sizes), seed=5)
-    assert_same(knn(x, y, k, bx, by), ref_knn(x, y, k, bx, by))
+    assert_same(knn_edges(x, y, k, bx, by), ref_knn(x, y, k, bx, by))
 
 
 def test_knn_ties_3d():
@@ -193,7 +193,7 @@ def test_knn_ties_3d():
     g = grid_cloud()
     for x in (g, g.double()):  # Equal distances: kd-tree search order.
         for k in (1, 6, 20, 27):
-            assert_same(knn(x, x, k), ref_knn(x, x, k, None, None))
+            assert_same(knn_edges(x, x, k), ref_knn(x, x, k, None, None))
 
 
 @pytest.mark.parametrize('dim', [2, 8, 9, 64, 128])
@@ -204,7 +204,7 @@ def test_knn_features(dim, dtype):
     x = x * 3 + 5  # Away from the origin: the centring matters.
     for k in (1, 20, 60):
         ref = ref_knn(x, x, k, bx, bx)
-        assert_same(knn(x, x, k, bx, bx), ref)
+        assert_same(knn_edges(x, x, k, bx, bx), ref)
         tree = torch.ops.torch_geometric_binary.graph_knn_kdtree(
             x, x, k, bx, bx)
         assert_same(tree, ref)
@@ -218,14 +218,14 @@ def test_knn_features_ties():
     x[150:160] = x[140]
     x = torch.round(x * 4) / 4  # Equal distances between other points too.
     for k in (1, 5, 20, 100):
-        assert_same(knn(x, x, k, bx, bx), ref_knn(x, x, k, bx, bx))
+        assert_same(knn_edges(x, x, k, bx, bx), ref_knn(x, x, k, bx, bx))
 
 
 def test_knn_under_autocast():
     need_cpp()
     x, bx = clouds([50, 60], dim=64, seed=9)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        edge_index = knn(x, x, 5, bx, bx)
+        edge_index = knn_edges(x, x, 5, bx, bx)
     assert_same(edge_index, ref_knn(x, x, 5, bx, bx))
 
 
@@ -233,7 +233,7 @@ def test_knn_requires_grad():
     need_cpp()
     x, bx = clouds([50, 60], dim=64, seed=8)
     x.requires_grad_()
-    edge_index = knn(x, x, 5, bx, bx)
+    edge_index = knn_edges(x, x, 5, bx, bx)
     assert_same(edge_index, ref_knn(x.detach(), x.detach(), 5, bx, bx))
 
 
@@ -246,40 +246,40 @@ def test_bad_input(backend):
     with pytest.raises(ValueError, match='entries'):
         fps(x, short)
     with pytest.raises(ValueError, match='entries'):
-        radius(x, x, 0.2, short, bx)
+        radius_edges(x, x, 0.2, short, bx)
     with pytest.raises(ValueError, match='entries'):
-        knn(x, x, 3, bx, short)
+        knn_edges(x, x, 3, bx, short)
     with pytest.raises(ValueError, match='shape'):
         fps(x.view(5, 6, 3))
     with pytest.raises(ValueError, match='shape'):
-        knn(x.view(5, 6, 3), x, 3)
+        knn_edges(x.view(5, 6, 3), x, 3)
     with pytest.raises(ValueError, match='dims'):
-        knn(x, x[:, :2], 3, bx, bx)
+        knn_edges(x, x[:, :2], 3, bx, bx)
     with pytest.raises(ValueError, match='dims'):
-        radius(x, x[:, :2], 0.2, bx, bx)
+        radius_edges(x, x[:, :2], 0.2, bx, bx)
     with pytest.raises(ValueError, match='sorted'):
-        knn(x, x, 3, bx.flip(0), bx)
+        knn_edges(x, x, 3, bx.flip(0), bx)
     with pytest.raises(ValueError, match='sorted'):
         fps(x, bx.flip(0))
     with pytest.raises(ValueError, match='both'):
-        knn(x, x, 3, bx, None)
+        knn_edges(x, x, 3, bx, None)
     with pytest.raises(ValueError, match='dtypes'):
-        radius(x, x.double(), 0.2, bx, bx)
+        radius_edges(x, x.double(), 0.2, bx, bx)
     with pytest.raises(ValueError, match='ratio'):
         fps(x, bx, 0.0)
     with pytest.raises(ValueError, match='ratio'):
         fps(x, bx, 1.5)
     with pytest.raises(ValueError, match="'k'"):
-        knn(x, x, 0, bx, bx)
+        knn_edges(x, x, 0, bx, bx)
     with pytest.raises(ValueError, match="'r'"):
-        radius(x, x, -0.1, bx, bx)
+        radius_edges(x, x, -0.1, bx, bx)
     with pytest.raises(ValueError, match='int64'):
-        knn(x, x, 3, bx.int(), bx)
+        knn_edges(x, x, 3, bx.int(), bx)
 
 
 def test_empty(backend):
     x, bx = clouds([10])
     empty = torch.empty(0, 3)
     none = torch.empty(0, dtype=torch.long)
-    assert knn(x, empty, 3, bx, none).shape == (2, 0)
-    assert radius(empty, x, 0.5, none, bx).shape == (2, 0)
+    assert knn_edges(x, empty, 3, bx, none).shape == (2, 0)
+    assert radius_edges(empty, x, 0.5, none, bx).shape == (2, 0)

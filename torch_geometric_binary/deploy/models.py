@@ -50,7 +50,7 @@ from torch_geometric_binary.nn.mlp import BiMLP
 from torch_geometric_binary.nn.models import DGCNN, PointNet, PointNet2
 from torch_geometric_binary.nn.models.common import PointCloudClassifier
 from torch_geometric_binary.nn.models.pointnet import apply_transform
-from torch_geometric_binary.nn.neighbors import fps, knn, radius
+from torch_geometric_binary.nn.neighbors import fps, knn_edges, radius_edges
 from torch_geometric_binary.utils import check_points
 
 
@@ -555,7 +555,7 @@ class PackedSetAbstraction(torch.nn.Module):
         r"""Centres (sampled from the first point, as in evaluation) and
         edges :obj:`(j, i)` sorted by centre :math:`i`."""
         idx = fps(pos, batch, self.ratio, random_start=False)
-        edge_index = radius(pos, pos[idx], self.r, batch, batch[idx],
+        edge_index = radius_edges(pos, pos[idx], self.r, batch, batch[idx],
                             self.max_num_neighbors)
         return idx, edge_index
 
@@ -656,7 +656,7 @@ class PackedEdgeConv(EdgeConv):
                    conv.num_workers)
 
     def graph(self, x: Tensor, batch: Tensor) -> Tensor:
-        return knn(x, x, self.k, batch, batch, self.num_workers)
+        return knn_edges(x, x, self.k, batch, batch, self.num_workers)
 
     def forward(self, x: Tensor, batch: Tensor) -> Tensor:  # type: ignore
         return super().forward(x, self.graph(x, batch))

@@ -180,13 +180,17 @@ def fps(pos: Tensor, batch: Optional[Tensor] = None, ratio: float = 0.5,
 
 
 @torch.compiler.disable
-def radius(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor] = None,
-           batch_y: Optional[Tensor] = None,
-           max_num_neighbors: int = 32) -> Tensor:
+def radius_edges(x: Tensor, y: Tensor, r: float,
+                 batch_x: Optional[Tensor] = None,
+                 batch_y: Optional[Tensor] = None,
+                 max_num_neighbors: int = 32) -> Tensor:
     r"""For each point of :obj:`y`, the points of :obj:`x` of its cloud within
     distance :obj:`r` (at most :obj:`max_num_neighbors`: the first ones
     torch_cluster's kd-tree finds, not the nearest), as edges :obj:`[2, E]`
-    from :obj:`x` (row 0) to :obj:`y` (row 1), grouped by :obj:`y` point."""
+    from :obj:`x` (row 0) to :obj:`y` (row 1), grouped by :obj:`y` point:
+    PyG's :obj:`edge_index` for message passing from :obj:`x` to :obj:`y`.
+    (:func:`torch_cluster.radius` returns the reverse, :obj:`row` indexing
+    :obj:`y`; hence the name.)"""
     if _use_cpp(x, y):
         return torch.ops.torch_geometric_binary.graph_radius(
             x, y, float(r), batch_x, batch_y, int(max_num_neighbors))
@@ -200,13 +204,17 @@ def radius(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor] = None,
 
 
 @torch.compiler.disable
-def knn(x: Tensor, y: Tensor, k: int, batch_x: Optional[Tensor] = None,
-        batch_y: Optional[Tensor] = None, num_workers: int = 1) -> Tensor:
+def knn_edges(x: Tensor, y: Tensor, k: int,
+              batch_x: Optional[Tensor] = None,
+              batch_y: Optional[Tensor] = None,
+              num_workers: int = 1) -> Tensor:
     r"""For each point of :obj:`y`, its :obj:`k` nearest points of :obj:`x`
     in its cloud (all of them in a smaller cloud; the point itself included
     when :obj:`x` is :obj:`y`), nearest first, as edges :obj:`[2, E]` from
-    :obj:`x` (row 0) to :obj:`y` (row 1). :obj:`num_workers` is passed to
-    torch_cluster; the kernels use :func:`torch.get_num_threads` threads."""
+    :obj:`x` (row 0) to :obj:`y` (row 1), the reverse of
+    :func:`torch_cluster.knn` (see :func:`radius_edges`). :obj:`num_workers`
+    is passed to torch_cluster; the kernels use
+    :func:`torch.get_num_threads` threads."""
     if _use_cpp(x, y):
         return torch.ops.torch_geometric_binary.graph_knn(
             x, y, int(k), batch_x, batch_y)
@@ -216,7 +224,6 @@ def knn(x: Tensor, y: Tensor, k: int, batch_x: Optional[Tensor] = None,
     row, col = torch_cluster.knn(x, y, k, batch_x, batch_y,
                                  num_workers=num_workers)
     return torch.stack([col, row], dim=0)
-
 
 
 # PyG's own functions, through these kernels ##################################
@@ -241,16 +248,16 @@ def _op_knn(x: Tensor, y: Tensor, ptr_x: Optional[Tensor],
             ptr_y: Optional[Tensor], k: int, cosine: bool,
             num_workers: int) -> Tensor:
     if cosine:
-        raise NotImplementedError("knn(..., cosine=True) needs pyg-lib")
+        raise NotImplementedError("knn_edges(..., cosine=True) needs pyg-lib")
     # pyg-lib's rows: [y index, x index].
-    return knn(x, y, k, _batch(ptr_x, x.size(0)),
+    return knn_edges(x, y, k, _batch(ptr_x, x.size(0)),
                _batch(ptr_y, y.size(0))).flip([0])
 
 
 def _op_radius(x: Tensor, y: Tensor, ptr_x: Optional[Tensor],
                ptr_y: Optional[Tensor], r: float, max_num_neighbors: int,
                num_workers: int, ignore_same_index: bool) -> Tensor:
-    edges = radius(x, y, r, _batch(ptr_x, x.size(0)), _batch(ptr_y, y.size(0)),
+    edges = radius_edges(x, y, r, _batch(ptr_x, x.size(0)), _batch(ptr_y, y.size(0)),
                    max_num_neighbors + int(ignore_same_index)).flip([0])
     if ignore_same_index:  # As torch_cluster's radius_graph.
         edges = edges[:, edges[0] != edges[1]]
@@ -279,9 +286,9 @@ def route_pyg() -> bool:
         for schema, fn in [
             ('fps(Tensor src, Tensor ptr, float ratio, bool random_start) '
              '-> Tensor', _op_fps),
-            ('knn(Tensor x, Tensor y, Tensor? ptr_x, Tensor? ptr_y, int k, '
+            ('knn_edges(Tensor x, Tensor y, Tensor? ptr_x, Tensor? ptr_y, int k, '
              'bool cosine, int num_workers) -> Tensor', _op_knn),
-            ('radius(Tensor x, Tensor y, Tensor? ptr_x, Tensor? ptr_y, '
+            ('radius_edges(Tensor x, Tensor y, Tensor? ptr_x, Tensor? ptr_y, '
              'float r, int max_num_neighbors, int num_workers, '
              'bool ignore_same_index) -> Tensor', _op_radius),
         ]:

@@ -10,7 +10,7 @@ from torch_geometric.typing import Adj, OptTensor, PairTensor
 from torch_geometric_binary.nn.aggr import EMAMaxAggregation, ema_aggregation
 from torch_geometric_binary.nn.fused import fused_enabled
 from torch_geometric_binary.nn.mlp import BiMLP
-from torch_geometric_binary.nn.neighbors import knn
+from torch_geometric_binary.nn.neighbors import knn_edges
 from torch_geometric_binary.utils import check_points
 
 
@@ -134,7 +134,7 @@ class BiDynamicEdgeConv(BiEdgeConv):
         :obj:`x[1]`) from each target to its :math:`k` nearest sources."""
         # Features in a 16-bit autocast dtype: the search runs in float32.
         src, dst = (t.float() if t.element_size() < 4 else t for t in x)
-        return knn(src, dst, self.k, batch[0], batch[1], self.num_workers)
+        return knn_edges(src, dst, self.k, batch[0], batch[1], self.num_workers)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(nn={self.nn}, k={self.k}, '

@@ -9,7 +9,7 @@ from torch_geometric_binary.nn.mlp import BiMLP
 from torch_geometric_binary.nn.models.common import (PointCloudClassifier,
                                                      activation,
                                                      max_aggregation)
-from torch_geometric_binary.nn.neighbors import fps, radius
+from torch_geometric_binary.nn.neighbors import fps, radius_edges
 
 
 class SetAbstraction(torch.nn.Module):
@@ -31,7 +31,7 @@ class SetAbstraction(torch.nn.Module):
     def forward(self, x: Optional[Tensor], pos: Tensor,
                 batch: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         idx = fps(pos, batch, self.ratio, random_start=self.training)
-        edge_index = radius(pos, pos[idx], self.r, batch, batch[idx],
+        edge_index = radius_edges(pos, pos[idx], self.r, batch, batch[idx],
                             self.max_num_neighbors)
         x_dst = None if x is None else x[idx]
         x = self.conv((x, x_dst), (pos, pos[idx]), edge_index)
