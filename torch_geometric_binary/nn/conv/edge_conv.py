@@ -8,13 +8,14 @@ from torch_geometric.nn.conv import EdgeConv
 from torch_geometric.typing import Adj, OptTensor, PairTensor
 
 from torch_geometric_binary.nn.aggr import EMAMaxAggregation, ema_aggregation
+from torch_geometric_binary.nn.conv.base import OwnPropagate
 from torch_geometric_binary.nn.fused import fused_enabled
 from torch_geometric_binary.nn.mlp import BiMLP
 from torch_geometric_binary.nn.neighbors import knn_edges
 from torch_geometric_binary.utils import check_points
 
 
-class BiEdgeConv(EdgeConv):
+class BiEdgeConv(OwnPropagate, EdgeConv):
     r"""The binary edge convolution (DGCNN with BiPointNet): PyG's
     :class:`~torch_geometric.nn.conv.EdgeConv` with a binary network and
     Entropy-Maximizing Aggregation,

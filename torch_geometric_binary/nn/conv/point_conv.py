@@ -7,12 +7,13 @@ from torch_geometric.nn.conv import PointNetConv
 from torch_geometric.typing import Adj, OptTensor, PairOptTensor, PairTensor
 
 from torch_geometric_binary.nn.aggr import EMAMaxAggregation, ema_aggregation
+from torch_geometric_binary.nn.conv.base import OwnPropagate
 from torch_geometric_binary.nn.fused import fused_enabled
 from torch_geometric_binary.nn.mlp import BiMLP
 from torch_geometric_binary.utils import check_points
 
 
-class BiPointConv(PointNetConv):
+class BiPointConv(OwnPropagate, PointNetConv):
     r"""The binary PointNet set layer (BiPointNet): PyG's
     :class:`~torch_geometric.nn.conv.PointNetConv` with binary networks and
     Entropy-Maximizing Aggregation,
