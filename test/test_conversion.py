@@ -171,3 +171,14 @@ def test_packing_a_converted_model_names_what_it_cannot_pack():
     binary, _ = binarize(PointNet2())
     with pytest.raises(TypeError, match='test_conversion.PointNet2'):
         deploy.pack(binary)
+
+
+def test_method_state_follows_the_copied_weights():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(MLP([3, 16, 16, 4]))
+    converted, _ = binarize(model, method='xnor++', keep_first=False)
+    lins = [m for m in converted.modules() if isinstance(m, BiLinear)]
+    assert lins
+    for lin in lins:  # XNOR-Net++'s scale starts at mean |W| of the copy
+        torch.testing.assert_close(lin.weight_gain,
+                                   lin.weight.abs().mean(dim=1))

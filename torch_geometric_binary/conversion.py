@@ -230,6 +230,8 @@ def _copy_linear(src: torch.nn.Module, dst: torch.nn.Module):
     dst.weight.copy_(src.weight)
     if getattr(dst, 'bias', None) is not None and src.bias is not None:
         dst.bias.copy_(src.bias)
+    if isinstance(dst, BiLinear):  # E.g. XNOR-Net++'s scale from |W|.
+        dst.method.reset_layer(dst)
 
 
 def _find_functional_max(model: torch.nn.Module, report: BinarizeReport):
