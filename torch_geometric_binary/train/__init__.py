@@ -2,7 +2,8 @@ r"""Training utilities of the ModelNet training program
 (:obj:`examples/modelnet.py`): datasets and transforms, the training and
 evaluation loops, metrics, checkpoints and :obj:`torch.distributed` set-up.
 """
-from .metrics import ClassAccuracy
+from .metrics import (ClassAccuracy, PartSegMetric, SemSegMetric,
+                      category_part_mask, mask_to_category, part_iou)
 from .transforms import FirstPoints, NormalizeUnitSphere, RandomScaleTranslate
 from .data import (DATASETS, NEEDS_ROOT, DataSplits, balanced_subset,
                    build_datasets, train_loader, test_loader)
@@ -24,6 +25,11 @@ __all__ = [
     'autocast',
     'fast_bf16',
     'ClassAccuracy',
+    'PartSegMetric',
+    'SemSegMetric',
+    'category_part_mask',
+    'mask_to_category',
+    'part_iou',
     'FirstPoints',
     'NormalizeUnitSphere',
     'RandomScaleTranslate',
