@@ -164,13 +164,20 @@ def main(argv: Optional[List[str]] = None):
                    help='measure these trained models instead')
     p.add_argument('--plot', default=None, metavar='PNG',
                    help='also write a chart of the entropies (matplotlib)')
+    p.add_argument('--dataset', default='synthetic',
+                   help="where the batch comes from: 'synthetic' or "
+                   "'modelnet40' (with --root)")
+    p.add_argument('--root', default=None,
+                   help='the data folder of --dataset modelnet40')
     p.add_argument('--points', type=int, default=512)
     p.add_argument('--batch', type=int, default=16)
     args = p.parse_args(argv)
     torch.manual_seed(0)
-    data = build_datasets('synthetic', None, args.points, augment=False,
-                          synthetic_points=args.points)
-    batch = next(iter(DataLoader(data.test, batch_size=args.batch)))
+    data = build_datasets(args.dataset, args.root, args.points,
+                          augment=False, synthetic_points=args.points)
+    # A fixed, class-mixed batch of test clouds.
+    picks = torch.randperm(len(data.test))[:args.batch].tolist()
+    batch = next(iter(DataLoader(data.test[picks], batch_size=args.batch)))
     if args.checkpoint:
         models = {path: model_from_checkpoint(load_checkpoint(path))
                   for path in args.checkpoint}
