@@ -1,17 +1,21 @@
 r"""save / load of packed models, and their storage."""
 import io
+import json
 import re
 import warnings
 import zipfile
+import zlib
 
 import pytest
 import torch
 
 from torch_geometric_binary.deploy import (file_size, load, num_bytes, pack,
                                            save)
-from torch_geometric_binary.deploy.io import PackedFileError
+from torch_geometric_binary.deploy.io import KINDS, PackedFileError
+from torch_geometric_binary.deploy.registry import (PACKED_TYPES, is_packed,
+                                                    register_packed)
 from torch_geometric_binary.nn import BiMLP
-from torch_geometric_binary.nn.models import PointNet
+from torch_geometric_binary.nn.models import DGCNN, PointNet, PointNet2
 
 from .test_pack_models import IDS, MODELS, batch_of, cached
 
@@ -249,3 +253,71 @@ def test_save_single_mlp_and_unknown_module():
     assert torch.equal(loaded(x), packed(x))
     with pytest.raises(TypeError, match='Linear'):
         save(torch.nn.Linear(3, 4), io.BytesIO())
+
+
+def _adder(stored):
+    def add(t, kind):
+        assert kind in KINDS
+        if t is None:
+            return None
+        stored.append(t)
+        return len(stored) - 1
+    return add
+
+
+def test_every_packed_type_round_trips_through_its_config():
+    # The packed modules of the three models (with T-Nets), and a BiMLP with
+    # a non-clamp activation (its float tail stays a BinaryEpilogue).
+    mlp = BiMLP([13, 70, 40, 9], act='tanh', plain_last=False).eval()
+    roots = [cached(PointNet, input_transform=True,
+                    feature_transform=True)[1],
+             cached(PointNet2)[1], cached(DGCNN, k=12)[1], pack(mlp)]
+    modules = [m for r in roots for m in r.modules() if is_packed(m)]
+    assert {type(m) for m in modules} == set(PACKED_TYPES.values())
+    assert all(cls.__name__ == name for name, cls in PACKED_TYPES.items())
+    for m in modules:
+        stored = []
+        attrs, tensors, children = m.packed_config(_adder(stored))
+        assert json.loads(json.dumps(attrs)) == attrs  # Plain data.
+        out = type(m).from_packed_config(
+            attrs, {k: None if i is None else stored[i]
+                    for k, i in tensors.items()}, children)
+        assert type(out) is type(m)
+        # Its own config again: the same attributes, tensors and children.
+        again = []
+        attrs2, tensors2, children2 = out.packed_config(_adder(again))
+        assert attrs2 == attrs and tensors2 == tensors
+        assert len(again) == len(stored)
+        assert all(torch.equal(a, b) for a, b in zip(again, stored))
+        assert children2.keys() == children.keys()
+        for k, c in children.items():
+            if isinstance(c, torch.nn.ModuleList):
+                assert len(children2[k]) == len(c)
+                assert all(a is b for a, b in zip(children2[k], c))
+            else:
+                assert children2[k] is c
+
+
+def test_registry_refuses_duplicates_and_incomplete_classes():
+    with pytest.raises(ValueError, match="'PackedMLP' is already"):
+        register_packed(type('PackedMLP', (torch.nn.Module, ), {
+            'packed_config': lambda self, add: ({}, {}, {}),
+            'from_packed_config': classmethod(lambda cls, a, t, c: cls())}))
+    with pytest.raises(TypeError, match="no 'from_packed_config'"):
+        register_packed(type('PackedNothing', (torch.nn.Module, ), {
+            'packed_config': lambda self, add: ({}, {}, {})}))
+    assert 'PackedNothing' not in PACKED_TYPES
+
+
+def test_unknown_type_in_description(tmp_path):
+    from torch_geometric_binary.deploy.io import _checksum
+    _, packed = cached(PointNet)
+    payload = _payload(packed)
+    desc = json.loads(zlib.decompress(payload['meta'].numpy().tobytes()))
+    desc['root']['children']['mlp1']['type'] = 'PackedNoSuchModule'
+    meta = zlib.compress(json.dumps(desc).encode())
+    payload['meta'] = torch.frombuffer(bytearray(meta), dtype=torch.uint8)
+    payload['checksum'] = _checksum(payload['meta'], payload['blob'])
+    path = tmp_path / 'm.tgb'
+    torch.save(payload, path)
+    _raises_naming(path, "unknown packed module type 'PackedNoSuchModule'")

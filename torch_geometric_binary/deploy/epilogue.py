@@ -23,13 +23,15 @@ result equals the trained modules' output exactly; otherwise it returns
 tables computed from an :class:`AffineEpilogue` do not depend on the
 machine.
 """
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from torch_geometric_binary.deploy.fold import BinaryEpilogue
+from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
+                                                    register_packed)
 
 INF = float('inf')
 
@@ -67,6 +69,7 @@ def act_bounds(act: Optional[torch.nn.Module]) -> Optional[Tuple[float,
     return None
 
 
+@register_packed
 class AffineEpilogue(torch.nn.Module):
     r"""The float tail of a binary layer as a per-channel fused
     multiply-add and a clamp,
@@ -117,6 +120,19 @@ class AffineEpilogue(torch.nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.alpha.dtype
+
+    def packed_config(self, add: AddTensor) -> PackedConfig:
+        return ({'channels': self.channels, 'lo': self.lo, 'hi': self.hi},
+                {k: add(getattr(self, k), 'epilogues')
+                 for k in ('alpha', 'beta', 'scale', 'bias')}, {})
+
+    @classmethod
+    def from_packed_config(cls, attrs: Dict[str, Any],
+                           tensors: Dict[str, Optional[Tensor]],
+                           children: Dict[str, Any]) -> 'AffineEpilogue':
+        return cls(attrs['channels'], tensors['alpha'], tensors['beta'],
+                   tensors['scale'], tensors['bias'], attrs['lo'],
+                   attrs['hi'])
 
     @classmethod
     @torch.no_grad()

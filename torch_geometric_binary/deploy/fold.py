@@ -20,13 +20,17 @@ folded bits equal the signs of the trained modules' outputs bit for bit,
 including ties, :obj:`-0.0` (:math:`+1`) and :obj:`NaN` (:math:`-1`).
 """
 import copy
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from torch_geometric_binary.deploy.registry import (DTYPES, AddTensor,
+                                                    PackedConfig, act_spec,
+                                                    dtype_name, make_act,
+                                                    register_packed)
 from torch_geometric_binary.nn.linear import BiLinear
 
 INT32_MIN = -2**31
@@ -49,6 +53,7 @@ def _unwrap_norm(norm: Optional[torch.nn.Module]) -> Optional[_BatchNorm]:
     return norm
 
 
+@register_packed
 class BinaryEpilogue(torch.nn.Module):
     r"""The full-precision tail of a binary layer as a function of its
     integer dot products :math:`\mathbf{D}`,
@@ -89,6 +94,32 @@ class BinaryEpilogue(torch.nn.Module):
             self.register_buffer(name, _frozen(value))
         self.eps = float(bn.eps) if bn is not None else 0.0
         self.act = copy.deepcopy(act)
+
+    _TENSORS = ('scale', 'bias', 'running_mean', 'running_var',
+                'norm_weight', 'norm_bias')
+
+    def packed_config(self, add: AddTensor) -> PackedConfig:
+        spec = None if self.act is None else list(act_spec(self.act, 'save'))
+        return ({'channels': self.channels, 'eps': self.eps,
+                 'dtype': dtype_name(self.dtype), 'act': spec},
+                {k: add(getattr(self, k), 'epilogues')
+                 for k in self._TENSORS}, {})
+
+    @classmethod
+    def from_packed_config(cls, attrs: Dict[str, Any],
+                           tensors: Dict[str, Optional[Tensor]],
+                           children: Dict[str, Any]) -> 'BinaryEpilogue':
+        # The constructor takes the trained modules: set the state directly.
+        ep = cls.__new__(cls)
+        torch.nn.Module.__init__(ep)
+        ep.dtype = DTYPES[attrs['dtype']]
+        ep.channels = attrs['channels']
+        ep.eps = attrs['eps']
+        for k in cls._TENSORS:
+            ep.register_buffer(k, tensors[k])
+        ep.act = None if attrs['act'] is None else \
+            make_act(tuple(attrs['act']))
+        return ep
 
     def extra_repr(self) -> str:
         return (f'{self.channels}, scale={self.scale is not None}, '

@@ -1,20 +1,46 @@
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from torch import Tensor
 
 from torch_geometric_binary.deploy.fold import BinaryEpilogue, fold_epilogue
 from torch_geometric_binary.deploy.kernels import (
+    _pack_bool,
+    _unpack_bool,
     num_words,
     pack_bits,
     xnor_gemm,
     xnor_gemm_threshold,
 )
+from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
+                                                    register_packed)
 from torch_geometric_binary.nn.linear import BiLinear
 
 OUTPUTS = ('bits', 'float')
 
 
+def _int_range(K: int) -> torch.dtype:
+    for dtype in (torch.int8, torch.int16):
+        if K + 1 <= torch.iinfo(dtype).max:
+            return dtype
+    return torch.int32
+
+
+def _compact_thresholds(t: Tensor, K: int) -> Tensor:
+    # A threshold <= -K always holds and one > K never does: [-K-1, K+1]
+    # keeps every decision, in the smallest integer type.
+    return t.to(torch.int64).clamp(-K - 1, K + 1).to(_int_range(K))
+
+
+def _pack_flags(b: Tensor) -> Tensor:
+    return _pack_bool(b.reshape(1, -1).bool()).view(-1)
+
+
+def _unpack_flags(words: Tensor, n: int) -> Tensor:
+    return _unpack_bool(words.view(1, -1), n).view(-1)
+
+
+@register_packed
 class PackedBiLinear(torch.nn.Module):
     r"""A trained :class:`~torch_geometric_binary.nn.BiLinear` layer (with
     its following batch normalization and activation) for bit-packed
@@ -113,6 +139,36 @@ class PackedBiLinear(torch.nn.Module):
         threshold, flip = fold_epilogue(epilogue, linear.in_channels)
         return cls(pack_bits(weight), linear.in_channels, threshold, flip,
                    epilogue, output)
+
+    def packed_config(self, add: AddTensor) -> PackedConfig:
+        K = self.in_channels
+        tensors = {'weight': add(self.weight, 'binary_weights')}
+        keep = self.epilogue is None
+        if not keep:  # Derivable from the epilogue? Then it is not stored.
+            t, f = fold_epilogue(self.epilogue, K)
+            keep = not (torch.equal(t, self.threshold)
+                        and torch.equal(f, self.flip))
+        if keep:
+            tensors['threshold'] = add(_compact_thresholds(self.threshold, K),
+                                       'thresholds')
+            tensors['flip'] = add(_pack_flags(self.flip), 'thresholds')
+        return ({'in_channels': K, 'out_channels': self.out_channels,
+                 'output': self.output}, tensors,
+                {'epilogue': self.epilogue})
+
+    @classmethod
+    def from_packed_config(cls, attrs: Dict[str, Any],
+                           tensors: Dict[str, Optional[Tensor]],
+                           children: Dict[str, Any]) -> 'PackedBiLinear':
+        K, N = attrs['in_channels'], attrs['out_channels']
+        epilogue = children['epilogue']
+        if tensors.get('threshold') is not None:
+            threshold = tensors['threshold'].to(torch.int32)
+            flip = _unpack_flags(tensors['flip'], N)
+        else:
+            threshold, flip = fold_epilogue(epilogue, K)
+        return cls(tensors['weight'], K, threshold, flip, epilogue,
+                   attrs['output'])
 
     def forward(self, x: Tensor, output: Optional[str] = None) -> Tensor:
         r"""Applies the layer; :obj:`output` overrides :obj:`self.output`."""

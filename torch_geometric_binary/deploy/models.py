@@ -26,7 +26,7 @@ its second :math:`k`-NN graph is built on (computed exactly from integer
 dot products, see :func:`~torch_geometric_binary.deploy.chain.pooled_floats`).
 """
 import copy
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -39,11 +39,14 @@ from torch_geometric_binary.deploy.chain import (BinaryChain,
 from torch_geometric_binary.deploy import kernels
 from torch_geometric_binary.deploy.kernels import (_pack_bool, _unpack_bool,
                                                    pack_bits)
+from torch_geometric_binary.deploy.io import num_bytes
 from torch_geometric_binary.deploy.linear import PackedBiLinear
 from torch_geometric_binary.deploy.modules import (PackedGlobalPool,
-                                                   PackedMLP, act_spec,
-                                                   aggr_is_ema, check_method,
-                                                   pack_binary)
+                                                   PackedMLP, aggr_is_ema,
+                                                   check_method, pack_binary)
+from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
+                                                    act_spec,
+                                                    register_packed)
 from torch_geometric_binary.nn.aggr import EMAMaxAggregation
 from torch_geometric_binary.nn.linear import BiLinear
 from torch_geometric_binary.nn.mlp import BiMLP
@@ -254,6 +257,17 @@ class _PackedClassifier(torch.nn.Module):
     def child_names(cls) -> Tuple[str, ...]:
         return cls.PARTS + ('pool', 'act', 'head')
 
+    def packed_config(self, add: AddTensor) -> PackedConfig:
+        return ({'num_classes': self.num_classes,
+                 'in_channels': self.in_channels}, {},
+                {k: getattr(self, k) for k in self.child_names()})
+
+    @classmethod
+    def from_packed_config(cls, attrs: Dict[str, Any],
+                           tensors: Dict[str, Optional[Tensor]],
+                           children: Dict[str, Any]):
+        return cls(attrs['num_classes'], attrs['in_channels'], **children)
+
     @classmethod
     def from_model(cls, model: torch.nn.Module,
                    fp_dtype: torch.dtype = torch.float32,
@@ -363,7 +377,6 @@ class _PackedClassifier(torch.nn.Module):
     def num_bytes(self) -> int:
         r"""The bytes :func:`~torch_geometric_binary.deploy.save` stores
         for the model's tensors."""
-        from torch_geometric_binary.deploy.io import num_bytes
         return num_bytes(self)
 
 
@@ -394,6 +407,7 @@ def fix_pool_size(mlp: PackedMLP, pool: PackedGlobalPool,
 # --------------------------------------------------------------------------
 # PointNet.
 
+@register_packed
 class PackedTNet(torch.nn.Module):
     r"""A packed PointNet transform network."""
     def __init__(self, k: int, point_mlp: PackedMLP, pool: PackedGlobalPool,
@@ -415,6 +429,16 @@ class PackedTNet(torch.nn.Module):
                    _act(tnet.act, f'{where}.act'),
                    _mlp(tnet.head, f'{where}.head', fp_dtype, epilogue_dtype))
 
+    def packed_config(self, add: AddTensor) -> PackedConfig:
+        return {'k': self.k}, {}, {k: getattr(self, k) for k in
+                                   ('point_mlp', 'pool', 'act', 'head')}
+
+    @classmethod
+    def from_packed_config(cls, attrs: Dict[str, Any],
+                           tensors: Dict[str, Optional[Tensor]],
+                           children: Dict[str, Any]) -> 'PackedTNet':
+        return cls(attrs['k'], **children)
+
     def segment(self) -> Segment:
         return Segment([self.point_mlp], [self.head], True, self.pool.ema,
                        self.act, pool_size=self.pool.num_points)
@@ -430,6 +454,7 @@ class PackedTNet(torch.nn.Module):
         return self.head(out).view(-1, self.k, self.k)
 
 
+@register_packed
 class PackedPointNet(_PackedClassifier):
     r"""A packed binary :class:`~torch_geometric_binary.nn.models.PointNet`
     (with or without T-Nets). Build it with :func:`pack`."""
@@ -519,6 +544,7 @@ class PackedPointNet(_PackedClassifier):
 # --------------------------------------------------------------------------
 # PointNet++.
 
+@register_packed
 class PackedPointConv(PointNetConv):
     r"""A packed :class:`~torch_geometric_binary.nn.BiPointConv`: PyG's
     :class:`~torch_geometric.nn.conv.PointNetConv` with a packed local MLP
@@ -540,7 +566,19 @@ class PackedPointConv(PointNetConv):
                         epilogue_dtype),
                    _act(conv.global_nn, f'{where}.global_nn'), ema)
 
+    def packed_config(self, add: AddTensor) -> PackedConfig:
+        return ({'ema': self.ema}, {},
+                {'local_nn': self.local_nn, 'global_nn': self.global_nn})
 
+    @classmethod
+    def from_packed_config(cls, attrs: Dict[str, Any],
+                           tensors: Dict[str, Optional[Tensor]],
+                           children: Dict[str, Any]) -> 'PackedPointConv':
+        return cls(children['local_nn'], children['global_nn'],
+                   attrs['ema'])
+
+
+@register_packed
 class PackedSetAbstraction(torch.nn.Module):
     r"""A packed PointNet++ set abstraction level."""
     def __init__(self, ratio: float, r: float, max_num_neighbors: int,
@@ -550,6 +588,19 @@ class PackedSetAbstraction(torch.nn.Module):
         self.r = r
         self.max_num_neighbors = max_num_neighbors
         self.conv = conv
+
+    def packed_config(self, add: AddTensor) -> PackedConfig:
+        return ({'ratio': self.ratio, 'r': self.r,
+                 'max_num_neighbors': self.max_num_neighbors}, {},
+                {'conv': self.conv})
+
+    @classmethod
+    def from_packed_config(cls, attrs: Dict[str, Any],
+                           tensors: Dict[str, Optional[Tensor]],
+                           children: Dict[str, Any]
+                           ) -> 'PackedSetAbstraction':
+        return cls(attrs['ratio'], attrs['r'], attrs['max_num_neighbors'],
+                   children['conv'])
 
     def graph(self, pos: Tensor, batch: Tensor):
         r"""Centres (sampled from the first point, as in evaluation) and
@@ -567,6 +618,7 @@ class PackedSetAbstraction(torch.nn.Module):
         return x, pos[idx], batch[idx]
 
 
+@register_packed
 class PackedPointNet2(_PackedClassifier):
     r"""A packed binary
     :class:`~torch_geometric_binary.nn.models.PointNet2`. Build it with
@@ -634,6 +686,7 @@ class PackedPointNet2(_PackedClassifier):
 # --------------------------------------------------------------------------
 # DGCNN.
 
+@register_packed
 class PackedEdgeConv(EdgeConv):
     r"""A packed :class:`~torch_geometric_binary.nn.BiDynamicEdgeConv`:
     PyG's :class:`~torch_geometric.nn.conv.EdgeConv` with a packed MLP on
@@ -655,6 +708,17 @@ class PackedEdgeConv(EdgeConv):
                    conv.k, aggr_is_ema(conv.aggr_module, f'{where}.aggr'),
                    conv.num_workers)
 
+    def packed_config(self, add: AddTensor) -> PackedConfig:
+        return ({'k': self.k, 'ema': self.ema,
+                 'num_workers': self.num_workers}, {}, {'nn': self.nn})
+
+    @classmethod
+    def from_packed_config(cls, attrs: Dict[str, Any],
+                           tensors: Dict[str, Optional[Tensor]],
+                           children: Dict[str, Any]) -> 'PackedEdgeConv':
+        return cls(children['nn'], attrs['k'], attrs['ema'],
+                   attrs['num_workers'])
+
     def graph(self, x: Tensor, batch: Tensor) -> Tensor:
         return knn_edges(x, x, self.k, batch, batch, self.num_workers)
 
@@ -666,6 +730,7 @@ class PackedEdgeConv(EdgeConv):
                 f'ema={self.ema})')
 
 
+@register_packed
 class PackedDGCNN(_PackedClassifier):
     r"""A packed binary :class:`~torch_geometric_binary.nn.models.DGCNN`.
     Build it with :func:`pack`."""

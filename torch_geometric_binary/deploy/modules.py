@@ -12,7 +12,7 @@ Every module here is inference-only: it holds buffers, no parameters, and
 behaves the same in training mode.
 """
 import copy
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,9 @@ from torch_geometric_binary.deploy.epilogue import AffineEpilogue
 from torch_geometric_binary.deploy.fold import _unwrap_norm
 from torch_geometric_binary.deploy.kernels import unpack_bits
 from torch_geometric_binary.deploy.linear import PackedBiLinear
+from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
+                                                    act_spec,
+                                                    register_packed)
 from torch_geometric_binary.nn.aggr import (EMAMaxAggregation,
                                             global_ema_max_pool,
                                             global_max_pool)
@@ -35,48 +38,8 @@ FP_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 # --------------------------------------------------------------------------
-# Activations (stateless; exported as a name and their arguments).
-
-def act_spec(act: Optional[torch.nn.Module], where: str = ''
-             ) -> Optional[Tuple[str, Dict[str, Any]]]:
-    r"""The name and arguments of a supported activation (all
-    non-decreasing), or a :class:`TypeError` naming its class."""
-    if act is None:
-        return None
-    t = type(act)
-    if t is torch.nn.Identity:
-        return 'identity', {}
-    if t is torch.nn.Hardtanh:
-        return 'hardtanh', {'min_val': float(act.min_val),
-                            'max_val': float(act.max_val)}
-    if t is torch.nn.ReLU:
-        return 'relu', {}
-    if t is torch.nn.ReLU6:
-        return 'relu6', {}
-    if t is torch.nn.Tanh:
-        return 'tanh', {}
-    if t is torch.nn.LeakyReLU and act.negative_slope >= 0:
-        return 'leaky_relu', {'negative_slope': float(act.negative_slope)}
-    prefix = f"{where}: " if where else ''
-    raise TypeError(f"{prefix}pack does not support the activation "
-                    f"{t.__name__} (supported: Identity, Hardtanh, ReLU, "
-                    f"ReLU6, Tanh, LeakyReLU with a non-negative slope)")
-
-
-def make_act(spec: Optional[Tuple[str, Dict[str, Any]]]
-             ) -> Optional[torch.nn.Module]:
-    if spec is None:
-        return None
-    name, kwargs = spec
-    return {
-        'identity': torch.nn.Identity,
-        'hardtanh': torch.nn.Hardtanh,
-        'relu': torch.nn.ReLU,
-        'relu6': torch.nn.ReLU6,
-        'tanh': torch.nn.Tanh,
-        'leaky_relu': torch.nn.LeakyReLU,
-    }[name](**kwargs)
-
+# Activations (act_spec and make_act live in the registry: files store
+# them).
 
 def sign_preserving(act: Optional[torch.nn.Module]) -> bool:
     r"""Whether :math:`[\mathrm{act}(x) \ge 0] = [x \ge 0]` for every
@@ -93,6 +56,7 @@ def sign_preserving(act: Optional[torch.nn.Module]) -> bool:
 # --------------------------------------------------------------------------
 # Full-precision pieces.
 
+@register_packed
 class FrozenBatchNorm(torch.nn.Module):
     r"""A batch normalization in inference mode (always, also in training
     mode), with the same operation as the trained module
@@ -120,6 +84,19 @@ class FrozenBatchNorm(torch.nn.Module):
         return cls(frozen(bn.running_mean), frozen(bn.running_var),
                    frozen(bn.weight), frozen(bn.bias), bn.eps)
 
+    def packed_config(self, add: AddTensor) -> PackedConfig:
+        return ({'eps': self.eps},
+                {k: add(getattr(self, k), 'fp_norms')
+                 for k in ('running_mean', 'running_var', 'weight',
+                           'bias')}, {})
+
+    @classmethod
+    def from_packed_config(cls, attrs: Dict[str, Any],
+                           tensors: Dict[str, Optional[Tensor]],
+                           children: Dict[str, Any]) -> 'FrozenBatchNorm':
+        return cls(tensors['running_mean'], tensors['running_var'],
+                   tensors['weight'], tensors['bias'], attrs['eps'])
+
     def forward(self, x: Tensor) -> Tensor:
         return F.batch_norm(x, self.running_mean, self.running_var,
                             self.weight, self.bias, False, 0.0, self.eps)
@@ -128,6 +105,7 @@ class FrozenBatchNorm(torch.nn.Module):
         return f'{self.num_features}, eps={self.eps}'
 
 
+@register_packed
 class PackedLinear(torch.nn.Module):
     r"""A full-precision linear layer, stored in :obj:`dtype` (float32,
     float16 or bfloat16) and computed in float32,
@@ -160,6 +138,16 @@ class PackedLinear(torch.nn.Module):
         bias = None if lin.bias is None else lin.bias.detach().to(dtype)
         return cls(weight.detach().to(dtype).clone(),
                    None if bias is None else bias.clone())
+
+    def packed_config(self, add: AddTensor) -> PackedConfig:
+        return ({}, {'weight': add(self.weight, 'fp_weights'),
+                     'bias': add(self.bias, 'fp_weights')}, {})
+
+    @classmethod
+    def from_packed_config(cls, attrs: Dict[str, Any],
+                           tensors: Dict[str, Optional[Tensor]],
+                           children: Dict[str, Any]) -> 'PackedLinear':
+        return cls(tensors['weight'], tensors['bias'])
 
     def _refresh(self):
         # Float32 copies to compute with (not stored).
@@ -226,6 +214,7 @@ def pack_binary(lin: BiLinear, norm: Optional[torch.nn.Module],
 # --------------------------------------------------------------------------
 # MLPs.
 
+@register_packed
 class PackedMLP(torch.nn.Module):
     r"""A packed :class:`~torch_geometric_binary.nn.BiMLP`: :obj:`lins[i]`
     is a :class:`PackedBiLinear` (binary; its normalization and activation
@@ -306,6 +295,20 @@ class PackedMLP(torch.nn.Module):
         return cls(mlp.channel_list, lins, norms, copy.deepcopy(mlp.act),
                    mlp.plain_last, last_norm)
 
+    def packed_config(self, add: AddTensor) -> PackedConfig:
+        return ({'channel_list': self.channel_list,
+                 'plain_last': self.plain_last},
+                {}, {'lins': self.lins, 'norms': self.norms, 'act': self.act,
+                     'last_norm': self.last_norm})
+
+    @classmethod
+    def from_packed_config(cls, attrs: Dict[str, Any],
+                           tensors: Dict[str, Optional[Tensor]],
+                           children: Dict[str, Any]) -> 'PackedMLP':
+        return cls(attrs['channel_list'], list(children['lins']),
+                   list(children['norms']), children['act'],
+                   attrs['plain_last'], children['last_norm'])
+
     @property
     def in_channels(self) -> int:
         return self.channel_list[0]
@@ -366,6 +369,7 @@ def _unwrap_norm_or_none(norm):
 # --------------------------------------------------------------------------
 # Pooling.
 
+@register_packed
 class PackedGlobalPool(torch.nn.Module):
     r"""The global max pooling of a binary model: EMA (max minus
     :math:`\delta(n)`) or plain. :meth:`forward` pools floats as the
@@ -399,6 +403,18 @@ class PackedGlobalPool(torch.nn.Module):
         name = getattr(pool, '__name__', type(pool).__name__)
         raise TypeError(f"pack: {where} pools with {name}; pack supports "
                         f"global_ema_max_pool and global_max_pool")
+
+    def packed_config(self, add: AddTensor) -> PackedConfig:
+        return ({'ema': self.ema, 'num_points': self.num_points,
+                 'channels': self.channels}, {}, {})
+
+    @classmethod
+    def from_packed_config(cls, attrs: Dict[str, Any],
+                           tensors: Dict[str, Optional[Tensor]],
+                           children: Dict[str, Any]) -> 'PackedGlobalPool':
+        # Files written before fixed cloud sizes have no 'num_points'.
+        return cls(attrs['ema'], attrs.get('num_points'),
+                   attrs.get('channels'))
 
     def forward(self, x: Tensor, batch: Optional[Tensor],
                 size: Optional[int] = None) -> Tensor:

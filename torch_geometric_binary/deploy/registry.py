@@ -1,0 +1,120 @@
+r"""The registry of packed module types that
+:func:`~torch_geometric_binary.deploy.save` and
+:func:`~torch_geometric_binary.deploy.load` know.
+
+Each packed module class converts itself, in the style of Keras'
+:obj:`get_config` / :obj:`from_config`;
+:mod:`~torch_geometric_binary.deploy.io` only walks the module tree. A class
+decorated with :func:`register_packed` is stored under its class name (the
+:obj:`"type"` of its node in a file) and implements
+
+* :obj:`packed_config(self, add) -> (attrs, tensors, children)`:
+  :obj:`attrs` is JSON-serializable plain data; :obj:`tensors` maps names
+  to the index :obj:`add(tensor, kind)` returns (:obj:`kind` one of
+  :obj:`io.KINDS`: :obj:`"binary_weights"`, :obj:`"thresholds"`,
+  :obj:`"epilogues"`, :obj:`"fp_weights"`, :obj:`"fp_norms"`;
+  :obj:`add(None, kind)` returns :obj:`None`); :obj:`children` maps names
+  to child modules (or :obj:`None`, or a :class:`torch.nn.ModuleList`),
+  exported after the tensors, in their order;
+* the classmethod :obj:`from_packed_config(cls, attrs, tensors, children)`,
+  which rebuilds the module from the same :obj:`attrs`, the tensors by name
+  (a :class:`~torch.Tensor` or :obj:`None`) and the children already
+  rebuilt.
+
+The names, attributes, tensor names and the order of the :obj:`add` calls
+*are* the file format: changing them breaks files already written. The
+package's classes register when :mod:`torch_geometric_binary.deploy` is
+imported (which importing any of its modules does first).
+
+Activations (stateless) are stored as a name and their arguments
+(:func:`act_spec`, :func:`make_act`).
+"""
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+#: The packed module classes by name.
+PACKED_TYPES: Dict[str, type] = {}
+
+#: :obj:`add(tensor_or_None, kind)`: stores a tensor, returns its index.
+AddTensor = Callable[[Optional[Tensor], str], Optional[int]]
+#: What :obj:`packed_config` returns: :obj:`(attrs, tensors, children)`.
+PackedConfig = Tuple[Dict[str, Any], Dict[str, Optional[int]],
+                     Dict[str, Optional[torch.nn.Module]]]
+
+#: The tensor types a file may hold, by name (as :func:`dtype_name`).
+DTYPES: Dict[str, torch.dtype] = {str(t).split('.')[-1]: t for t in (
+    torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64,
+    torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    r"""The name a file stores for :obj:`dtype` (:obj:`"float32"`)."""
+    return str(dtype).split('.')[-1]
+
+
+def register_packed(cls: type) -> type:
+    r"""Class decorator: registers a packed module class (see the module
+    documentation) under its class name."""
+    name = cls.__name__
+    if name in PACKED_TYPES:
+        raise ValueError(f"register_packed: a packed type named '{name}' "
+                         f"is already registered "
+                         f"({PACKED_TYPES[name].__module__}.{name})")
+    for method in ('packed_config', 'from_packed_config'):
+        if not callable(getattr(cls, method, None)):
+            raise TypeError(f"register_packed: {name} has no '{method}'")
+    PACKED_TYPES[name] = cls
+    return cls
+
+
+def is_packed(module: Any) -> bool:
+    r"""Whether :obj:`module` is an instance of a registered class itself
+    (a subclass converts only if it is registered too)."""
+    return PACKED_TYPES.get(type(module).__name__) is type(module)
+
+
+# --------------------------------------------------------------------------
+# Activations (stateless; stored as a name and their arguments).
+
+def act_spec(act: Optional[torch.nn.Module], where: str = ''
+             ) -> Optional[Tuple[str, Dict[str, Any]]]:
+    r"""The name and arguments of a supported activation (all
+    non-decreasing), or a :class:`TypeError` naming its class."""
+    if act is None:
+        return None
+    t = type(act)
+    if t is torch.nn.Identity:
+        return 'identity', {}
+    if t is torch.nn.Hardtanh:
+        return 'hardtanh', {'min_val': float(act.min_val),
+                            'max_val': float(act.max_val)}
+    if t is torch.nn.ReLU:
+        return 'relu', {}
+    if t is torch.nn.ReLU6:
+        return 'relu6', {}
+    if t is torch.nn.Tanh:
+        return 'tanh', {}
+    if t is torch.nn.LeakyReLU and act.negative_slope >= 0:
+        return 'leaky_relu', {'negative_slope': float(act.negative_slope)}
+    prefix = f"{where}: " if where else ''
+    raise TypeError(f"{prefix}pack does not support the activation "
+                    f"{t.__name__} (supported: Identity, Hardtanh, ReLU, "
+                    f"ReLU6, Tanh, LeakyReLU with a non-negative slope)")
+
+
+def make_act(spec: Optional[Tuple[str, Dict[str, Any]]]
+             ) -> Optional[torch.nn.Module]:
+    r"""The activation :func:`act_spec` describes."""
+    if spec is None:
+        return None
+    name, kwargs = spec
+    return {
+        'identity': torch.nn.Identity,
+        'hardtanh': torch.nn.Hardtanh,
+        'relu': torch.nn.ReLU,
+        'relu6': torch.nn.ReLU6,
+        'tanh': torch.nn.Tanh,
+        'leaky_relu': torch.nn.LeakyReLU,
+    }[name](**kwargs)
