@@ -49,7 +49,9 @@ def extension_build():
         'torch_geometric_binary.deploy._xnor',
         [f'{csrc}/xnor.cpp'],
         depends=[f'{csrc}/{f}' for f in
-                 ('xnor.h', 'xnor_driver.inc', 'xnor_scalar.inc')],
+                 ('xnor.h', 'xnor_kernels.h', 'xnor_driver.inc',
+                  'xnor_scalar.inc', 'xnor_kernels_x86.inc',
+                  'xnor_kernels_neon.inc')],
         extra_compile_args=cflags,
         extra_link_args=lflags,
     )

@@ -1,3 +1,9 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -207,3 +213,29 @@ def test_extension_built_when_required():
     else:
         need_cpp()
     assert kernels.isa() in kernels.supported_isas()
+
+
+@pytest.mark.skipif(sys.platform == 'win32' or shutil.which('bash') is None,
+                    reason='scripts/check_arm.sh needs bash')
+def test_standalone_kernel_driver():
+    # The torch-free driver (deploy/csrc/test_xnor_kernels.cpp) checks
+    # every instruction set of a native build against a direct reference;
+    # check_arm.sh also runs the AArch64 NEON build under qemu-aarch64 where
+    # the cross tools are installed (and skips it otherwise).
+    if shutil.which(os.environ.get('CXX', 'g++')) is None:
+        pytest.skip('no C++ compiler for the standalone kernel driver')
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        ['bash', str(root / 'scripts' / 'check_arm.sh'), '--quick'],
+        cwd=root, capture_output=True, text=True, timeout=240)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert 'MISMATCH' not in out
+    assert '\nOK: ' in out, out
+    if kernels.cpp_available():
+        # The native run (the first) checked every kernel the extension
+        # can run here.
+        checking = next(line for line in out.splitlines()
+                        if line.startswith('test_xnor_kernels: '))
+        for name in kernels.supported_isas():
+            assert name in checking, (name, checking)
