@@ -1,5 +1,6 @@
 r"""Training utilities of the ModelNet training program
-(:obj:`examples/modelnet.py`): datasets and transforms, the training and
+(:obj:`examples/modelnet.py`) and the segmentation program
+(:obj:`examples/segmentation.py`): datasets and transforms, the training and
 evaluation loops, metrics, checkpoints and :obj:`torch.distributed` set-up.
 """
 from .metrics import (ClassAccuracy, PartSegMetric, SemSegMetric,
@@ -18,6 +19,9 @@ from .checkpoint import (CHECKPOINT_VERSION, save_checkpoint, load_checkpoint,
                          init_from_checkpoint, rng_state, set_rng_state)
 from .distributed import (DistEnv, resolve_device, setup_distributed,
                           cleanup_distributed, broadcast_buffers)
+from .segmentation import (SEG_DATASETS, SEG_NEEDS_ROOT, SEG_SCORE,
+                           SegDataSplits, build_seg_datasets, seg_forward,
+                           evaluate_segmentation)
 
 __all__ = [
     'PRECISIONS',
@@ -64,4 +68,11 @@ __all__ = [
     'setup_distributed',
     'cleanup_distributed',
     'broadcast_buffers',
+    'SEG_DATASETS',
+    'SEG_NEEDS_ROOT',
+    'SEG_SCORE',
+    'SegDataSplits',
+    'build_seg_datasets',
+    'seg_forward',
+    'evaluate_segmentation',
 ]

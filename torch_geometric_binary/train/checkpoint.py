@@ -59,8 +59,12 @@ def strip_checkpoint(src: str, dst: str) -> Dict[str, Any]:
 
 def build_model(config: Dict[str, Any]) -> torch.nn.Module:
     r"""Builds the model described by a checkpoint's :obj:`config`
-    (:obj:`model`, :obj:`num_classes`, :obj:`method`, :obj:`model_kwargs`)."""
-    from torch_geometric_binary.nn.models import MODELS
+    (:obj:`model`, :obj:`num_classes`, :obj:`method`, :obj:`model_kwargs`):
+    a classifier, or a segmentation network where :obj:`config['task']` is
+    :obj:`"segmentation"` (:obj:`examples/segmentation.py`)."""
+    from torch_geometric_binary.nn.models import MODELS, SEG_MODELS
+    if config.get('task') == 'segmentation':
+        MODELS = SEG_MODELS  # noqa: N806
     name = config['model']
     if name not in MODELS:
         raise ValueError(f"Unknown model '{name}' (available: "

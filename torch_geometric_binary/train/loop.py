@@ -147,6 +147,7 @@ def train_epoch(
     progress: Optional[Callable[[Iterable], Iterable]] = None,
     averaged: Optional[AveragedModel] = None,
     precision: str = 'fp32',
+    forward: Optional[Callable] = None,
 ) -> Dict[str, float]:
     r"""Trains :obj:`model` for one epoch over :obj:`loader` (batches of
     point clouds with :obj:`pos`, :obj:`batch` and :obj:`y`), with
@@ -155,6 +156,11 @@ def train_epoch(
     Forward passes run under :func:`autocast` of :obj:`precision`
     (:obj:`"fp32"`, :obj:`"bf16"` or :obj:`"fp16"`, the latter with a
     gradient scaler); parameters and optimizer state stay float32.
+
+    :obj:`forward(model, data)` gives the logits of a batch (default:
+    :obj:`model(data.pos, data.batch)`); with per-point logits
+    :obj:`[N, C]` and labels :obj:`data.y` :obj:`[N]` (segmentation) the
+    loss and accuracy are per point.
 
     Returns the mean loss and the training accuracy over all samples (summed
     over processes under :obj:`torch.distributed`).
@@ -173,10 +179,12 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         y = data.y.view(-1)
         with autocast(device, precision):
-            out = model(data.pos, data.batch)
+            out = model(data.pos, data.batch) if forward is None \
+                else forward(model, data)
             if teacher is not None:
                 with torch.no_grad():
-                    t_out = teacher(data.pos, data.batch)
+                    t_out = teacher(data.pos, data.batch) \
+                        if forward is None else forward(teacher, data)
                 loss = kd_loss(out.float(), t_out.float(), y, kd_alpha,
                                kd_temp)
             else:

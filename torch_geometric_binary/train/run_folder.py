@@ -121,7 +121,10 @@ class RunFolder:
                     pass
 
     def repair(self, last: Dict[str, Any],
-               write_results: Callable[[], None]) -> Optional[str]:
+               write_results: Callable[[], None],
+               make_best: Optional[Callable[[Dict[str, Any]],
+                                            Dict[str, Any]]] = None
+               ) -> Optional[str]:
         r"""Brings :obj:`best.pt` and :obj:`results.json` in line with the
         :obj:`last.pt` state :obj:`last` of a run that continues; returns a
         note of what was repaired (or :obj:`None`).
@@ -130,7 +133,8 @@ class RunFolder:
         where it does not (a kill between the two writes), it is rewritten
         from the best weights that :obj:`last.pt` keeps. Checkpoints from
         before those were kept cannot be repaired: a mismatch then raises
-        :class:`RunFolderError`."""
+        :class:`RunFolderError`. :obj:`make_best(last)` gives the
+        :obj:`best.pt` state (default: :func:`best_state`)."""
         write_results()
         best_epoch = (last.get('best') or {}).get('epoch')
         if best_epoch is None:
@@ -150,7 +154,7 @@ class RunFolder:
                 f"'{self.last}' says) but has {found}; this checkpoint "
                 f"predates the best weights kept in last.pt, so it cannot be "
                 f"repaired: evaluate last.pt instead, or start again")
-        save_checkpoint(self.best, best_state(last))
+        save_checkpoint(self.best, (make_best or best_state)(last))
         return (f"rewrote '{self.best}' ({found}) with epoch {best_epoch} "
                 f"from last.pt")
 

@@ -1,6 +1,6 @@
 r"""The pieces a model takes from its method, and the classifier skeleton
 the models share, in one place."""
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -37,6 +37,36 @@ def batch_or_zeros(pos: Tensor, batch: Optional[Tensor]) -> Tensor:
     return batch
 
 
+def check_dropout(name: str, dropout: Sequence[float]):
+    r"""Raises a :class:`ValueError` unless every entry of :obj:`dropout`
+    is a number in :math:`[0, 1)`."""
+    for p in dropout:
+        if isinstance(p, bool) or not isinstance(p, (int, float)) \
+                or not 0.0 <= p < 1.0:
+            raise ValueError(f"{name}: 'dropout' must be a number in [0, 1) "
+                             f"(got {p!r})")
+
+
+def check_inputs(name: str, pos: Tensor, batch: Optional[Tensor],
+                 x: Optional[Tensor], dtype: torch.dtype):
+    r"""The input checks of the models' :meth:`forward`: finite point
+    matrices :obj:`pos` and :obj:`x` of as many rows as :obj:`batch` has
+    entries, and coordinates of the parameters' :obj:`dtype` (outside
+    :func:`torch.autocast`)."""
+    check_points(pos, 'pos', batch, where=name)
+    if pos.dtype != dtype and not torch.is_autocast_enabled(
+            pos.device.type):
+        raise ValueError(f"{name}: 'pos' is {pos.dtype} but the model's "
+                         f"parameters are {dtype}; convert one to the "
+                         f"other (e.g. 'pos.to({dtype})'), or use "
+                         f"torch.autocast for mixed precision")
+    if x is not None:
+        check_points(x, 'x', where=name)
+        if x.size(0) != pos.size(0):
+            raise ValueError(f"{name}: 'x' has {x.size(0)} rows but 'pos' "
+                             f"has {pos.size(0)}")
+
+
 class PointCloudClassifier(torch.nn.Module):
     r"""The skeleton of the package's classifiers: per-point features
     (:meth:`point_features`, normalized and unclipped), a max over each cloud
@@ -56,11 +86,7 @@ class PointCloudClassifier(torch.nn.Module):
                  in_channels: int, dropout: Tuple[float, float],
                  ema: Optional[bool], lsr: Optional[bool]):
         super().__init__()
-        for p in dropout:
-            if isinstance(p, bool) or not isinstance(p, (int, float)) \
-                    or not 0.0 <= p < 1.0:
-                raise ValueError(f"{self.__class__.__name__}: 'dropout' "
-                                 f"must be a number in [0, 1) (got {p!r})")
+        check_dropout(self.__class__.__name__, dropout)
         self.method = resolve_method(method, ema=ema, lsr=lsr)
         self.num_classes = num_classes
         self.in_channels = in_channels
@@ -95,21 +121,8 @@ class PointCloudClassifier(torch.nn.Module):
         r"""Returns the logits :obj:`[num_clouds, num_classes]` of the clouds
         given by coordinates :obj:`pos`, optional point features :obj:`x`
         and the batch vector :obj:`batch` (:obj:`None` for one cloud)."""
-        check_points(pos, 'pos', batch, where=self.__class__.__name__)
-        dtype = self.head.lins[-1].weight.dtype
-        if pos.dtype != dtype and not torch.is_autocast_enabled(
-                pos.device.type):
-            raise ValueError(f"{self.__class__.__name__}: 'pos' is "
-                             f"{pos.dtype} but the model's parameters are "
-                             f"{dtype}; convert one to the other (e.g. "
-                             f"'pos.to({dtype})'), or use torch.autocast "
-                             f"for mixed precision")
-        if x is not None:
-            check_points(x, 'x', where=self.__class__.__name__)
-            if x.size(0) != pos.size(0):
-                raise ValueError(f"{self.__class__.__name__}: 'x' has "
-                                 f"{x.size(0)} rows but 'pos' has "
-                                 f"{pos.size(0)}")
+        check_inputs(self.__class__.__name__, pos, batch, x,
+                     self.head.lins[-1].weight.dtype)
         batch = batch_or_zeros(pos, batch)
         size = int(batch.max()) + 1
         h, batch = self.point_inputs(pos, batch, x, size)
@@ -126,3 +139,136 @@ class PointCloudClassifier(torch.nn.Module):
         return (f'{self.__class__.__name__}(num_classes={self.num_classes}, '
                 f'method={self.method.name}, ema={self.method.ema}, '
                 f'lsr={self.method.lsr}{self.extra_repr_args()})')
+
+
+def category_code(category: Tensor, num_categories: int,
+                  binary: bool) -> Tensor:
+    r"""The one-hot code :obj:`[B, num_categories]` of the object categories
+    :obj:`[B]` that part segmentation concatenates to the global feature:
+    :math:`\{0, 1\}` in full precision, as in PointNet; :math:`\{-1, +1\}`
+    for binary methods, whose next layer takes the sign (:math:`0` and
+    :math:`1` would both binarize to :math:`+1`)."""
+    code = torch.nn.functional.one_hot(category, num_categories).float()
+    return 2. * code - 1. if binary else code
+
+
+class PointCloudSegmenter(torch.nn.Module):
+    r"""The skeleton of the package's segmentation models: per-point logits
+    from per-point (local) features and the global feature of each cloud
+    concatenated back to its points. The global feature is the max over
+    the cloud of normalized features (an EMA max with the size of the
+    group it pools when the method has EMA), the activation, and, for part
+    segmentation (:obj:`num_categories > 0`), the one-hot object category
+    (:func:`category_code`), as in PointNet's part-segmentation network.
+
+    Subclasses build a :obj:`head` whose last layer stays full precision
+    and implement :meth:`segment`.
+
+    Args:
+        num_classes (int): Number of point classes (parts or semantic
+            classes).
+        method (str or BinaryMethod): :obj:`"fp"` or a binary method.
+        num_categories (int): Number of object categories given to
+            :meth:`forward` (:obj:`0`: none, semantic segmentation).
+        in_channels (int): Point features besides the coordinates.
+        dropout (List[float]): Dropout rates to check.
+        ema (bool, optional): Override the method's EMA switch.
+        lsr (bool, optional): Override the method's LSR switch.
+    """
+    def __init__(self, num_classes: int, method: Union[str, BinaryMethod],
+                 num_categories: int, in_channels: int,
+                 dropout: Sequence[float], ema: Optional[bool],
+                 lsr: Optional[bool]):
+        super().__init__()
+        name = self.__class__.__name__
+        for arg, value, least in (('num_classes', num_classes, 1),
+                                  ('num_categories', num_categories, 0),
+                                  ('in_channels', in_channels, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) \
+                    or value < least:
+                raise ValueError(f"{name}: '{arg}' must be an integer >= "
+                                 f"{least} (got {value!r})")
+        check_dropout(name, dropout)
+        self.method = resolve_method(method, ema=ema, lsr=lsr)
+        self.num_classes = num_classes
+        self.num_categories = num_categories
+        self.in_channels = in_channels
+        self.act = activation(self.method)
+
+    def reset_parameters(self):
+        for module in self.children():
+            if hasattr(module, 'reset_parameters'):
+                module.reset_parameters()
+
+    def global_feature(self, mlp: BiMLP, h: Tensor, batch: Tensor,
+                       size: int, code: Optional[Tensor]) -> Tensor:
+        r"""The global feature :obj:`[size, C]` of every cloud: the max of
+        :obj:`mlp(h)` over the cloud's rows (:meth:`BiMLP.max_pool`, minus
+        :math:`\delta(n)` of that cloud's number of rows when the method
+        has EMA), the activation, and the category :obj:`code` if given."""
+        g = self.act(mlp.max_pool(h, batch, size, self.method.ema))
+        if code is None:
+            return g
+        return torch.cat([g, code.to(g.dtype)], dim=-1)
+
+    def segment(self, pos: Tensor, batch: Tensor, x: Optional[Tensor],
+                size: int, code: Optional[Tensor]) -> Tensor:
+        r"""Returns the logits :obj:`[N, num_classes]` (arguments as in
+        :meth:`forward`, with the category :obj:`code`)."""
+        raise NotImplementedError
+
+    def forward(self, pos: Tensor, batch: Optional[Tensor] = None,
+                x: Optional[Tensor] = None,
+                category: Optional[Tensor] = None) -> Tensor:
+        r"""Returns the per-point logits :obj:`[N, num_classes]` of the
+        clouds given by coordinates :obj:`pos`, optional point features
+        :obj:`x`, the batch vector :obj:`batch` (:obj:`None` for one cloud)
+        and, for part segmentation, the category of every cloud
+        :obj:`category` :obj:`[num_clouds]`."""
+        name = self.__class__.__name__
+        check_inputs(name, pos, batch, x, self.head.lins[-1].weight.dtype)
+        if x is not None and x.size(1) != self.in_channels:
+            raise ValueError(f"{name}: 'x' has {x.size(1)} features per "
+                             f"point but the model was built with "
+                             f"in_channels={self.in_channels}")
+        if x is None and self.in_channels:
+            raise ValueError(f"{name}: the model was built with "
+                             f"in_channels={self.in_channels} but got no "
+                             f"'x'")
+        batch = batch_or_zeros(pos, batch)
+        size = int(batch.max()) + 1
+        code = None
+        if self.num_categories:
+            if category is None:
+                raise ValueError(f"{name}: part segmentation "
+                                 f"(num_categories={self.num_categories}) "
+                                 f"needs the 'category' of every cloud")
+            category = category.view(-1)
+            if category.numel() != size or category.is_floating_point():
+                raise ValueError(f"{name}: 'category' must hold one integer "
+                                 f"per cloud ({size}; got "
+                                 f"{tuple(category.shape)} "
+                                 f"{category.dtype})")
+            if bool((category < 0).any()) or \
+                    bool((category >= self.num_categories).any()):
+                raise ValueError(f"{name}: 'category' must lie in [0, "
+                                 f"{self.num_categories}) (got "
+                                 f"{category.tolist()[:10]})")
+            code = category_code(category.long(), self.num_categories,
+                                 self.method.binary)
+        elif category is not None:
+            raise ValueError(f"{name}: the model was built without "
+                             f"categories (num_categories=0); pass "
+                             f"category=None, or build it with "
+                             f"num_categories")
+        return self.segment(pos, batch, x, size, code)
+
+    def extra_repr_args(self) -> str:
+        return ''
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(num_classes={self.num_classes}, '
+                f'method={self.method.name}, ema={self.method.ema}, '
+                f'lsr={self.method.lsr}, '
+                f'num_categories={self.num_categories}'
+                f'{self.extra_repr_args()})')

@@ -43,7 +43,44 @@ class TNet(torch.nn.Module):
         return self.head(out).view(-1, self.k, self.k)
 
 
-class PointNet(PointCloudClassifier):
+class PointNetLayers:
+    r"""PointNet's per-point layers, shared by the classifier
+    (:class:`PointNet`) and the segmentation network
+    (:class:`~torch_geometric_binary.nn.models.PointNetSeg`): the optional
+    input T-Net, the MLP 3-64-64 (first layer full precision), the optional
+    feature T-Net, and the MLP 64-64-128-1024 that ends in a normalization
+    (:obj:`mlp2`, pooled by the model). A mixin of modules with a
+    :obj:`method`."""
+    def build_point_layers(self, in_channels: int, input_transform: bool,
+                           feature_transform: bool):
+        method = self.method
+        self.input_tnet = TNet(3, method, True) if input_transform else None
+        self.mlp1 = BiMLP([3 + in_channels, 64, 64], method, first_fp=True,
+                          plain_last=False)
+        self.feature_tnet = TNet(64, method, False) \
+            if feature_transform else None
+        self.mlp2 = BiMLP([64, 64, 128, 1024], method, norm_last=True)
+
+    def point_inputs(self, pos: Tensor, batch: Tensor, x: Optional[Tensor],
+                     size: int) -> Tuple[Tensor, Tensor]:
+        r"""The (transformed) 64-d point features after :obj:`mlp1`, the
+        input of :obj:`mlp2`, and their batch vector."""
+        if self.input_tnet is not None:
+            transform = self.input_tnet(pos, batch, size)
+            pos = apply_transform(pos, transform, batch)
+        h = pos if x is None else torch.cat([pos, x], dim=-1)
+        h = self.mlp1(h)
+        if self.feature_tnet is not None:
+            transform = self.feature_tnet(h, batch, size)
+            h = apply_transform(h, transform, batch)
+        return h, batch
+
+    def extra_repr_args(self) -> str:
+        return (f', input_transform={self.input_tnet is not None}, '
+                f'feature_transform={self.feature_tnet is not None}')
+
+
+class PointNet(PointNetLayers, PointCloudClassifier):
     r"""The PointNet classifier from the `"PointNet: Deep Learning on Point
     Sets for 3D Classification and Segmentation"
     <https://arxiv.org/abs/1612.00593>`_ paper, full precision or binary
@@ -89,28 +126,7 @@ class PointNet(PointCloudClassifier):
     ):
         super().__init__(num_classes, method, in_channels, (0.0, dropout),
                          ema, lsr)
-        method = self.method
-        self.input_tnet = TNet(3, method, True) if input_transform else None
-        self.mlp1 = BiMLP([3 + in_channels, 64, 64], method, first_fp=True,
-                          plain_last=False)
-        self.feature_tnet = TNet(64, method, False) \
-            if feature_transform else None
-        self.mlp2 = BiMLP([64, 64, 128, 1024], method, norm_last=True)
+        self.build_point_layers(in_channels, input_transform,
+                                feature_transform)
 
     POINT_MLP = 'mlp2'
-
-    def point_inputs(self, pos: Tensor, batch: Tensor, x: Optional[Tensor],
-                     size: int) -> Tuple[Tensor, Tensor]:
-        if self.input_tnet is not None:
-            transform = self.input_tnet(pos, batch, size)
-            pos = apply_transform(pos, transform, batch)
-        h = pos if x is None else torch.cat([pos, x], dim=-1)
-        h = self.mlp1(h)
-        if self.feature_tnet is not None:
-            transform = self.feature_tnet(h, batch, size)
-            h = apply_transform(h, transform, batch)
-        return h, batch
-
-    def extra_repr_args(self) -> str:
-        return (f', input_transform={self.input_tnet is not None}, '
-                f'feature_transform={self.feature_tnet is not None}')
