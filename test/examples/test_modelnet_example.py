@@ -219,8 +219,8 @@ def test_stripped_checkpoint_evaluates_the_same(main, fp_run, tmp_path,
 
 @pytest.mark.parametrize('argv,message', [
     (['--model', 'resnet'], "argument --model: invalid choice: 'resnet'"),
-    (['--method', 'xnor++'],
-     "argument --method: Unknown binarization method 'xnor++'"),
+    (['--method', 'xnor-net'],
+     "argument --method: Unknown binarization method 'xnor-net'"),
     (['--dataset', 'modelnet40'], '--dataset modelnet40 needs --root'),
     (['--dataset', 'modelnet10', '--root', '/nonexistent/ModelNet10'],
      "'/nonexistent/ModelNet10' does not exist"),
