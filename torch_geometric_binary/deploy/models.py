@@ -51,7 +51,8 @@ from torch_geometric_binary.nn.aggr import EMAMaxAggregation
 from torch_geometric_binary.nn.linear import BiLinear
 from torch_geometric_binary.nn.mlp import BiMLP
 from torch_geometric_binary.nn.models import DGCNN, PointNet, PointNet2
-from torch_geometric_binary.nn.models.common import PointCloudClassifier
+from torch_geometric_binary.nn.models.common import (PointCloudClassifier,
+                                                     PointCloudSegmenter)
 from torch_geometric_binary.nn.models.pointnet import apply_transform
 from torch_geometric_binary.nn.neighbors import fps, knn_edges, radius_edges
 from torch_geometric_binary.utils import check_points
@@ -864,6 +865,11 @@ def pack(model: torch.nn.Module, fp_dtype: torch.dtype = torch.float32,
     if isinstance(model, BiLinear):
         return pack_binary(model, None, None, 'float', epilogue_dtype)
     cls = type(model)
+    if isinstance(model, PointCloudSegmenter):
+        raise TypeError(f"pack: cannot pack a {cls.__qualname__}: packing "
+                        f"segmentation networks is not implemented yet "
+                        f"(supported: the classifiers PointNet, PointNet2 "
+                        f"and DGCNN, BiMLP, BiLinear)")
     raise TypeError(f"pack: cannot pack a {cls.__module__}.{cls.__qualname__}"
                     f" (supported: the package's PointNet, PointNet2 and "
                     f"DGCNN, BiMLP, BiLinear); a model converted by "
