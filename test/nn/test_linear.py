@@ -280,3 +280,11 @@ def test_wrong_input_dtype_is_named(dtype, message):
         lin(torch.ones(3, 8).to(dtype))
     lin.double()
     assert lin(torch.ones(3, 8, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_torchscript_is_refused_with_a_clear_message():
+    from torch_geometric_binary.nn import BiMLP, BiPointConv
+    for module in (BiLinear(4, 3), BiPointConv(BiMLP([6, 8, 4]))):
+        with pytest.raises(RuntimeError, match='does not support '
+                           'TorchScript.*torch.compile, torch.export'):
+            torch.jit.script(module)

@@ -6,6 +6,7 @@ from torch_geometric.nn.aggr import Aggregation
 from torch_geometric.utils import scatter
 
 from torch_geometric_binary.nn.functional import ema_delta
+from torch_geometric_binary.utils.script import NotScriptable
 
 
 def group_sizes(index: Optional[Tensor], ptr: Optional[Tensor],
@@ -131,7 +132,7 @@ def ema_max(x: Tensor, index: Optional[Tensor] = None,
     return out
 
 
-class EMAMaxAggregation(Aggregation):
+class EMAMaxAggregation(NotScriptable, Aggregation):
     r"""Entropy-Maximizing Aggregation (EMA) from the `"BiPointNet: Binary
     Neural Network for Point Clouds" <https://arxiv.org/abs/2010.05501>`_
     paper: a max aggregation shifted by the offset that maximizes the

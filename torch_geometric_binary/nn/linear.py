@@ -8,9 +8,10 @@ from torch.nn import Parameter
 
 from torch_geometric_binary.nn.functional import scaled_linear
 from torch_geometric_binary.nn.methods import BinaryMethod, resolve_method
+from torch_geometric_binary.utils.script import NotScriptable
 
 
-class BiLinear(torch.nn.Module):
+class BiLinear(NotScriptable, torch.nn.Module):
     r"""A binary linear layer with Layer-wise Scale Recovery (LSR) from the
     `"BiPointNet: Binary Neural Network for Point Clouds"
     <https://arxiv.org/abs/2010.05501>`_ paper.
