@@ -248,7 +248,7 @@ def _op_knn(x: Tensor, y: Tensor, ptr_x: Optional[Tensor],
             ptr_y: Optional[Tensor], k: int, cosine: bool,
             num_workers: int) -> Tensor:
     if cosine:
-        raise NotImplementedError("knn_edges(..., cosine=True) needs pyg-lib")
+        raise NotImplementedError("knn(..., cosine=True) needs pyg-lib")
     # pyg-lib's rows: [y index, x index].
     return knn_edges(x, y, k, _batch(ptr_x, x.size(0)),
                _batch(ptr_y, y.size(0))).flip([0])
@@ -286,9 +286,9 @@ def route_pyg() -> bool:
         for schema, fn in [
             ('fps(Tensor src, Tensor ptr, float ratio, bool random_start) '
              '-> Tensor', _op_fps),
-            ('knn_edges(Tensor x, Tensor y, Tensor? ptr_x, Tensor? ptr_y, int k, '
+            ('knn(Tensor x, Tensor y, Tensor? ptr_x, Tensor? ptr_y, int k, '
              'bool cosine, int num_workers) -> Tensor', _op_knn),
-            ('radius_edges(Tensor x, Tensor y, Tensor? ptr_x, Tensor? ptr_y, '
+            ('radius(Tensor x, Tensor y, Tensor? ptr_x, Tensor? ptr_y, '
              'float r, int max_num_neighbors, int num_workers, '
              'bool ignore_same_index) -> Tensor', _op_radius),
         ]:
