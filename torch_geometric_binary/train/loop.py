@@ -1,4 +1,5 @@
 import math
+import os
 import random
 from typing import Callable, Dict, Iterable, Optional
 
@@ -106,20 +107,37 @@ def fast_bf16(device: torch.device) -> bool:
     return False
 
 
+# oneDNN keeps one compiled bf16 kernel per matrix shape, up to 1024 of them.
+# PointNet++ and DGCNN meet new row counts at every step (their
+# neighbourhoods vary), and that cache grew a PointNet++ training process
+# to 12.6 GB; where shapes repeat, a small cache still holds them all.
+ONEDNN_CACHE_CAPACITY = 64
+
+
+def bound_onednn_cache(capacity: int = ONEDNN_CACHE_CAPACITY) -> None:
+    r"""Caps oneDNN's cache of compiled kernels at :obj:`capacity` shapes,
+    unless :obj:`ONEDNN_PRIMITIVE_CACHE_CAPACITY` is set already. oneDNN
+    reads it at its first kernel, so call this before any computation."""
+    os.environ.setdefault('ONEDNN_PRIMITIVE_CACHE_CAPACITY', str(capacity))
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     r"""The training precision :obj:`"fp32"`, :obj:`"bf16"` or
     :obj:`"fp16"` for :obj:`precision`, where :obj:`"auto"` picks bf16
     mixed precision on hardware that runs it natively (:func:`fast_bf16`)
     and float32 elsewhere. Binary products stay exact in bf16 and fp16
-    (:func:`~torch_geometric_binary.nn.functional.sign_product`)."""
+    (:func:`~torch_geometric_binary.nn.functional.sign_product`). bf16 on
+    a CPU also caps oneDNN's kernel cache (:func:`bound_onednn_cache`)."""
     if precision == 'auto':
-        return 'bf16' if fast_bf16(device) else 'fp32'
+        precision = 'bf16' if fast_bf16(device) else 'fp32'
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown precision '{precision}' (available: "
                          f"auto, {', '.join(PRECISIONS)})")
     if precision == 'fp16' and device.type == 'cpu':
         raise ValueError("fp16 mixed precision needs a CUDA device; use "
                          "bf16 on CPUs")
+    if precision == 'bf16' and device.type == 'cpu':
+        bound_onednn_cache()
     return precision
 
 
