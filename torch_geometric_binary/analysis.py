@@ -15,6 +15,7 @@ BNN+EMA and BiPointNet PointNets on the synthetic shapes (or a checkpoint).
 import argparse
 import contextlib
 import math
+import os
 from typing import Dict, Iterator, List, Optional
 
 import torch
@@ -133,7 +134,7 @@ def plot_entropy(results: Dict[str, Dict[str, Dict]], path: str):
     layers = list(dict.fromkeys(
         key for r in results.values() for key in r['entropy']))
     width = 0.8 / max(len(results), 1)
-    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(layers)), 3.2))
+    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(layers)) + 2.5, 3.2))
     for i, (name, r) in enumerate(results.items()):
         ax.bar([j + i * width for j in range(len(layers))],
                [r['entropy'].get(key, float('nan')) for key in layers],
@@ -143,7 +144,7 @@ def plot_entropy(results: Dict[str, Dict[str, Dict]], path: str):
                   ha='right')
     ax.set_ylabel('entropy of the sign (bits)')
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize='small')
+    ax.legend(fontsize='small', loc='upper left', bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -179,7 +180,10 @@ def main(argv: Optional[List[str]] = None):
     picks = torch.randperm(len(data.test))[:args.batch].tolist()
     batch = next(iter(DataLoader(data.test[picks], batch_size=args.batch)))
     if args.checkpoint:
-        models = {path: model_from_checkpoint(load_checkpoint(path))
+        # A run's best.pt/last.pt is named by its run folder.
+        models = {(os.path.basename(os.path.dirname(os.path.abspath(path)))
+                   if os.path.basename(path) in ('best.pt', 'last.pt')
+                   else path): model_from_checkpoint(load_checkpoint(path))
                   for path in args.checkpoint}
     else:
         models = {}
