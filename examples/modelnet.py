@@ -47,8 +47,10 @@ import torch  # noqa: E402
 
 import torch_geometric_binary  # noqa: F401,E402 (silences PyG's warnings)
 from torch_geometric_binary.nn import (advance_schedule,  # noqa: E402
-                                       method_names, resolve_method)
+                                       method_names)
 from torch_geometric_binary.nn.models import MODELS  # noqa: E402
+from torch_geometric_binary.train.cli import (  # noqa: E402
+    HelpFormatter, UsageError, log, make_progress, method_name, write_json)
 from torch_geometric_binary.train.run_folder import (  # noqa: E402
     RunFolder,
     RunFolderError,
@@ -85,22 +87,6 @@ from torch_geometric_binary.train import (  # noqa: E402
 #: Options stored in a checkpoint's config that ``--eval`` falls back to.
 DATA_OPTIONS = ['dataset', 'root', 'num_points', 'limit_test',
                 'synthetic_classes', 'synthetic_points', 'batch_size']
-
-
-class UsageError(Exception):
-    r"""A user error found after argument parsing (reported like an
-    :mod:`argparse` error: one line, exit status 2)."""
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    r"""Shows defaults that are not :obj:`None`/:obj:`False`, unless the
-    help text already mentions its default."""
-    def _get_help_string(self, action):
-        text = action.help or ''
-        if 'default' in text or action.default in (None, False,
-                                                   argparse.SUPPRESS):
-            return text
-        return f'{text} (default: %(default)s)'.lstrip()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -290,32 +276,9 @@ def check_root(dataset: str, root: Optional[str]) -> Optional[str]:
 
 # Helpers #####################################################################
 
-def method_name(name: str) -> str:
-    r"""An argparse type: a registered method, possibly with switches."""
-    try:
-        resolve_method(name)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
-    return name
-
-
 # Arguments that --resume refuses to change without --allow-changes.
 RESUME_STRICT = ['lr', 'min_lr', 'weight_decay', 'seed', 'batch_size',
                  'augment', 'limit_test', 'teacher', 'kd_alpha', 'kd_temp']
-
-
-def log(env, *args, **kwargs):
-    if env.is_main:
-        print(*args, **kwargs, flush=True)
-
-
-def make_progress(env, quiet: bool, desc: str):
-    show = env.is_main and not quiet and sys.stderr.isatty()
-    if not show:
-        return None
-    from tqdm import tqdm
-
-    return lambda it: tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
 
 
 def load_data(env, config: Dict[str, Any], augment: bool,
@@ -340,14 +303,6 @@ def load_data(env, config: Dict[str, Any], augment: bool,
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(f"--dataset {config['dataset']}: {e}") from e
     return data
-
-
-def write_json(path: str, obj: Any):
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=1)
-        f.write('\n')
-    os.replace(tmp, path)
 
 
 def acc_str(x: float) -> str:
