@@ -294,7 +294,7 @@ def test_unknown_layout(tmp_path):
     root = tmp_path / 'raw'
     (root / 'airplane').mkdir(parents=True)
     (root / 'airplane' / 'airplane_0001.off').write_text('OFF\n')
-    with pytest.raises(ValueError, match='Could not detect') as info:
+    with pytest.raises(FileNotFoundError, match='Could not find') as info:
         PreSampledModelNet(str(root), processed_dir=str(tmp_path / 'p'))
     msg = str(info.value)
     assert str(root) in msg and 'npy' in msg and 'modelnet40_normal' in msg

@@ -10,7 +10,14 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.data import Data
+
+from torch_geometric_binary.datasets.local import (
+    LocalDataset,
+    load_npy,
+    natural_key,
+    read_lines,
+)
 
 MODELNET40_CLASSES = [
     'airplane', 'bathtub', 'bed', 'bench', 'bookshelf', 'bottle', 'bowl',
@@ -54,10 +61,6 @@ def _sanitize(path: str) -> str:
     return name or 'root'
 
 
-def _natural_key(s: str) -> List:
-    return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', s)]
-
-
 # Version of the processed files; a cache of another version is rebuilt.
 # 2: the description records a fingerprint of the raw files.
 CACHE_VERSION = 2
@@ -97,30 +100,6 @@ def raw_fingerprint(folder: str) -> Dict[str, object]:
                                                           'surrogateescape'))
     return {'sha256': h.hexdigest(), 'files': len(rows),
             'bytes': sum(r[1] for r in rows)}
-
-
-def _read_lines(path: str) -> List[str]:
-    with open(path) as f:
-        return [line.strip() for line in f if line.strip()]
-
-
-def _load_npy(path: str) -> np.ndarray:
-    # numpy names neither the file nor the problem (an empty file gives
-    # "EOFError: No data left in file", a truncated one "cannot reshape").
-    try:
-        points = np.load(path, allow_pickle=False)
-    except (ValueError, EOFError, OSError) as e:
-        if isinstance(e, OSError) and e.filename is not None:
-            raise  # Missing or unreadable: already named.
-        size = osp.getsize(path)
-        problem = 'is empty (0 bytes)' if size == 0 else \
-            f'is truncated or not a .npy array ({size} bytes)'
-        raise ValueError(f"Raw file '{path}' {problem}: "
-                         f"{type(e).__name__}: {e}") from None
-    if not isinstance(points, np.ndarray):  # An .npz archive.
-        points.close()
-        raise ValueError(f"Raw file '{path}' is not a .npy array")
-    return points
 
 
 def _load_txt(path: str) -> np.ndarray:
@@ -171,7 +150,7 @@ def _to_data(points: np.ndarray, label: int, source: str) -> Data:
     return data
 
 
-class PreSampledModelNet(InMemoryDataset):
+class PreSampledModelNet(LocalDataset):
     r"""Pre-sampled point clouds of the ModelNet10/40 datasets from the
     `"3D ShapeNets: A Deep Representation for Volumetric Shapes"
     <https://people.csail.mit.edu/khosla/papers/cvpr2015_wu.pdf>`_ paper,
@@ -245,6 +224,8 @@ class PreSampledModelNet(InMemoryDataset):
         log (bool, optional): Whether to print console output while
             processing. (default: :obj:`True`)
     """
+    NAME = 'pre-sampled ModelNet'
+    LAYOUTS = LAYOUTS
     def __init__(
         self,
         root: str,
@@ -330,18 +311,6 @@ class PreSampledModelNet(InMemoryDataset):
     # Paths ###################################################################
 
     @property
-    def raw_dir(self) -> str:
-        return self.root
-
-    @property
-    def processed_dir(self) -> str:
-        return self._processed_dir
-
-    @property
-    def raw_file_names(self) -> List[str]:
-        return []
-
-    @property
     def processed_file_names(self) -> List[str]:
         prefix = f'modelnet{self.name}'
         return [f'{prefix}_train.pt', f'{prefix}_test.pt', f'{prefix}.json']
@@ -353,7 +322,7 @@ class PreSampledModelNet(InMemoryDataset):
     # Layout detection ########################################################
 
     @staticmethod
-    def _match(folder: str) -> Optional[str]:
+    def match_layout(folder: str) -> Optional[str]:
         if glob.glob(osp.join(folder, 'ply_data_train*.h5')):
             return 'h5'
         for n in ('40', '10'):
@@ -368,27 +337,6 @@ class PreSampledModelNet(InMemoryDataset):
                             return 'npy'
         return None
 
-    @classmethod
-    def detect_layout(cls, root: str) -> Tuple[str, str]:
-        r"""Returns :obj:`(layout, folder)` where :obj:`layout` is one of
-        :obj:`"npy"`, :obj:`"txt"` or :obj:`"h5"`, looking at :obj:`root`
-        and then at its direct sub-folders."""
-        looked_for = '; '.join(f'{k}: {v}' for k, v in LAYOUTS.items())
-        if not osp.isdir(root):
-            raise FileNotFoundError(
-                f"ModelNet root folder '{root}' does not exist (expected one "
-                f"of the layouts {looked_for})")
-        layout = cls._match(root)
-        if layout is not None:
-            return layout, root
-        for entry in sorted(os.scandir(root), key=lambda e: e.name):
-            if entry.is_dir() and not entry.name.startswith('.'):
-                layout = cls._match(entry.path)
-                if layout is not None:
-                    return layout, entry.path
-        raise ValueError(
-            f"Could not detect a pre-sampled ModelNet layout in '{root}' or "
-            f"its direct sub-folders. Looked for: {looked_for}")
 
     # Processing ##############################################################
 
@@ -460,10 +408,10 @@ class PreSampledModelNet(InMemoryDataset):
                 if not osp.isdir(split_dir):
                     continue
                 names = sorted((f for f in os.listdir(split_dir)
-                                if f.endswith('.npy')), key=_natural_key)
+                                if f.endswith('.npy')), key=natural_key)
                 for f in names:
                     path = osp.join(split_dir, f)
-                    points = _load_npy(path)
+                    points = load_npy(path)
                     splits[split].append(_to_data(points, label, path))
         return list(mapping), splits
 
@@ -482,12 +430,12 @@ class PreSampledModelNet(InMemoryDataset):
             raise FileNotFoundError(
                 f"Missing split files in '{folder}': expected "
                 f"'modelnet{{40,10}}_{{shape_names,train,test}}.txt'")
-        classes = _read_lines(files[0])
+        classes = read_lines(files[0])
         mapping = self._select(classes)
 
         splits: Dict[str, List[Data]] = {'train': [], 'test': []}
         for split, split_file in zip(('train', 'test'), files[1:]):
-            for shape_id in _read_lines(split_file):
+            for shape_id in read_lines(split_file):
                 c = shape_id.rsplit('_', 1)[0]
                 if c not in classes:
                     raise ValueError(f"Shape '{shape_id}' listed in "
@@ -512,7 +460,7 @@ class PreSampledModelNet(InMemoryDataset):
         max_label = -1
         for split in ('train', 'test'):
             pattern = osp.join(folder, f'ply_data_{split}*.h5')
-            paths = sorted(glob.glob(pattern), key=_natural_key)
+            paths = sorted(glob.glob(pattern), key=natural_key)
             if len(paths) == 0:
                 raise FileNotFoundError(
                     f"Found no 'ply_data_{split}*.h5' files in '{folder}'")
@@ -548,7 +496,7 @@ class PreSampledModelNet(InMemoryDataset):
                 raw[split].append((path, pos, label, normal))
 
         if osp.isfile(names_file):
-            classes = _read_lines(names_file)
+            classes = read_lines(names_file)
             if max_label >= len(classes):
                 raise ValueError(f"Label {max_label} out of range of the "
                                  f"{len(classes)} names in '{names_file}'")

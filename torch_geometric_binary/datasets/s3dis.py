@@ -1,6 +1,5 @@
 import glob
 import math
-import os
 import os.path as osp
 import re
 from typing import Callable, List, Optional, Tuple
@@ -8,11 +7,13 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 import torch
 
-from torch_geometric.data import Data, InMemoryDataset
-from torch_geometric_binary.datasets.presampled_modelnet import (
-    _load_npy,
-    _natural_key,
-    _read_lines,
+from torch_geometric.data import Data
+
+from torch_geometric_binary.datasets.local import (
+    LocalDataset,
+    load_npy,
+    natural_key,
+    read_lines,
 )
 
 LAYOUTS = {
@@ -70,7 +71,7 @@ def room_to_blocks(
     return blocks
 
 
-class S3DISRooms(InMemoryDataset):
+class S3DISRooms(LocalDataset):
     r"""The Stanford Large-Scale 3D Indoor Spaces dataset (S3DIS) from the
     "3D Semantic Parsing of Large-Scale Indoor Spaces" (Armeni et al., CVPR
     2016)
@@ -145,6 +146,8 @@ class S3DISRooms(InMemoryDataset):
         log (bool, optional): Whether to print console output while
             processing. (default: :obj:`True`)
     """
+    NAME = 'S3DIS'
+    LAYOUTS = LAYOUTS
 
     CLASSES: List[str] = [
         'ceiling', 'floor', 'wall', 'beam', 'column', 'window', 'door',
@@ -199,18 +202,6 @@ class S3DISRooms(InMemoryDataset):
         return self._layout[0]
 
     @property
-    def raw_dir(self) -> str:
-        return self.root
-
-    @property
-    def processed_dir(self) -> str:
-        return self._processed_dir
-
-    @property
-    def raw_file_names(self) -> List[str]:
-        return []
-
-    @property
     def processed_file_names(self) -> List[str]:
         key = f'h5_area{self.test_area}'
         if self.layout == 'npy':
@@ -226,33 +217,13 @@ class S3DISRooms(InMemoryDataset):
     # Layout detection ########################################################
 
     @staticmethod
-    def _match(folder: str) -> Optional[str]:
+    def match_layout(folder: str) -> Optional[str]:
         if glob.glob(osp.join(folder, 'ply_data_all_*.h5')):
             return 'h5'
         if glob.glob(osp.join(folder, 'Area_*_*.npy')):
             return 'npy'
         return None
 
-    @classmethod
-    def detect_layout(cls, root: str) -> Tuple[str, str]:
-        r"""Returns :obj:`(layout, folder)` where :obj:`layout` is
-        :obj:`"npy"` or :obj:`"h5"`, looking at :obj:`root` and then at its
-        direct sub-folders."""
-        looked_for = '; '.join(f'{k}: {v}' for k, v in LAYOUTS.items())
-        if not osp.isdir(root):
-            raise FileNotFoundError(
-                f"S3DIS root folder '{root}' does not exist (expected one "
-                f"of the layouts {looked_for})")
-        folders = [root] + sorted(
-            e.path for e in os.scandir(root)
-            if e.is_dir() and not e.name.startswith('.'))
-        for folder in folders:
-            layout = cls._match(folder)
-            if layout is not None:
-                return layout, folder
-        raise FileNotFoundError(
-            f"Could not find S3DIS data in '{root}' or its direct "
-            f"sub-folders. Looked for: {looked_for}")
 
     # Processing ##############################################################
 
@@ -283,9 +254,9 @@ class S3DISRooms(InMemoryDataset):
 
     def _read_npy(self, folder: str):
         paths = sorted(glob.glob(osp.join(folder, 'Area_*_*.npy')),
-                       key=_natural_key)
+                       key=natural_key)
         for r, path in enumerate(paths):
-            room = np.asarray(_load_npy(path))
+            room = np.asarray(load_npy(path))
             if room.ndim != 2 or room.shape[1] != 7 or room.shape[0] == 0 \
                     or not np.issubdtype(room.dtype, np.number):
                 raise ValueError(
@@ -321,16 +292,16 @@ class S3DISRooms(InMemoryDataset):
         list_file = osp.join(folder, 'all_files.txt')
         if osp.isfile(list_file):
             paths = [osp.join(folder, osp.basename(line))
-                     for line in _read_lines(list_file)]
+                     for line in read_lines(list_file)]
         else:
             paths = sorted(glob.glob(osp.join(folder, 'ply_data_all_*.h5')),
-                           key=_natural_key)
+                           key=natural_key)
         rooms_file = osp.join(folder, 'room_filelist.txt')
         if not osp.isfile(rooms_file):
             raise FileNotFoundError(
                 f"Missing '{rooms_file}' (the room of every block, needed "
                 f"for the area split)")
-        rooms = _read_lines(rooms_file)
+        rooms = read_lines(rooms_file)
 
         blocks = []
         for path in paths:

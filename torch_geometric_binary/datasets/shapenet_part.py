@@ -1,6 +1,5 @@
 import glob
 import json
-import os
 import os.path as osp
 import warnings
 from typing import Callable, Dict, List, Optional, Tuple
@@ -8,10 +7,12 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from torch_geometric.data import Data, InMemoryDataset
-from torch_geometric_binary.datasets.presampled_modelnet import (
-    _natural_key,
-    _read_lines,
+from torch_geometric.data import Data
+
+from torch_geometric_binary.datasets.local import (
+    LocalDataset,
+    natural_key,
+    read_lines,
 )
 
 LAYOUTS = {
@@ -35,7 +36,7 @@ def _error(path: str, e: Exception) -> ValueError:
     return ValueError(f"Cannot read '{path}': {type(e).__name__}: {e}")
 
 
-class ShapeNetPart(InMemoryDataset):
+class ShapeNetPart(LocalDataset):
     r"""The ShapeNet part-segmentation benchmark from the `"A Scalable Active
     Framework for Region Annotation in 3D Shape Collections"
     <http://web.stanford.edu/~ericyi/papers/part_annotation_16_small.pdf>`_
@@ -100,6 +101,8 @@ class ShapeNetPart(InMemoryDataset):
         log (bool, optional): Whether to print console output while
             processing. (default: :obj:`True`)
     """
+    NAME = 'ShapeNet part'
+    LAYOUTS = LAYOUTS
 
     CATEGORIES: List[str] = [
         'Airplane', 'Bag', 'Cap', 'Car', 'Chair', 'Earphone', 'Guitar',
@@ -185,18 +188,6 @@ class ShapeNetPart(InMemoryDataset):
         self.load(self.processed_paths[0])
 
     @property
-    def raw_dir(self) -> str:
-        return self.root
-
-    @property
-    def processed_dir(self) -> str:
-        return self._processed_dir
-
-    @property
-    def raw_file_names(self) -> List[str]:
-        return []
-
-    @property
     def processed_file_names(self) -> List[str]:
         cats = 'all' if len(self.categories) == len(self.CATEGORIES) else \
             '_'.join(c.lower() for c in self.categories)
@@ -211,7 +202,7 @@ class ShapeNetPart(InMemoryDataset):
     # Layout detection ########################################################
 
     @staticmethod
-    def _match(folder: str) -> Optional[str]:
+    def match_layout(folder: str) -> Optional[str]:
         if osp.isfile(osp.join(folder, 'synsetoffset2category.txt')) and \
                 osp.isdir(osp.join(folder, 'train_test_split')):
             return 'txt'
@@ -220,26 +211,6 @@ class ShapeNetPart(InMemoryDataset):
                 return 'h5'
         return None
 
-    @classmethod
-    def detect_layout(cls, root: str) -> Tuple[str, str]:
-        r"""Returns :obj:`(layout, folder)` where :obj:`layout` is
-        :obj:`"txt"` or :obj:`"h5"`, looking at :obj:`root` and then at its
-        direct sub-folders."""
-        looked_for = '; '.join(f'{k}: {v}' for k, v in LAYOUTS.items())
-        if not osp.isdir(root):
-            raise FileNotFoundError(
-                f"ShapeNet part root folder '{root}' does not exist "
-                f"(expected one of the layouts {looked_for})")
-        folders = [root] + sorted(
-            e.path for e in os.scandir(root)
-            if e.is_dir() and not e.name.startswith('.'))
-        for folder in folders:
-            layout = cls._match(folder)
-            if layout is not None:
-                return layout, folder
-        raise FileNotFoundError(
-            f"Could not find ShapeNet part data in '{root}' or its direct "
-            f"sub-folders. Looked for: {looked_for}")
 
     # Processing ##############################################################
 
@@ -289,7 +260,7 @@ class ShapeNetPart(InMemoryDataset):
     def _read_txt(self, folder: str, split: str) -> List[Data]:
         names_file = osp.join(folder, 'synsetoffset2category.txt')
         synset_to_cat: Dict[str, int] = {}
-        for line in _read_lines(names_file):
+        for line in read_lines(names_file):
             fields = line.split()
             if len(fields) != 2 or fields[0] not in self.PARTS:
                 raise ValueError(
@@ -343,14 +314,14 @@ class ShapeNetPart(InMemoryDataset):
         if osp.isfile(list_file):
             # Entries may carry the original folder: resolve by name.
             paths = [osp.join(folder, osp.basename(line))
-                     for line in _read_lines(list_file)]
+                     for line in read_lines(list_file)]
             missing = [p for p in paths if not osp.isfile(p)]
             if missing:
                 raise FileNotFoundError(f"Files listed in '{list_file}' not "
                                         f"found: {missing}")
             return paths
         paths = sorted(glob.glob(osp.join(folder, f'ply_data_{split}*.h5')),
-                       key=_natural_key)
+                       key=natural_key)
         if not paths:
             raise FileNotFoundError(f"Found no 'ply_data_{split}*.h5' files "
                                     f"(nor '{list_file}') in '{folder}'")

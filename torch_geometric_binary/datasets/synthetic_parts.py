@@ -4,7 +4,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.data import Data
+
+from torch_geometric_binary.datasets.generated import GeneratedDataset
 from torch_geometric_binary.datasets.synthetic_shapes import _box, _choice
 
 # A primitive is (area, sampler): `sampler(rng, n)` returns n area-uniform
@@ -250,7 +252,7 @@ def sample_object(
     return pos.astype(np.float32), y
 
 
-class SyntheticParts(InMemoryDataset):
+class SyntheticParts(GeneratedDataset):
     r"""A deterministic synthetic part-segmentation dataset of parametric
     objects assembled from labelled parts, which needs no download: the
     embedded counterpart of ShapeNet part (see :class:`ShapeNetPart`) for
@@ -341,29 +343,18 @@ class SyntheticParts(InMemoryDataset):
         if num_points < most:
             raise ValueError(f"'num_points' must be at least {most} (one "
                              f"point per part; got {num_points})")
-        if seed < 0:
-            raise ValueError(f"'seed' must be non-negative (got {seed})")
-        self.train = train
         self.num_per_category = num_per_category
         self.num_points = num_points
-        self.seed = seed
-        self._cached = root is not None
-
-        super().__init__(root, transform, pre_transform, log=log,
-                         force_reload=force_reload)
-
-        if self._cached:
-            self.load(self.processed_paths[0])
-        else:
-            self.data, self.slices = self.collate(self._generate())
+        super().__init__(root, train, seed, transform, pre_transform,
+                         force_reload, log)
 
     @property
-    def has_process(self) -> bool:
-        return self._cached
+    def num_groups(self) -> int:
+        return len(self.CATEGORIES)
 
     @property
-    def raw_file_names(self) -> List[str]:
-        return []
+    def num_per_group(self) -> int:
+        return self.num_per_category
 
     @property
     def processed_file_names(self) -> List[str]:
@@ -376,23 +367,7 @@ class SyntheticParts(InMemoryDataset):
         r"""The number of part labels."""
         return self.num_parts
 
-    def _generate(self) -> List[Data]:
-        split = 0 if self.train else 1
-        data_list = []
-        for c in range(len(self.CATEGORIES)):
-            for i in range(self.num_per_category):
-                rng = np.random.default_rng([self.seed, split, c, i])
-                pos, y = sample_object(c, self.num_points, rng)
-                data = Data(pos=torch.from_numpy(pos),
-                            y=torch.from_numpy(y),
-                            category=torch.tensor([c], dtype=torch.long))
-                if self.pre_transform is not None:
-                    data = self.pre_transform(data)
-                data_list.append(data)
-        return data_list
-
-    def process(self) -> None:
-        self.save(self._generate(), self.processed_paths[0])
-
-    def __repr__(self) -> str:
-        return f'{self.__class__.__name__}({len(self)})'
+    def sample(self, group: int, rng: np.random.Generator) -> Data:
+        pos, y = sample_object(group, self.num_points, rng)
+        return Data(pos=torch.from_numpy(pos), y=torch.from_numpy(y),
+                    category=torch.tensor([group], dtype=torch.long))

@@ -4,7 +4,9 @@ from typing import Callable, List, Optional
 import numpy as np
 import torch
 
-from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.data import Data
+
+from torch_geometric_binary.datasets.generated import GeneratedDataset
 
 # Samplers of (roughly area-uniform) points on parametric surfaces in a
 # canonical frame with z up and a size of about one. Each takes a numpy
@@ -220,7 +222,7 @@ def sample_shape(
     return pos.astype(np.float32)
 
 
-class SyntheticShapes(InMemoryDataset):
+class SyntheticShapes(GeneratedDataset):
     r"""A deterministic synthetic point-cloud classification dataset of
     parametric shapes that needs no download, for quick experiments and
     tests.
@@ -294,31 +296,20 @@ class SyntheticShapes(InMemoryDataset):
         if num_per_class < 1 or num_points < 1:
             raise ValueError("'num_per_class' and 'num_points' must be "
                              "positive")
-        if seed < 0:
-            raise ValueError(f"'seed' must be non-negative (got {seed})")
-        self.train = train
         self._num_classes = num_classes
         self.num_per_class = num_per_class
         self.num_points = num_points
-        self.seed = seed
         self.classes: List[str] = list(SHAPES)[:num_classes]
-        self._cached = root is not None
-
-        super().__init__(root, transform, pre_transform, log=log,
-                         force_reload=force_reload)
-
-        if self._cached:
-            self.load(self.processed_paths[0])
-        else:
-            self.data, self.slices = self.collate(self._generate())
+        super().__init__(root, train, seed, transform, pre_transform,
+                         force_reload, log)
 
     @property
-    def has_process(self) -> bool:
-        return self._cached
+    def num_groups(self) -> int:
+        return self._num_classes
 
     @property
-    def raw_file_names(self) -> List[str]:
-        return []
+    def num_per_group(self) -> int:
+        return self.num_per_class
 
     @property
     def processed_file_names(self) -> List[str]:
@@ -332,22 +323,7 @@ class SyntheticShapes(InMemoryDataset):
     def num_classes(self) -> int:
         return self._num_classes
 
-    def _generate(self) -> List[Data]:
-        split = 0 if self.train else 1
-        data_list = []
-        for label in range(self._num_classes):
-            for i in range(self.num_per_class):
-                rng = np.random.default_rng([self.seed, split, label, i])
-                pos = sample_shape(label, self.num_points, rng)
-                data = Data(pos=torch.from_numpy(pos),
-                            y=torch.tensor([label], dtype=torch.long))
-                if self.pre_transform is not None:
-                    data = self.pre_transform(data)
-                data_list.append(data)
-        return data_list
-
-    def process(self) -> None:
-        self.save(self._generate(), self.processed_paths[0])
-
-    def __repr__(self) -> str:
-        return f'{self.__class__.__name__}({len(self)})'
+    def sample(self, group: int, rng: np.random.Generator) -> Data:
+        pos = sample_shape(group, self.num_points, rng)
+        return Data(pos=torch.from_numpy(pos),
+                    y=torch.tensor([group], dtype=torch.long))
