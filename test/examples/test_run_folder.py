@@ -16,15 +16,15 @@ RUN = FP_RUN[:FP_RUN.index('--epochs')] + ['--epochs', '3', '--seed', '1',
 # process (as a kill would) right after its N-th write.
 KILL_AFTER_WRITE = f'''
 import os, runpy, sys
-import torch_geometric_binary.train as train
-real, calls, stop = train.save_checkpoint, [0], int(sys.argv[1])
+import torch_geometric_binary.train.trainer as trainer
+real, calls, stop = trainer.save_checkpoint, [0], int(sys.argv[1])
 sys.argv = sys.argv[2:]
 def save(path, state):
     real(path, state)
     calls[0] += 1
     if calls[0] == stop:
         os._exit(9)
-train.save_checkpoint = save
+trainer.save_checkpoint = save
 runpy.run_path({str(SCRIPT)!r}, run_name='__main__')
 '''
 

@@ -1,10 +1,12 @@
 import math
 
+import pytest
 import torch
 
 from torch_geometric_binary.nn import BiLinear
 from torch_geometric_binary.nn.models import PointNet
-from torch_geometric_binary.train.checkpoint import load_matching_weights
+from torch_geometric_binary.train.checkpoint import (build_model,
+                                                     load_matching_weights)
 
 
 def binary_layers(model):
@@ -63,8 +65,6 @@ def test_load_matching_weights_upgrades_linear_scales():
 
 
 def test_failed_save_leaves_no_partial_file(tmp_path, monkeypatch):
-    import pytest as _pytest
-
     from torch_geometric_binary.train import checkpoint as ckpt
     path = tmp_path / 'last.pt'
 
@@ -74,6 +74,12 @@ def test_failed_save_leaves_no_partial_file(tmp_path, monkeypatch):
         raise OSError(28, 'No space left on device')
 
     monkeypatch.setattr(ckpt.torch, 'save', full_disk)
-    with _pytest.raises(OSError, match='No space'):
+    with pytest.raises(OSError, match='No space'):
         ckpt.save_checkpoint(str(path), {'model': {}})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_model_option_names_the_known_ones():
+    with pytest.raises(ValueError, match='its options: .*dropout'):
+        build_model({'model': 'dgcnn', 'num_classes': 3, 'method': 'fp',
+                     'model_kwargs': {'kk': 4}})

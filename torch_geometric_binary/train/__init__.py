@@ -1,7 +1,7 @@
-r"""Training utilities of the ModelNet training program
-(:obj:`examples/modelnet.py`) and the segmentation program
-(:obj:`examples/segmentation.py`): datasets and transforms, the training and
-evaluation loops, metrics, checkpoints and :obj:`torch.distributed` set-up.
+r"""Training of the example programs (:obj:`examples/modelnet.py`,
+:obj:`examples/segmentation.py`): the driver (:func:`fit`, :func:`run`) and
+its tasks, datasets and transforms, the training and evaluation loops,
+metrics, checkpoints and :obj:`torch.distributed` set-up.
 """
 from .metrics import (ClassAccuracy, PartSegMetric, SemSegMetric,
                       category_part_mask, mask_to_category, part_iou)
@@ -22,6 +22,9 @@ from .distributed import (DistEnv, resolve_device, setup_distributed,
 from .segmentation import (SEG_DATASETS, SEG_NEEDS_ROOT, SEG_SCORE,
                            SegDataSplits, build_seg_datasets, seg_forward,
                            evaluate_segmentation)
+from .trainer import (RESUME_STRICT, Task, checkpoint_state, fit,
+                      evaluate_checkpoint, run)
+from .tasks import Classification, Segmentation
 
 __all__ = [
     'PRECISIONS',
@@ -75,4 +78,12 @@ __all__ = [
     'build_seg_datasets',
     'seg_forward',
     'evaluate_segmentation',
+    'RESUME_STRICT',
+    'Task',
+    'checkpoint_state',
+    'fit',
+    'evaluate_checkpoint',
+    'run',
+    'Classification',
+    'Segmentation',
 ]

@@ -39,8 +39,8 @@ def load_checkpoint(path: str, map_location: Any = 'cpu') -> Dict[str, Any]:
     except Exception as e:  # Not a (safe) torch file.
         raise ValueError(f"Could not read checkpoint '{path}': {e}") from e
     if not isinstance(state, dict) or 'model' not in state:
-        raise ValueError(f"'{path}' is not a training checkpoint of "
-                         f"examples/modelnet.py (no 'model' entry)")
+        raise ValueError(f"'{path}' is not a training checkpoint (no "
+                         f"'model' entry)")
     return state
 
 
@@ -193,14 +193,20 @@ def check_classes(config: Dict[str, Any], classes: Optional[List[str]],
 
 def load_teacher(path: str, num_classes: int,
                  device: Union[str, torch.device] = 'cpu',
-                 classes: Optional[List[str]] = None
+                 classes: Optional[List[str]] = None,
+                 task: Optional[str] = None,
                  ) -> Tuple[torch.nn.Module, str]:
     r"""The model of checkpoint :obj:`path`, frozen in evaluation mode, as
-    a distillation teacher for a dataset of :obj:`num_classes` classes.
-    Returns the model and its method name (:obj:`"fp"` for the usual
-    full-precision teacher)."""
+    a distillation teacher for a dataset of :obj:`num_classes` classes
+    and a student of :obj:`task` (:obj:`None` for classification,
+    :obj:`"segmentation"`). Returns the model and its method name
+    (:obj:`"fp"` for the usual full-precision teacher)."""
     ckpt = load_checkpoint(path)
     config = ckpt['config']
+    if config.get('task') != task:
+        kinds = [t or 'classification' for t in (config.get('task'), task)]
+        raise ValueError(f"'{path}' is a {kinds[0]} model, the student a "
+                         f"{kinds[1]} model")
     if int(config['num_classes']) != num_classes:
         raise ValueError(f"'{path}' has {config['num_classes']} classes, "
                          f"the dataset {num_classes}")

@@ -74,12 +74,10 @@ def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel:
     :math:`\bar{\theta} \leftarrow d\,\bar{\theta} + (1 - d)\,\theta`.
 
     For binary networks the average smooths the sign flips of latent weights
-    near zero between steps; its buffers follow the averaged weights rather
-    than being re-estimated (re-estimating them lost accuracy here, see
-    :obj:`benchmarks/bn_recalibration.py`). Measured on ModelNet40, it
-    helped while the learning rate was high and lost about a point at the
-    end of a cosine schedule (:obj:`benchmarks/results/README.md`). The
-    averaged network is :obj:`.module`.
+    near zero between steps. Its normalization statistics are averaged
+    like the weights rather than re-estimated on data (the comparison is in
+    :obj:`benchmarks/results/README.md`). The averaged network is
+    :obj:`.module`.
     """
     if not 0.0 < decay < 1.0:
         raise ValueError(f"weight averaging: the decay must lie in (0, 1) "
@@ -109,8 +107,8 @@ def fast_bf16(device: torch.device) -> bool:
 
 # oneDNN keeps one compiled bf16 kernel per matrix shape, up to 1024 of them.
 # PointNet++ and DGCNN meet new row counts at every step (their
-# neighbourhoods vary), and that cache grew a PointNet++ training process
-# to 12.6 GB; where shapes repeat, a small cache still holds them all.
+# neighbourhoods vary), so an unbounded cache fills with kernels used once;
+# where shapes repeat, a small cache still holds them all.
 ONEDNN_CACHE_CAPACITY = 64
 
 

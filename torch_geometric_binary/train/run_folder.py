@@ -121,10 +121,7 @@ class RunFolder:
                     pass
 
     def repair(self, last: Dict[str, Any],
-               write_results: Callable[[], None],
-               make_best: Optional[Callable[[Dict[str, Any]],
-                                            Dict[str, Any]]] = None
-               ) -> Optional[str]:
+               write_results: Callable[[], None]) -> Optional[str]:
         r"""Brings :obj:`best.pt` and :obj:`results.json` in line with the
         :obj:`last.pt` state :obj:`last` of a run that continues; returns a
         note of what was repaired (or :obj:`None`).
@@ -133,8 +130,7 @@ class RunFolder:
         where it does not (a kill between the two writes), it is rewritten
         from the best weights that :obj:`last.pt` keeps. Checkpoints from
         before those were kept cannot be repaired: a mismatch then raises
-        :class:`RunFolderError`. :obj:`make_best(last)` gives the
-        :obj:`best.pt` state (default: :func:`best_state`)."""
+        :class:`RunFolderError`."""
         write_results()
         best_epoch = (last.get('best') or {}).get('epoch')
         if best_epoch is None:
@@ -154,15 +150,16 @@ class RunFolder:
                 f"'{self.last}' says) but has {found}; this checkpoint "
                 f"predates the best weights kept in last.pt, so it cannot be "
                 f"repaired: evaluate last.pt instead, or start again")
-        save_checkpoint(self.best, (make_best or best_state)(last))
+        save_checkpoint(self.best, best_state(last))
         return (f"rewrote '{self.best}' ({found}) with epoch {best_epoch} "
                 f"from last.pt")
 
 
 def best_state(last: Dict[str, Any]) -> Dict[str, Any]:
     r"""The :obj:`best.pt` content that :obj:`last.pt`'s state
-    :obj:`last` implies: the best epoch's weights and metrics, without
-    optimizer and random states."""
+    :obj:`last` implies: the best epoch's weights and metrics (its
+    :obj:`best` entry but the epoch), without optimizer and random
+    states."""
     best = last['best']
     history = [h for h in last.get('history', [])
                if h['epoch'] <= best['epoch']]
@@ -175,8 +172,7 @@ def best_state(last: Dict[str, Any]) -> Dict[str, Any]:
         'best': best,
         'history': history,
         'train_time': sum(h.get('time', 0.0) for h in history),
-        'metrics': {'overall_acc': best['overall_acc'],
-                    'mean_class_acc': best['mean_class_acc']},
+        'metrics': {k: v for k, v in best.items() if k != 'epoch'},
     }
 
 
