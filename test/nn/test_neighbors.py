@@ -221,6 +221,37 @@ def test_knn_features_ties():
         assert_same(knn_edges(x, x, k, bx, bx), ref_knn(x, x, k, bx, bx))
 
 
+@pytest.mark.parametrize('order', ['random', 'nearest_first',
+                                   'nearest_last'])
+def test_knn_features_selection_blocks(order):
+    # The k-selection bounds the k-th distance by minima of blocks of
+    # n / 2k entries (1 to 16): sizes around those limits, and clouds whose
+    # nearest points all sit in the first or the last blocks.
+    need_cpp()
+    k = 8
+    sizes = [k + 1, 2 * k + 1, 32 * k - 1, 32 * k + 3, 600]
+    x, bx = clouds(sizes, dim=16, seed=11)
+    if order != 'random':
+        parts = []
+        for part in x.split(sizes):
+            d = (part - part[0]).pow(2).sum(1)
+            perm = d.argsort(descending=order == 'nearest_last')
+            parts.append(part[perm])
+        x = torch.cat(parts)
+    ref = ref_knn(x, x, k, bx, bx)
+    assert_same(knn_edges(x, x, k, bx, bx), ref)
+
+
+def test_knn_quantized_features():
+    # DGCNN's second k-NN graph in a binary model: Hardtanh of pooled binary
+    # dot products, a few values per channel, so many distances tie.
+    need_cpp()
+    x, bx = clouds([300, 257], dim=64, seed=12)
+    x = (torch.round(x * 3) / 5).clamp(-1, 1)
+    for k in (1, 20):
+        assert_same(knn_edges(x, x, k, bx, bx), ref_knn(x, x, k, bx, bx))
+
+
 def test_knn_under_autocast():
     need_cpp()
     x, bx = clouds([50, 60], dim=64, seed=9)

@@ -17,7 +17,8 @@
 //    ascending distance, equal distances in search order), without the
 //    per-point std::vector copies and the growing output vector.
 //  * knn in more dims: distances by a matrix product (at::mm, on centred
-//    coordinates) and a k-selection on them. Their order is the exact order
+//    coordinates) and a k-selection on them (a bound from block minima, then
+//    only the entries under it: knn_candidates). Their order is the exact order
 //    wherever two values differ by more than a rounding bound; runs of closer
 //    values are re-measured with nanoflann's arithmetic and re-sorted. A query
 //    whose re-measured distances tie goes through the kd-tree replica, so
@@ -699,13 +700,66 @@ static inline void eval_metric4(const T* a, const T* const* b, int64_t D,
   out[0] = r0, out[1] = r1, out[2] = r2, out[3] = r3;
 }
 
-// Whether any of e[0, 16) is below (or at, with `or_equal`) `thr`; a loop
-// the compiler vectorizes, so most blocks are skipped in a few instructions.
+// The minimum of each block of bs entries of v[0, n) (NaNs skipped): four
+// lanes per block, a loop the compiler vectorizes.
 template <typename T>
-static inline bool any_below(const T* e, T thr) {
-  int any = 0;
-  for (int j = 0; j < 16; j++) any |= e[j] < thr;
-  return any != 0;
+static void block_minima(const T* v, int64_t n, int64_t bs,
+                         std::vector<T>& mins) {
+  const T inf = std::numeric_limits<T>::infinity();
+  mins.clear();
+  for (int64_t j = 0; j < n; j += bs) {
+    const int64_t end = std::min(n, j + bs);
+    T m[4] = {inf, inf, inf, inf};
+    int64_t l = j;
+    for (; l + 4 <= end; l += 4)
+      for (int h = 0; h < 4; h++) m[h] = v[l + h] < m[h] ? v[l + h] : m[h];
+    for (; l < end; l++) m[0] = v[l] < m[0] ? v[l] : m[0];
+    const T a = m[0] < m[1] ? m[0] : m[1], b = m[2] < m[3] ? m[2] : m[3];
+    mins.push_back(a < b ? a : b);
+  }
+}
+
+// The entries of v[0, n) within slack(kth) = abs + rel * kth of the k-th
+// smallest, kth, as (value, index) in index order (all of them for n <= k).
+// An upper bound of kth is the k-th smallest of the minima of at least k
+// disjoint blocks (k distinct entries are at or below it); only the blocks
+// whose minimum is within slack of it are scanned, and the exact kth comes
+// from the few entries found there (blocks of 16: for n = 1024, k = 20,
+// about 24 entries on random data). False (and the caller searches the
+// kd-tree) when a NaN could be among the k.
+template <typename T>
+static bool knn_candidates(const T* v, int64_t n, int64_t k, T abs, T rel,
+                           std::vector<std::pair<T, int64_t>>& cand,
+                           std::vector<T>& mins, std::vector<T>& scratch) {
+  cand.clear();
+  if (n <= k) {
+    for (int64_t j = 0; j < n; j++)
+      if (v[j] == v[j]) cand.push_back({v[j], j});
+    return static_cast<int64_t>(cand.size()) == n;
+  }
+  const int64_t bs = std::min<int64_t>(16, std::max<int64_t>(1, n / (2 * k)));
+  block_minima(v, n, bs, mins);
+  scratch.assign(mins.begin(), mins.end());
+  std::nth_element(scratch.begin(), scratch.begin() + (k - 1), scratch.end());
+  const T bound = scratch[k - 1];
+  const T lim = bound + (abs + rel * bound);
+  for (int64_t b = 0; b < static_cast<int64_t>(mins.size()); b++) {
+    if (!(mins[b] <= lim)) continue;
+    for (int64_t j = b * bs; j < std::min(n, (b + 1) * bs); j++)
+      if (v[j] <= lim) cand.push_back({v[j], j});
+  }
+  if (static_cast<int64_t>(cand.size()) < k) return false;
+  scratch.resize(cand.size());
+  for (size_t l = 0; l < cand.size(); l++) scratch[l] = cand[l].first;
+  std::nth_element(scratch.begin(), scratch.begin() + (k - 1), scratch.end());
+  const T kth = scratch[k - 1];
+  const T thr = kth + (abs + rel * kth);
+  cand.erase(std::remove_if(cand.begin(), cand.end(),
+                            [thr](const std::pair<T, int64_t>& c) {
+                              return !(c.first <= thr);
+                            }),
+             cand.end());
+  return true;
 }
 
 // knn by a matrix product (see the top of the file), for high dims.
@@ -776,16 +830,15 @@ static void knn_gemm(const Pairs& a, int64_t k, std::vector<Edges>& out) {
   const T tol_factor = static_cast<T>(16 * (D + 4)) * u;
 
   at::parallel_for(0, tasks.size(), 1, [&](int64_t t0, int64_t t1) {
-    std::vector<T> ebuf, sel, dists(D), kd(k);
-    std::vector<int64_t> ki(k), cidx;
+    std::vector<T> ebuf, mins, sel, dists(D), kd(k);
+    std::vector<int64_t> ki(k);
     std::vector<std::pair<T, int64_t>> cand;
     for (int64_t t = t0; t < t1; t++) {
       const Task& task = tasks[t];
       Cloud& c = clouds[task.b];
       const int64_t s = a.ptr_x[task.b], n = a.ptr_x[task.b + 1] - s;
       const int64_t m = task.i1 - task.i0;
-      const int64_t np = (n + 15) / 16 * 16;  // Padded with +inf.
-      ebuf.assign(np, std::numeric_limits<T>::infinity());
+      ebuf.resize(n);
       Tensor yb = at::empty({m, D}, opt);
       T* ybp = yb.template data_ptr<T>();
       std::vector<T> ynorm(m, T(0));
@@ -810,51 +863,16 @@ static void knn_gemm(const Pairs& a, int64_t k, std::vector<Edges>& out) {
         const T* Si = S + i * n;
         // e_j = |x_j|^2 - 2 <x_j, y>: the distance less |y|^2.
         for (int64_t j = 0; j < n; j++) er[j] = norm[j] - 2 * Si[j];
-        // The k-th smallest: values below the running threshold collect in
-        // a buffer of up to 2k, which a selection cuts back to the k
-        // smallest (setting the threshold) whenever it fills.
-        T thr = std::numeric_limits<T>::infinity();
-        if (n > k) {
-          T kth = std::numeric_limits<T>::infinity();
-          sel.clear();
-          for (int64_t j = 0; j < np; j += 16) {
-            if (!any_below(er + j, kth)) continue;
-            for (int64_t l = j; l < j + 16; l++) {
-              if (er[l] < kth) sel.push_back(er[l]);
-            }
-            if (static_cast<int64_t>(sel.size()) >= 2 * k) {
-              std::nth_element(sel.begin(), sel.begin() + (k - 1), sel.end());
-              kth = sel[k - 1];
-              sel.resize(k);
-            }
-          }
-          std::nth_element(sel.begin(), sel.begin() + (k - 1), sel.end());
-          thr = sel[k - 1] + tol_factor * (ynorm[i] + c.max_norm);
-        }
-        cidx.clear();
-        if (n > k) {
-          // A strict bound, nudged up: any_below is strict.
-          const T thr_up = std::nextafter(thr, std::numeric_limits<T>::infinity());
-          for (int64_t j = 0; j < np; j += 16) {
-            if (!any_below(er + j, thr_up)) continue;
-            for (int64_t l = j; l < j + 16 && l < n; l++)
-              if (er[l] <= thr) cidx.push_back(l);
-          }
-        } else {
-          for (int64_t j = 0; j < n; j++) cidx.push_back(j);
-        }
         // Candidates in approximate order. Where two neighbours' approximate
         // values are more than `tol` apart, their exact distances are in the
         // same order; only runs of closer values, where they reach the k
         // kept, are re-measured as nanoflann measures them and re-sorted.
-        const T* yq = y + q * D;
-        const int64_t nc = static_cast<int64_t>(cidx.size());
-        cand.resize(nc);
-        for (int64_t l = 0; l < nc; l++) cand[l] = {er[cidx[l]], cidx[l]};
-        std::sort(cand.begin(), cand.end());
         const T tol = tol_factor * (ynorm[i] + c.max_norm);
-        bool tie = false;
-        for (int64_t r0 = 0; r0 < kk;) {
+        const T* yq = y + q * D;
+        bool tie = !knn_candidates<T>(er, n, k, tol, T(0), cand, mins, sel);
+        const int64_t nc = tie ? 0 : static_cast<int64_t>(cand.size());
+        std::sort(cand.begin(), cand.begin() + nc);
+        for (int64_t r0 = 0; r0 < std::min(kk, nc);) {
           int64_t r1 = r0 + 1;
           while (r1 < nc && cand[r1].first - cand[r1 - 1].first <= tol) r1++;
           if (r1 - r0 > 1) {
@@ -883,8 +901,8 @@ static void knn_gemm(const Pairs& a, int64_t k, std::vector<Edges>& out) {
           }
           continue;
         }
-        // Tied distances: their order (and which one is kept) is the
-        // kd-tree's search order.
+        // Tied distances (or NaNs): their order (and which one is kept) is
+        // the kd-tree's search order.
         std::call_once(c.tree_once, [&] { c.tree.build(x + s * D, n, D); });
         KnnResult<T> res(ki.data(), kd.data(), k);
         c.tree.find(res, yq, dists.data());
