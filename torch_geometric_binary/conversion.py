@@ -53,7 +53,8 @@ def binarize(model: torch.nn.Module,
     :class:`BinarizeReport`:
 
     * PyG :class:`~torch_geometric.nn.models.MLP` -> :class:`BiMLP`
-      (binary layers, Hardtanh between them; inside a point or edge
+      (binary layers, Hardtanh between them, or the method's own
+      activation such as ReActNet's RPReLU; inside a point or edge
       convolution with :obj:`norm_last`, a BatchNorm before the EMA max);
     * :class:`torch.nn.Linear` and PyG :class:`Linear` -> :class:`BiLinear`;
     * :class:`~torch_geometric.nn.conv.PointNetConv`,
@@ -215,9 +216,10 @@ def _convert_mlp(mlp: MLP, name, method, keep, report, before_max):
         report.notes.append(f"{name}: added a BatchNorm after the last layer "
                             f"(features before an EMA max must be "
                             f"normalized)")
+    new_act = new.act if new.acts is None else new.acts[0]
     if mlp.act is not None and not isinstance(mlp.act, torch.nn.ReLU):
         report.notes.append(f"{name}: activation {type(mlp.act).__name__} "
-                            f"replaced by Hardtanh")
+                            f"replaced by {type(new_act).__name__}")
     report.swapped.append((name, 'MLP -> BiMLP'))
     new.train(mlp.training)
     return new

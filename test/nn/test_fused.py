@@ -46,7 +46,7 @@ def test_group_max_product_matches_dense_max(binary, kernel):
 
 
 @pytest.mark.parametrize('method', ['fp', 'bipointnet', 'bnn', 'xnor', 'xnor++',
-                                    'irnet'])
+                                    'irnet', 'react'])
 @pytest.mark.parametrize('ema', [False, True])
 def test_mlp_max_pool_matches_unfused(method, ema):
     mlp = BiMLP([8, 16, 32, 64], method, norm_last=True)

@@ -172,7 +172,9 @@ def test_pack_problem_names_the_reason():
     for name in ('bnn', 'xnor++', 'bireal', 'irnet'):
         assert resolve_method(name + '+ema').pack_problem() is None
     assert 'magnitude' in resolve_method('xnor').pack_problem()
-    assert 'RSign' in resolve_method('react').pack_problem()
+    assert 'RPReLU' in resolve_method('react+ema').pack_problem()
+    assert 'RPReLU' in resolve_method('bnn').replace(
+        activation='rprelu').pack_problem()
     assert 'full precision' in resolve_method('fp').pack_problem()
 
     class Custom(BinaryMethod):
@@ -180,3 +182,14 @@ def test_pack_problem_names_the_reason():
             return super().binarize_weight(weight * 2, layer)
 
     assert "overrides 'binarize_weight'" in Custom('c').pack_problem()
+
+
+def test_activation_is_declared_and_validated():
+    assert resolve_method('react').activation == 'rprelu'
+    assert resolve_method('react+ema+lsr').activation == 'rprelu'
+    for name in ('fp', 'bipointnet', 'bnn', 'xnor', 'xnor++', 'bireal',
+                 'irnet'):
+        assert resolve_method(name).activation is None, name
+    with pytest.raises(ValueError, match="unknown activation 'prelu' "
+                       "\\(available: None, rprelu\\)"):
+        BinaryMethod('mine', activation='prelu')

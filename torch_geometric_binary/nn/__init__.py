@@ -3,6 +3,7 @@ from . import functional
 from .methods import (BinaryMethod, METHODS, register_method, resolve_method,
                       method_names, advance_schedule)
 from .linear import BiLinear
+from .rprelu import RPReLU
 from .mlp import BiMLP
 from .aggr import EMAMaxAggregation, global_ema_max_pool
 from .conv import BiPointConv, BiEdgeConv, BiDynamicEdgeConv
@@ -17,6 +18,7 @@ __all__ = [
     'method_names',
     'advance_schedule',
     'BiLinear',
+    'RPReLU',
     'BiMLP',
     'EMAMaxAggregation',
     'global_ema_max_pool',

@@ -26,6 +26,11 @@ same declaration:
 * :obj:`estimator`: the sign's gradient, :obj:`"ste"`, :obj:`"approx"`
   (Bi-Real) or :obj:`"ede"` (IR-Net, with its schedule advanced by
   :func:`advance_schedule`);
+* :obj:`activation` between layers: :obj:`None` for the models' default
+  (:obj:`Hardtanh` for binary methods, :obj:`ReLU` in full precision) or
+  :obj:`"rprelu"` (ReActNet's
+  :class:`~torch_geometric_binary.nn.RPReLU`, one module with its own
+  parameters per place and channel count);
 * and the two switches of BiPointNet: :obj:`ema` (shift the max
   aggregations by :math:`\delta(n)`) and :obj:`lsr` (the learnable layer
   scale :math:`\alpha`).
@@ -45,6 +50,7 @@ from torch_geometric_binary.nn import functional as F
 WEIGHT_CENTERS = ('none', 'layer', 'standardize')
 WEIGHT_SCALES = (None, 'mean_abs', 'learned', 'pow2')
 INPUT_SCALES = (None, 'mean_abs')
+ACTIVATIONS = (None, 'rprelu')
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,8 @@ class BinaryMethod:
         input_scale (str, optional): The per-row activation scale.
         input_threshold (bool): A learned threshold per input channel.
         estimator (str): The sign's gradient.
+        activation (str, optional): The activation between layers;
+            :obj:`None` for the models' default.
     """
     name: str
     binary: bool = True
@@ -73,13 +81,15 @@ class BinaryMethod:
     input_scale: Optional[str] = None
     input_threshold: bool = False
     estimator: str = 'ste'
+    activation: Optional[str] = None
 
     def __post_init__(self):
         for field, value, allowed in (
                 ('weight_center', self.weight_center, WEIGHT_CENTERS),
                 ('weight_scale', self.weight_scale, WEIGHT_SCALES),
                 ('input_scale', self.input_scale, INPUT_SCALES),
-                ('estimator', self.estimator, F.ESTIMATORS)):
+                ('estimator', self.estimator, F.ESTIMATORS),
+                ('activation', self.activation, ACTIVATIONS)):
             if value not in allowed:
                 raise ValueError(f"Method '{self.name}': unknown "
                                  f"{field} {value!r} (available: "
@@ -182,9 +192,14 @@ class BinaryMethod:
             return ("its activation scale (mean |x| of each row, XNOR-Net's "
                     "K) depends on the magnitude of every input, which the "
                     "packed bits do not keep")
+        unfolded = []
         if self.input_threshold:
-            return ("its learned input thresholds (RSign) are not folded "
-                    "into the packed thresholds")
+            unfolded.append("its learned input thresholds (RSign)")
+        if self.activation == 'rprelu':
+            unfolded.append("its RPReLU activations (ReActNet)")
+        if unfolded:
+            return (f"{' and '.join(unfolded)} are not folded into the "
+                    f"packed thresholds yet")
         return None
 
     def replace(self, **changes) -> 'BinaryMethod':
@@ -300,8 +315,8 @@ register_method(BinaryMethod('bireal', weight_center='none',
 # power-of-two scale, and EDE.
 register_method(BinaryMethod('irnet', weight_center='standardize',
                              weight_scale='pow2', estimator='ede'))
-# ReActNet (Liu et al., ECCV 2020): RSign (learned thresholds) on Bi-Real's
-# binarizers.
+# ReActNet (Liu et al., ECCV 2020): RSign (learned thresholds) and RPReLU
+# on Bi-Real's binarizers.
 register_method(BinaryMethod('react', weight_center='none',
                              weight_scale='mean_abs', input_threshold=True,
-                             estimator='approx'))
+                             estimator='approx', activation='rprelu'))

@@ -16,6 +16,7 @@ from torch_geometric_binary.nn.fused import (batch_norm_module,
                                              linear_norm_group_max)
 from torch_geometric_binary.nn.linear import BiLinear
 from torch_geometric_binary.nn.methods import BinaryMethod, resolve_method
+from torch_geometric_binary.nn.rprelu import RPReLU
 
 
 class BiMLP(MLP):
@@ -35,6 +36,12 @@ class BiMLP(MLP):
     (ReLU by default), so that full-precision baselines and binary models
     come from the same code.
 
+    A method whose activation has parameters per channel (ReActNet's
+    :class:`~torch_geometric_binary.nn.RPReLU`, :obj:`method="react"`) gets
+    one module per normalized layer, of that layer's width, in
+    :obj:`acts` (:obj:`act` is then :obj:`None`); every other activation is
+    one shared module, :obj:`act`, as in PyG's :class:`MLP`.
+
     Args:
         channel_list (List[int]): Input, hidden and output channels.
         method (str or BinaryMethod, optional): The binarization method.
@@ -48,9 +55,12 @@ class BiMLP(MLP):
             before an EMA max, which needs normalized, unclipped features
             (a :obj:`Hardtanh` before it would keep every pooled value below
             :math:`\delta(n)`). (default: :obj:`False`)
-        act (str, optional): Activation; :obj:`None` picks
-            :obj:`"hardtanh"` for binary methods and :obj:`"relu"` for
-            :obj:`"fp"`. (default: :obj:`None`)
+        act (str, optional): Activation; :obj:`None` picks the method's
+            (:obj:`"rprelu"` for ReActNet), else :obj:`"hardtanh"` for
+            binary methods and :obj:`"relu"` for :obj:`"fp"`.
+            :obj:`"rprelu"` must come from the method, which tells
+            :func:`~torch_geometric_binary.deploy.pack` about it.
+            (default: :obj:`None`)
         bias (bool or List[bool], optional): Biases of the layers;
             :obj:`None` gives a bias only to layers not followed by a
             normalization (the plain last layer). (default: :obj:`None`)
@@ -72,14 +82,29 @@ class BiMLP(MLP):
         channel_list = _channel_list(channel_list, kwargs)
         method = resolve_method(method)
         if act is None:
-            act = 'hardtanh' if method.binary else 'relu'
+            act = method.activation or ('hardtanh' if method.binary
+                                        else 'relu')
+        per_channel = isinstance(act, str) and act.lower() == 'rprelu'
+        if per_channel and method.activation != 'rprelu':
+            raise ValueError(f"BiMLP: act='rprelu' needs a method that "
+                             f"declares it (method '{method.name}' does "
+                             f"not; use method.replace(activation="
+                             f"'rprelu'), or method='react')")
+        act_kwargs = kwargs.pop('act_kwargs', None) if per_channel else None
         num_layers = len(channel_list) - 1
         if bias is None:  # A bias only where no normalization follows.
             has_norm = kwargs.get('norm', 'batch_norm') is not None
             normed_last = not kwargs.get('plain_last', True) or norm_last
             bias = [not has_norm] * num_layers
             bias[-1] = not (has_norm and normed_last)
-        super().__init__(channel_list, act=act, bias=bias, **kwargs)
+        super().__init__(channel_list, act=None if per_channel else act,
+                         bias=bias, **kwargs)
+        # One RPReLU per normalized layer: its parameters are per channel.
+        self.acts: Optional[torch.nn.ModuleList] = None
+        if per_channel:
+            self.acts = torch.nn.ModuleList(
+                RPReLU(c, **(act_kwargs or {}))
+                for c in channel_list[1:len(self.norms) + 1])
         self.method = method
         self.first_fp = first_fp
         self.last_fp = last_fp
@@ -105,6 +130,8 @@ class BiMLP(MLP):
         super().reset_parameters()
         if getattr(self, 'last_norm', None) is not None:
             self.last_norm.reset_parameters()
+        for act in getattr(self, 'acts', None) or []:
+            act.reset_parameters()
 
     def forward(self, x: Tensor, batch: Optional[Tensor] = None,
                 batch_size: Optional[int] = None,
@@ -125,15 +152,16 @@ class BiMLP(MLP):
                              f"{self.in_channels} channels in the last "
                              f"dimension (got shape {tuple(x.shape)})")
         for i, (lin, norm) in enumerate(zip(self.lins, self.norms)):
+            act = self.act if self.acts is None else self.acts[i]
             x = lin(x)
-            if self.act is not None and self.act_first:
-                x = self.act(x)
+            if act is not None and self.act_first:
+                x = act(x)
             if self.supports_norm_batch:
                 x = norm(x, batch, batch_size)
             else:
                 x = norm(x)
-            if self.act is not None and not self.act_first:
-                x = self.act(x)
+            if act is not None and not self.act_first:
+                x = act(x)
             x = F.dropout(x, p=self.dropout[i], training=self.training)
         return x
 

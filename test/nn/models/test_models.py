@@ -5,7 +5,7 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.nn import Linear
 from torch_geometric.nn.aggr import MaxAggregation
 
-from torch_geometric_binary.nn import BiLinear, EMAMaxAggregation
+from torch_geometric_binary.nn import BiLinear, EMAMaxAggregation, RPReLU
 from torch_geometric_binary.nn.models import DGCNN, MODELS, PointNet, PointNet2
 
 
@@ -24,7 +24,7 @@ def small(name, method, **kwargs):
 
 
 @pytest.mark.parametrize('name', ['pointnet', 'pointnet2', 'dgcnn'])
-@pytest.mark.parametrize('method', ['fp', 'bipointnet', 'bnn'])
+@pytest.mark.parametrize('method', ['fp', 'bipointnet', 'bnn', 'react'])
 def test_forward_backward(name, method, batch):
     model = small(name, method)
     out = model(batch.pos, batch.batch)
@@ -130,3 +130,91 @@ def test_bf16_autocast_matches_fp32(name, method, batch):
     for p_name, p in model.named_parameters():
         assert p.grad is not None and p.grad.dtype == torch.float32, p_name
         assert torch.isfinite(p.grad).all(), p_name
+
+
+def _rprelus(model):
+    return {name: m.channels for name, m in model.named_modules()
+            if isinstance(m, RPReLU)}
+
+
+def test_react_puts_an_rprelu_wherever_the_activation_applies():
+    acts = _rprelus(small('pointnet', 'react', input_transform=True))
+    # After the pooled feature, in the head, in the per-point MLPs and the
+    # T-Net; none before a max (its features are normalized, unclipped).
+    assert acts == {'act': 1024, 'head.acts.0': 512, 'head.acts.1': 256,
+                    'mlp1.acts.0': 64, 'mlp1.acts.1': 64,
+                    'mlp2.acts.0': 64, 'mlp2.acts.1': 128,
+                    'input_tnet.act': 1024, 'input_tnet.point_mlp.acts.0': 64,
+                    'input_tnet.point_mlp.acts.1': 128,
+                    'input_tnet.head.acts.0': 512,
+                    'input_tnet.head.acts.1': 256}
+    acts = _rprelus(small('dgcnn', 'react'))
+    # One per edge convolution, of its width.
+    assert {k: v for k, v in acts.items() if k.startswith('place_acts')} == \
+        {'place_acts.0': 64, 'place_acts.1': 128}
+    assert acts['conv1.nn.acts.1'] == 64 and 'conv2.nn.acts.0' not in acts
+    acts = _rprelus(small('pointnet2', 'react'))
+    assert acts['sa1.conv.global_nn'] == 128
+    assert acts['sa2.conv.global_nn'] == 256
+
+
+@pytest.mark.parametrize('name', ['pointnet', 'pointnet2', 'dgcnn'])
+def test_other_methods_keep_their_shared_activation(name):
+    for method, act in (('bipointnet', torch.nn.Hardtanh),
+                        ('xnor+ema', torch.nn.Hardtanh),
+                        ('fp', torch.nn.ReLU)):
+        model = small(name, method)
+        assert not _rprelus(model)
+        assert type(model.act) is act
+        assert getattr(model, 'place_acts', None) is None
+
+
+@pytest.mark.parametrize('name', ['pointnet', 'dgcnn'])
+def test_react_state_dict_round_trip(name, batch):
+    model = small(name, 'react')
+    model(batch.pos, batch.batch)  # LSR scales and running statistics.
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, RPReLU):
+                m.gamma.uniform_(-0.5, 0.5)
+                m.zeta.uniform_(-0.5, 0.5)
+                m.beta.uniform_(0.0, 1.0)
+    state = model.state_dict()
+    assert sum(k.endswith('.zeta') or k == 'zeta' for k in state) == \
+        len(_rprelus(model))
+    other = small(name, 'react')
+    other.load_state_dict(state)
+    model.eval()
+    other.eval()
+    with torch.no_grad():
+        assert torch.equal(model(batch.pos, batch.batch),
+                           other(batch.pos, batch.batch))
+
+
+def test_pack_refuses_react_naming_rprelu():
+    from torch_geometric_binary.deploy import pack
+    with pytest.raises(ValueError, match='RPReLU'):
+        pack(small('pointnet', 'react').eval())
+
+
+def test_react_pointnet_trains_on_synthetic_shapes():
+    from torch_geometric_binary.datasets import SyntheticShapes
+    data = SyntheticShapes(num_classes=4, num_per_class=6, num_points=64,
+                           log=False)
+    clouds = next(iter(DataLoader(data, batch_size=len(data))))
+    # With EMA: a plain max of binary features collapses ReActNet as it
+    # does BNN (the paper's point), and its loss stays at log(4).
+    model = PointNet(4, method='react+ema', dropout=0.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(10):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(
+            model(clouds.pos, clouds.batch), clouds.y)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-3:]) < sum(losses[:3]) - 0.3, losses
+    # The RPReLU parameters learned.
+    assert float(model.mlp2.acts[1].zeta.abs().sum()) > 0

@@ -10,7 +10,7 @@ from torch_geometric_binary.nn.models.segmentation import knn_interpolate
 from torch_geometric_binary.train import build_model
 
 SMALL = {'pointnet': {}, 'pointnet2': {}, 'dgcnn': {'k': 6}}
-METHODS = ['fp', 'bnn', 'bipointnet']
+METHODS = ['fp', 'bnn', 'bipointnet', 'react']
 
 
 def clouds(num=2, n=48, seed=0):

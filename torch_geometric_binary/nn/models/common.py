@@ -11,6 +11,7 @@ from torch_geometric_binary.nn.aggr import (EMAMaxAggregation,
                                             global_max_pool)
 from torch_geometric_binary.nn.methods import BinaryMethod, resolve_method
 from torch_geometric_binary.nn.mlp import BiMLP
+from torch_geometric_binary.nn.rprelu import RPReLU
 from torch_geometric_binary.utils import check_points
 
 
@@ -23,12 +24,36 @@ def global_pool(method: BinaryMethod) -> Callable[..., Tensor]:
     return global_ema_max_pool if method.ema else global_max_pool
 
 
-def activation(method: BinaryMethod) -> torch.nn.Module:
-    r"""The activation after a pooled (normalized) feature: ReLU in full
-    precision (it commutes with max, so BN -> max -> ReLU is PointNet's
-    BN -> ReLU -> max), Hardtanh for binary methods (it keeps the sign the
-    next layer takes and matches the clipped STE)."""
+def activation(method: BinaryMethod, channels: int) -> torch.nn.Module:
+    r"""The activation after a pooled (normalized) feature of
+    :obj:`channels` channels: the method's own where it declares one
+    (ReActNet's :class:`~torch_geometric_binary.nn.RPReLU`, with parameters
+    per channel), else ReLU in full precision (it commutes with max, so
+    BN -> max -> ReLU is PointNet's BN -> ReLU -> max) and Hardtanh for
+    binary methods (it keeps the sign the next layer takes and matches the
+    clipped STE)."""
+    if method.activation == 'rprelu':
+        return RPReLU(channels)
     return torch.nn.Hardtanh() if method.binary else torch.nn.ReLU()
+
+
+def place_activations(method: BinaryMethod, channels: Sequence[int]
+                      ) -> Optional[torch.nn.ModuleList]:
+    r"""One activation per place of a model whose places have
+    :obj:`channels` channels, where the method's activation has parameters
+    per channel (RPReLU); :obj:`None` otherwise, where the places share the
+    model's parameter-free :obj:`act`."""
+    if method.activation != 'rprelu':
+        return None
+    return torch.nn.ModuleList(activation(method, c) for c in channels)
+
+
+def place_activation(model: torch.nn.Module, i: int) -> torch.nn.Module:
+    r"""The activation of place :obj:`i` of :obj:`model`: its own from
+    :obj:`model.place_acts` (:func:`place_activations`), else the shared
+    :obj:`model.act`."""
+    acts = model.place_acts
+    return model.act if acts is None else acts[i]
 
 
 def batch_or_zeros(pos: Tensor, batch: Optional[Tensor]) -> Tensor:
@@ -91,7 +116,7 @@ class PointCloudClassifier(torch.nn.Module):
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.pool = global_pool(self.method)
-        self.act = activation(self.method)
+        self.act = activation(self.method, 1024)
         self.head = BiMLP([1024, 512, 256, num_classes], self.method,
                           last_fp=True, dropout=[*dropout, 0.0])
 
@@ -193,7 +218,9 @@ class PointCloudSegmenter(torch.nn.Module):
         self.num_classes = num_classes
         self.num_categories = num_categories
         self.in_channels = in_channels
-        self.act = activation(self.method)
+        # The global features of the package's segmenters have 1024
+        # channels.
+        self.act = activation(self.method, 1024)
 
     def reset_parameters(self):
         for module in self.children():

@@ -7,7 +7,9 @@ from torch_geometric_binary.nn.conv import BiDynamicEdgeConv
 from torch_geometric_binary.nn.methods import BinaryMethod
 from torch_geometric_binary.nn.mlp import BiMLP
 from torch_geometric_binary.nn.models.common import (PointCloudClassifier,
-                                                     max_aggregation)
+                                                     max_aggregation,
+                                                     place_activation,
+                                                     place_activations)
 
 
 class DGCNN(PointCloudClassifier):
@@ -56,14 +58,16 @@ class DGCNN(PointCloudClassifier):
             BiMLP([2 * 64, 128], method, norm_last=True), k,
             aggr=max_aggregation(method))
         self.lin1 = BiMLP([128 + 64, 1024], method, norm_last=True)
+        # The convolutions' activations, where they have parameters.
+        self.place_acts = place_activations(method, (64, 128))
 
     POINT_MLP = 'lin1'
 
     def point_inputs(self, pos: Tensor, batch: Tensor, x: Optional[Tensor],
                      size: int) -> Tuple[Tensor, Tensor]:
         h = pos if x is None else torch.cat([pos, x], dim=-1)
-        x1 = self.act(self.conv1(h, batch))
-        x2 = self.act(self.conv2(x1, batch))
+        x1 = place_activation(self, 0)(self.conv1(h, batch))
+        x2 = place_activation(self, 1)(self.conv2(x1, batch))
         return torch.cat([x1, x2], dim=1), batch
 
     def extra_repr_args(self) -> str:

@@ -26,7 +26,7 @@ class TNet(torch.nn.Module):
         self.point_mlp = BiMLP([k, 64, 128, 1024], method, first_fp=first_fp,
                                norm_last=True)
         self.pool = global_pool(method)
-        self.act = activation(method)
+        self.act = activation(method, 1024)
         self.head = BiMLP([1024, 512, 256, k * k], method, last_fp=True)
         self.reset_parameters()
 

@@ -25,7 +25,8 @@ class SetAbstraction(torch.nn.Module):
         self.ratio = ratio
         self.r = r
         self.max_num_neighbors = max_num_neighbors
-        self.conv = BiPointConv(nn, activation(method), add_self_loops=False,
+        self.conv = BiPointConv(nn, activation(method, nn.out_channels),
+                                add_self_loops=False,
                                 aggr=max_aggregation(method))
 
     def forward(self, x: Optional[Tensor], pos: Tensor,

@@ -20,7 +20,9 @@ from torch_geometric_binary.nn.conv import BiDynamicEdgeConv
 from torch_geometric_binary.nn.methods import BinaryMethod
 from torch_geometric_binary.nn.mlp import BiMLP
 from torch_geometric_binary.nn.models.common import (PointCloudSegmenter,
-                                                     max_aggregation)
+                                                     max_aggregation,
+                                                     place_activation,
+                                                     place_activations)
 from torch_geometric_binary.nn.models.pointnet import PointNetLayers
 from torch_geometric_binary.nn.models.pointnet2 import SetAbstraction
 from torch_geometric_binary.nn.neighbors import knn_edges
@@ -261,13 +263,15 @@ class DGCNNSeg(PointCloudSegmenter):
         self.head = BiMLP([3 * 64 + 1024 + num_categories, 256, 256, 128,
                            num_classes], method, last_fp=True,
                           dropout=[dropout, dropout, 0.0, 0.0])
+        # The convolutions' activations, where they have parameters.
+        self.place_acts = place_activations(method, (64, 64, 64))
 
     def segment(self, pos: Tensor, batch: Tensor, x: Optional[Tensor],
                 size: int, code: Optional[Tensor]) -> Tensor:
         h = pos if x is None else torch.cat([pos, x], dim=-1)
-        x1 = self.act(self.conv1(h, batch))
-        x2 = self.act(self.conv2(x1, batch))
-        x3 = self.act(self.conv3(x2, batch))
+        x1 = place_activation(self, 0)(self.conv1(h, batch))
+        x2 = place_activation(self, 1)(self.conv2(x1, batch))
+        x3 = place_activation(self, 2)(self.conv3(x2, batch))
         h = torch.cat([x1, x2, x3], dim=1)
         g = self.global_feature(self.lin1, h, batch, size, code)
         return self.head(torch.cat([h, g[batch].to(h.dtype)], dim=-1))

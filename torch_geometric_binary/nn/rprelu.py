@@ -1,0 +1,138 @@
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch.nn import Parameter
+
+
+class RPReLU(torch.nn.Module):
+    r"""The RPReLU activation from the `"ReActNet: Towards Precise Binary
+    Neural Network with Generalized Activation Functions"
+    <https://arxiv.org/abs/2003.03488>`_ paper (Liu et al., ECCV 2020): a
+    PReLU whose input and output are shifted by learnable amounts, per
+    channel :math:`c`,
+
+    .. math::
+        \mathrm{RPReLU}(x_c) = \begin{cases}
+            x_c - \gamma_c + \zeta_c & \text{if } x_c - \gamma_c > 0 \\
+            \beta_c (x_c - \gamma_c) + \zeta_c & \text{otherwise,}
+        \end{cases}
+
+    with the shifts :math:`\boldsymbol{\gamma}` (input) and
+    :math:`\boldsymbol{\zeta}` (output), initialized to zero, and the slope
+    :math:`\boldsymbol{\beta}`, initialized to :obj:`0.25` as PReLU's. It
+    lets a binary network move and reshape the distribution that the next
+    sign sees, channel by channel.
+
+    Args:
+        channels (int): Number of channels (the last dimension of the
+            input).
+        init (float, optional): The initial slope :math:`\beta`.
+            (default: :obj:`0.25`)
+
+    Shapes:
+        - **input:** :math:`(*, C)`
+        - **output:** :math:`(*, C)`
+    """
+    def __init__(self, channels: int, init: float = 0.25):
+        super().__init__()
+        if isinstance(channels, bool) or not isinstance(channels, int) or \
+                channels < 1:
+            raise ValueError(f"RPReLU needs a positive number of channels "
+                             f"(got {channels!r})")
+        self.channels = channels
+        self.init = float(init)
+        self.gamma = Parameter(torch.empty(channels))
+        self.beta = Parameter(torch.empty(channels))
+        self.zeta = Parameter(torch.empty(channels))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        torch.nn.init.zeros_(self.gamma)
+        torch.nn.init.constant_(self.beta, self.init)
+        torch.nn.init.zeros_(self.zeta)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 0 or x.size(-1) != self.channels:
+            raise ValueError(f"{self.__class__.__name__} expects inputs with "
+                             f"{self.channels} channels in the last "
+                             f"dimension (got shape {tuple(x.shape)})")
+        # Under autocast, keep the input's dtype (as the binary layers do).
+        z = x - self.gamma.to(x.dtype)
+        out = torch.where(z > 0, z, z * self.beta.to(x.dtype))
+        return out + self.zeta.to(x.dtype)
+
+    @torch.no_grad()
+    def sign_threshold(self, offset: Optional[Tensor] = None
+                       ) -> Tuple[Tensor, Tensor]:
+        r"""The per-channel threshold :math:`t_c` with
+
+        .. math::
+            \mathrm{sign}\big(\mathrm{RPReLU}(x_c) - o_c\big) =
+            \mathrm{sign}(x_c - t_c)
+
+        for every real :math:`x_c` (:math:`\mathrm{sign}(0) = +1`, the
+        package's convention), where :math:`\mathbf{o}` is :obj:`offset`
+        (*e.g.* the next layer's RSign thresholds; zero by default), so that
+        packed inference can fold the activation into a threshold of its
+        input. With :math:`\zeta^{\prime}_c = \zeta_c - o_c`:
+
+        * :math:`\beta_c > 0`: the activation is continuous and increasing,
+          and equals :math:`\zeta^{\prime}_c` at :math:`x_c = \gamma_c`; its
+          zero lies on the identity branch if :math:`\zeta^{\prime}_c \le 0`
+          and on the slope branch otherwise:
+
+          .. math::
+              t_c = \begin{cases}
+                  \gamma_c - \zeta^{\prime}_c & \text{if }
+                  \zeta^{\prime}_c \le 0 \\
+                  \gamma_c - \zeta^{\prime}_c / \beta_c & \text{if }
+                  \zeta^{\prime}_c > 0;
+              \end{cases}
+
+        * :math:`\beta_c = 0`: the output is :math:`\zeta^{\prime}_c` up to
+          :math:`\gamma_c`, then increases: :math:`t_c = \gamma_c -
+          \zeta^{\prime}_c` if :math:`\zeta^{\prime}_c < 0`, and
+          :math:`t_c = -\infty` (always :math:`+1`) otherwise;
+        * :math:`\beta_c < 0`: the output falls to :math:`\zeta^{\prime}_c`
+          at :math:`\gamma_c`, then rises. For :math:`\zeta^{\prime}_c \ge 0`
+          it is never negative (:math:`t_c = -\infty`); for
+          :math:`\zeta^{\prime}_c < 0` its sign is :math:`-1` only on the
+          band :math:`(\gamma_c - \zeta^{\prime}_c / \beta_c, \gamma_c -
+          \zeta^{\prime}_c)`, which no single threshold gives: these
+          channels are flagged and their :math:`t_c` is NaN.
+
+        The identity holds in exact arithmetic; rounding of the float
+        forward can flip inputs within an ulp of :math:`t_c`.
+
+        Args:
+            offset (torch.Tensor, optional): What the sign subtracts from
+                the activation, :obj:`[channels]`. (default: :obj:`None`)
+
+        Returns:
+            The thresholds :math:`\mathbf{t}` :obj:`[channels]` and a boolean
+            mask :obj:`[channels]` of the channels whose sign is not a
+            threshold test (:math:`\beta_c < 0` and :math:`\zeta^{\prime}_c
+            < 0`).
+        """
+        gamma, beta, zeta = self.gamma, self.beta, self.zeta
+        if offset is not None:
+            offset = torch.as_tensor(offset, dtype=zeta.dtype,
+                                     device=zeta.device)
+            if offset.shape not in ((), (self.channels, )):
+                raise ValueError(f"{self.__class__.__name__}.sign_threshold: "
+                                 f"'offset' must have {self.channels} "
+                                 f"entries (got shape {tuple(offset.shape)})")
+            zeta = zeta - offset
+        inf = torch.full_like(gamma, float('inf'))
+        # The slope branch's zero, where beta > 0 (guarded division).
+        slope_zero = gamma - zeta / torch.where(beta > 0, beta,
+                                                torch.ones_like(beta))
+        t = torch.where(zeta <= 0, gamma - zeta, slope_zero)
+        t = torch.where((beta <= 0) & (zeta >= 0), -inf, t)
+        non_monotone = (beta < 0) & (zeta < 0)
+        t = torch.where(non_monotone, torch.full_like(t, float('nan')), t)
+        return t, non_monotone
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}({self.channels})'
