@@ -36,7 +36,8 @@ from torch import Tensor
 
 from torch_geometric_binary.deploy import kernels
 from torch_geometric_binary.deploy.epilogue import AffineEpilogue
-from torch_geometric_binary.deploy.fold import INT32_MAX, INT32_MIN
+from torch_geometric_binary.deploy.fold import (INT32_MIN, dot_thresholds,
+                                                on_dots, sign_bits)
 from torch_geometric_binary.deploy.kernels import (_pack_bool, num_words,
                                                    pack_bits, xnor_gemm,
                                                    xnor_gemm_threshold)
@@ -89,22 +90,6 @@ def group_delta(sizes: Tensor) -> Tensor:
     return _ema_delta64(sizes.clamp(min=1)).to(torch.float32)
 
 
-def thresholds_from_bits(bits: Tensor, K: int) -> Tensor:
-    r"""Integer thresholds of the :math:`[K + 1, N]` table of bits
-    :math:`[f(D) \ge 0]` over :math:`D = -K, -K + 2, \dots, K`, which must
-    be non-decreasing in :math:`D`: :math:`t` with :math:`f(D) \ge 0 \iff D
-    \ge t` (:math:`-2^{31}`: always, :math:`2^{31} - 1`: never)."""
-    if not bool((bits[1:] >= bits[:-1]).all()):
-        bad = (bits[1:] < bits[:-1]).any(0).nonzero().flatten().tolist()
-        raise ValueError(f"The pooled sign of channels {bad[:8]} is not "
-                         f"monotone in the dot product")
-    dots = torch.arange(-K, K + 1, 2, dtype=torch.int64)
-    ones = bits.sum(dim=0)
-    t = dots[(K + 1 - ones).clamp(max=K)]
-    t = torch.where(ones == 0, INT32_MAX, t)
-    return torch.where(ones == K + 1, INT32_MIN, t)
-
-
 def flip_folded(threshold: Tensor, flip: Tensor) -> Tensor:
     r"""Moves inversions between thresholds and weight rows:
     :math:`[D \ge t] \oplus 1 = [-D \ge 1 - t]`, so a layer's
@@ -135,12 +120,18 @@ class PoolTable:
             after the pooling.
         size (int, optional): The one group size that :obj:`layer`'s
             thresholds hold for; other sizes raise a :class:`ValueError`.
+        theta (torch.Tensor, optional): The learned input threshold per
+            channel of the binary layer that takes the pooled signs:
+            the bits are :math:`[\mathrm{act}(\max_i y_i - \delta(n)) -
+            \theta \ge 0]`.
     """
     def __init__(self, layer: PackedBiLinear, ema: bool,
                  act: Optional[torch.nn.Module] = None,
-                 size: Optional[int] = None):
+                 size: Optional[int] = None,
+                 theta: Optional[Tensor] = None):
         K, N = layer.in_channels, layer.out_channels
         self.K, self.N, self.ema, self.act = K, N, ema, act
+        self.theta = theta
         self.layer, self.size = layer, size
         self._rows: Dict[int, Tensor] = {}
         self._sets: Dict[Tuple[int, ...], Tensor] = {}
@@ -150,9 +141,7 @@ class PoolTable:
             return
         if layer.epilogue is None:
             raise ValueError("A pooled binary layer needs its epilogue")
-        grid = torch.arange(-K, K + 1, 2, dtype=torch.float32)
-        with torch.no_grad():
-            y = layer.epilogue(grid[:, None].expand(-1, N).contiguous())
+        y = on_dots(layer.epilogue, K, N)
         rising = (y[1:] >= y[:-1]).all(dim=0)
         falling = (y[1:] <= y[:-1]).all(dim=0)
         if not bool((rising | falling).all()):
@@ -181,7 +170,7 @@ class PoolTable:
         threshold = flip_folded(self.row(size).clamp(-K - 1, K + 1),
                                 self.flip)
         return PackedBiLinear(self.layer.weight, K, threshold, self.flip,
-                              None, 'bits')
+                              None, 'bits', self.layer.input_threshold)
 
     def row(self, n: int) -> Tensor:
         r"""The thresholds :obj:`[N]` (int64) for groups of :math:`n`
@@ -195,7 +184,15 @@ class PoolTable:
                 v = v - group_delta(torch.tensor([max(n, 1)]))
             if self.act is not None:
                 v = self.act(v)
-            t = thresholds_from_bits(v >= 0, self.K)
+            t, flip = dot_thresholds(sign_bits(v, self.theta), self.K,
+                                     'pooled sign')
+            if bool(flip.any()):  # Oriented to rise: falling is an error.
+                bad = flip.nonzero().flatten().tolist()
+                raise ValueError(f"The pooled sign of channels {bad[:8]} "
+                                 f"falls with the dot product (the "
+                                 f"activation after the pooling is not "
+                                 f"non-decreasing?)")
+            t = t.to(torch.int64)
             if len(self._rows) < 4096:
                 self._rows[n] = t
         return t
@@ -322,11 +319,15 @@ class BinaryChain:
         pool_size (int, optional): The pooled layer was specialized to
             groups of this size (:meth:`PoolTable.fixed_layer`); other
             sizes raise a :class:`ValueError`.
+        pool_theta (torch.Tensor, optional): When the pooled layer is the
+            last one, the learned input threshold of the binary layer that
+            takes its bits (otherwise the next layer's own is used).
     """
     def __init__(self, layers: Sequence[PackedBiLinear], out: str = 'bits',
                  pool: Optional[int] = None, pool_ema: bool = False,
                  pool_act: Optional[torch.nn.Module] = None,
-                 pool_size: Optional[int] = None):
+                 pool_size: Optional[int] = None,
+                 pool_theta: Optional[Tensor] = None):
         layers = list(layers)
         if not layers:
             raise ValueError("BinaryChain needs at least one layer")
@@ -349,8 +350,10 @@ class BinaryChain:
         self.layers = layers
         self.out = out
         self.pool = pool
+        if pool is not None and pool < L - 1:
+            pool_theta = layers[pool + 1].input_threshold
         self.pool_table = None if pool is None else PoolTable(
-            layers[pool], pool_ema, pool_act, pool_size)
+            layers[pool], pool_ema, pool_act, pool_size, pool_theta)
         last = layers[-1]
         if out == 'float' and last.epilogue is None:
             raise ValueError("BinaryChain: out='float' needs the last "

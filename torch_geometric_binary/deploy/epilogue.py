@@ -29,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from torch_geometric_binary.deploy.fold import BinaryEpilogue
+from torch_geometric_binary.deploy.activations import act_bounds
+from torch_geometric_binary.deploy.fold import (BinaryEpilogue, on_dots,
+                                                scale_then_bias)
 from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
                                                     register_packed)
 
@@ -51,22 +53,6 @@ def fma32(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
     s = torch.where((err != 0) & even & torch.isfinite(s),
                     torch.nextafter(s, toward), s)
     return s.float()
-
-
-def act_bounds(act: Optional[torch.nn.Module]) -> Optional[Tuple[float,
-                                                                  float]]:
-    r"""The clamp :math:`[lo, hi]` an activation is, or :obj:`None` if it is
-    not a clamp (:obj:`Identity`/:obj:`None` is :math:`[-\infty,
-    \infty]`)."""
-    if act is None or isinstance(act, torch.nn.Identity):
-        return -INF, INF
-    if type(act) is torch.nn.Hardtanh:  # Also ReLU6 (a subclass) below.
-        return float(act.min_val), float(act.max_val)
-    if type(act) is torch.nn.ReLU6:
-        return 0.0, 6.0
-    if type(act) is torch.nn.ReLU:
-        return 0.0, INF
-    return None
 
 
 @register_packed
@@ -147,12 +133,10 @@ class AffineEpilogue(torch.nn.Module):
         if bounds is None or epilogue.dtype != torch.float32:
             return None
         N = epilogue.channels
-        grid = torch.arange(-K, K + 1, 2, dtype=torch.float32)
-        grid = grid[:, None].expand(-1, N).contiguous()
-        expected = epilogue(grid)
+        expected = on_dots(epilogue, K, N)
         for alpha, beta in _candidates(epilogue, N):
             out = cls(N, alpha, beta, epilogue.scale, epilogue.bias, *bounds)
-            if torch.equal(out(grid), expected):
+            if torch.equal(on_dots(out, K, N), expected):
                 return out.to_dtype(dtype)
         return None
 
@@ -167,14 +151,9 @@ class AffineEpilogue(torch.nn.Module):
         return self.scale is not None and self.scale.dim() == 1
 
     def pre_affine(self, dot: Tensor) -> Tensor:
-        out = dot.to(torch.float32)
-        if self.scale is not None:
-            out = out * self.scale
-        if self.bias is not None:
-            out = out + self.bias
-        elif self.channel_scale:  # As the kernel, which adds a zero bias.
-            out = out + 0.0
-        return out
+        # With a scale per channel the kernel adds a (zero) bias row.
+        return scale_then_bias(dot.to(torch.float32), self.scale, self.bias,
+                               zero_bias=self.channel_scale)
 
     def forward(self, dot: Tensor) -> Tensor:
         out = fma32(self.pre_affine(dot), self.alpha.float(),

@@ -18,6 +18,15 @@ Rather than solving for :math:`t_n` in real arithmetic (where a tie
 layer's own floating-point operations on every reachable :math:`D_n`, so the
 folded bits equal the signs of the trained modules' outputs bit for bit,
 including ties, :obj:`-0.0` (:math:`+1`) and :obj:`NaN` (:math:`-1`).
+
+When the next layer binarizes its input against a learned threshold per
+input channel (ReActNet's RSign, :math:`\mathrm{sign}(x - \theta)`), the sign
+point moves from :math:`0` to :math:`\theta_n`: the bits are
+:math:`[y_n(D_n) - \theta_n \ge 0]`, computed with the same float
+subtraction, so the same derivation covers it. :func:`dot_thresholds` is
+that derivation, shared by the folded layers, the pooled layers
+(:class:`~torch_geometric_binary.deploy.PoolTable`) and the exactness check
+of :class:`~torch_geometric_binary.deploy.AffineEpilogue`.
 """
 import copy
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -27,9 +36,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from torch_geometric_binary.deploy.activations import act_spec, make_act
 from torch_geometric_binary.deploy.registry import (DTYPES, AddTensor,
-                                                    PackedConfig, act_spec,
-                                                    dtype_name, make_act,
+                                                    PackedConfig, dtype_name,
                                                     register_packed)
 from torch_geometric_binary.nn.linear import BiLinear
 
@@ -127,12 +136,7 @@ class BinaryEpilogue(torch.nn.Module):
                 f'norm={self.running_mean is not None}')
 
     def forward(self, dot: Tensor) -> Tensor:
-        out = dot.to(self.dtype)
-        # As in BiLinear.forward: scale first, then bias.
-        if self.scale is not None:
-            out = out * self.scale
-        if self.bias is not None:
-            out = out + self.bias
+        out = scale_then_bias(dot.to(self.dtype), self.scale, self.bias)
         if self.running_mean is not None:  # As BatchNorm1d in eval mode.
             out = F.batch_norm(out, self.running_mean, self.running_var,
                                self.norm_weight, self.norm_bias, False, 0.0,
@@ -142,78 +146,81 @@ class BinaryEpilogue(torch.nn.Module):
         return out
 
 
+def scale_then_bias(x: Tensor, scale: Optional[Tensor],
+                    bias: Optional[Tensor], zero_bias: bool = False
+                    ) -> Tensor:
+    r""":math:`x \alpha + b` in the order of
+    :meth:`BiLinear.forward <torch_geometric_binary.nn.BiLinear.forward>`
+    (a scale, then a bias; either may be absent). With :obj:`zero_bias`, a
+    missing bias is a zero added, as the C++ epilogue does (it turns
+    :math:`-0` into :math:`+0`)."""
+    if scale is not None:
+        x = x * scale
+    if bias is not None:
+        x = x + bias
+    elif zero_bias:
+        x = x + 0.0
+    return x
+
+
 def _frozen(t: Optional[Tensor]) -> Optional[Tensor]:
     return None if t is None else t.detach().clone()
 
 
-@torch.no_grad()
-def fold_threshold(
-    linear: BiLinear,
-    norm: Optional[torch.nn.Module] = None,
-    act: Optional[Callable[[Tensor], Tensor]] = None,
-) -> Tuple[Tensor, Tensor]:
-    r"""Folds :obj:`linear` (its LSR scale and bias), an optional batch
-    normalization :obj:`norm` (used in inference mode) and an optional
-    activation :obj:`act` followed by the sign into integer thresholds:
-    for every input,
-
-    .. math::
-        \left[\mathrm{act}\big(\mathrm{BN}(\alpha D_n + b_n)\big) \ge 0
-        \right] = \left[ D_n \ge t_n \right] \oplus f_n,
-
-    with :math:`D_n` the binary dot product of output channel :math:`n`
-    (see :func:`~torch_geometric_binary.deploy.xnor_gemm_threshold`).
-
-    The bits are computed exactly as the trained modules compute them: the
-    layer's floating-point tail (:class:`BinaryEpilogue`) is evaluated on all
-    :math:`K + 1` reachable values :math:`D_n \in \{-K, -K+2, \dots, K\}`.
-    A channel whose bit does not depend on :math:`D_n` gets
-    :math:`t_n = -2^{31}` (always :math:`1`) or :math:`t_n = 2^{31} - 1`
-    (always :math:`0`) with :math:`f_n = 0`; a decreasing channel gets
-    :math:`f_n = 1`.
-
-    Args:
-        linear (BiLinear): The trained binary layer.
-        norm (torch.nn.Module, optional): Its batch normalization.
-        act (callable, optional): A monotone activation after the
-            normalization (*e.g.* :class:`torch.nn.Hardtanh`); it may be
-            omitted when it preserves signs.
-
-    Returns:
-        :obj:`(threshold, flip)`: :obj:`int32` and :obj:`bool` tensors of
-        shape :obj:`[out_channels]`.
-    """
-    return fold_epilogue(BinaryEpilogue(linear, norm, act), linear.in_channels)
-
-
-@torch.no_grad()
-def fold_epilogue(epilogue: Callable[[Tensor], Tensor],
-                  K: int) -> Tuple[Tensor, Tensor]:
-    r"""Folds :obj:`epilogue` (a map from :math:`[B, N]` dot products to
-    outputs, like :class:`BinaryEpilogue`) followed by :math:`[\cdot \ge 0]`
-    into :obj:`(threshold, flip)` for :math:`K` input channels; see
-    :func:`fold_threshold`."""
+def dot_grid(K: int, N: int = 1) -> Tensor:
+    r"""The :math:`K + 1` reachable dot products :math:`-K, -K + 2, \dots,
+    K` of :math:`K` binary inputs, as float32 rows :obj:`[K + 1, N]`."""
     if K < 1 or K >= 2**24:  # float32 holds every dot product exactly.
         raise ValueError(f"Cannot fold a layer with K={K} input channels")
-    dots = torch.arange(-K, K + 1, 2)  # All K + 1 reachable values.
-    N = getattr(epilogue, 'channels', None)
-    chunks = []
-    step = max(1, (1 << 22) // max(N or 1, 1))
-    for i in range(0, K + 1, step):
-        d = dots[i:i + step, None].to(torch.float32)
-        if N is not None:
-            d = d.expand(-1, N).contiguous()
-        chunks.append(epilogue(d) >= 0)
-    bits = torch.cat(chunks, dim=0)  # [K + 1, N], rows by increasing dot.
-    if bits.dim() != 2 or bits.size(0) != K + 1:
-        raise ValueError(f"The epilogue returned shape {tuple(bits.shape)}")
+    grid = torch.arange(-K, K + 1, 2, dtype=torch.float32)
+    return grid[:, None].expand(-1, N).contiguous()
 
+
+@torch.no_grad()
+def on_dots(f: Callable[[Tensor], Tensor], K: int, N: int) -> Tensor:
+    r"""The per-channel function :obj:`f` (:obj:`[B, N]` dot products to
+    :obj:`[B, N]` outputs) on every reachable dot product: :obj:`[K + 1,
+    N]`, rows by increasing dot product (evaluated in bounded chunks)."""
+    grid = dot_grid(K, N)
+    step = max(1, (1 << 22) // max(N, 1))
+    out = torch.cat([f(grid[i:i + step]) for i in range(0, K + 1, step)])
+    if out.shape != (K + 1, N):
+        raise ValueError(f"The epilogue returned shape {tuple(out.shape)} "
+                         f"for {(K + 1, N)} dot products")
+    return out
+
+
+def sign_bits(y: Tensor, theta: Optional[Tensor] = None) -> Tensor:
+    r"""The bits :math:`[y - \theta \ge 0]` that the next binary layer
+    takes from :obj:`y` (:math:`\theta` its learned input threshold per
+    channel, or :math:`0`), with the float subtraction it performs."""
+    if theta is None:
+        return y >= 0
+    return (y - theta.to(y.dtype)) >= 0
+
+
+def dot_thresholds(bits: Tensor, K: int,
+                   what: str = 'sign') -> Tuple[Tensor, Tensor]:
+    r"""The integer thresholds of a table of bits :obj:`[K + 1, N]` over the
+    dot products :math:`D = -K, -K + 2, \dots, K` (rows in that order):
+    :obj:`(t, f)` with :math:`\mathrm{bit}(D) = [D \ge t] \oplus f`.
+
+    A rising channel gets :math:`f = 0`, a falling one :math:`f = 1`; a
+    channel whose bit does not depend on :math:`D` gets
+    :math:`t = -2^{31}` (always :math:`1`) or :math:`t = 2^{31} - 1`
+    (always :math:`0`) with :math:`f = 0`. A channel that is neither
+    rising nor falling has no threshold: a :class:`ValueError` names it
+    (and :obj:`what`)."""
+    if bits.dim() != 2 or bits.size(0) != K + 1:
+        raise ValueError(f"Expected [{K + 1}, N] bits (got shape "
+                         f"{tuple(bits.shape)})")
     rising = (bits[1:] >= bits[:-1]).all(dim=0)
     falling = (bits[1:] <= bits[:-1]).all(dim=0)
     if not bool((rising | falling).all()):
         bad = (~(rising | falling)).nonzero().flatten().tolist()
-        raise ValueError(f"The sign of channels {bad[:8]} is not monotone in "
-                         f"the dot product, so it has no threshold")
+        raise ValueError(f"The {what} of channels {bad[:8]} is not monotone "
+                         f"in the dot product, so it has no threshold")
+    dots = torch.arange(-K, K + 1, 2)
     ones = bits.sum(dim=0)  # How many dot values give bit 1.
     constant = (ones == 0) | (ones == K + 1)
     flip = falling & ~constant
@@ -223,3 +230,55 @@ def fold_epilogue(epilogue: Callable[[Tensor], Tensor],
     threshold = torch.where(ones == 0, INT32_MAX, threshold)
     threshold = torch.where(ones == K + 1, INT32_MIN, threshold)
     return threshold.to(torch.int32), flip
+
+
+@torch.no_grad()
+def fold_threshold(
+    linear: BiLinear,
+    norm: Optional[torch.nn.Module] = None,
+    act: Optional[Callable[[Tensor], Tensor]] = None,
+    theta: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
+    r"""Folds :obj:`linear` (its scale and bias), an optional batch
+    normalization :obj:`norm` (used in inference mode), an optional
+    activation :obj:`act` and the next layer's sign into integer
+    thresholds: for every input,
+
+    .. math::
+        \left[\mathrm{act}\big(\mathrm{BN}(\alpha D_n + b_n)\big)
+        - \theta_n \ge 0 \right] = \left[ D_n \ge t_n \right] \oplus f_n,
+
+    with :math:`D_n` the binary dot product of output channel :math:`n`
+    (see :func:`~torch_geometric_binary.deploy.xnor_gemm_threshold`).
+
+    The bits are computed exactly as the trained modules compute them: the
+    layer's floating-point tail (:class:`BinaryEpilogue`) is evaluated on all
+    :math:`K + 1` reachable values :math:`D_n \in \{-K, -K+2, \dots, K\}`
+    (see :func:`dot_thresholds` for constant and decreasing channels).
+
+    Args:
+        linear (BiLinear): The trained binary layer.
+        norm (torch.nn.Module, optional): Its batch normalization.
+        act (callable, optional): A monotone activation after the
+            normalization (*e.g.* :class:`torch.nn.Hardtanh`); it may be
+            omitted when it preserves signs and :obj:`theta` is :obj:`None`.
+        theta (torch.Tensor, optional): The next layer's learned input
+            threshold per channel (:math:`0` without one).
+
+    Returns:
+        :obj:`(threshold, flip)`: :obj:`int32` and :obj:`bool` tensors of
+        shape :obj:`[out_channels]`.
+    """
+    return fold_epilogue(BinaryEpilogue(linear, norm, act),
+                         linear.in_channels, theta)
+
+
+@torch.no_grad()
+def fold_epilogue(epilogue: BinaryEpilogue, K: int,
+                  theta: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    r"""Folds :obj:`epilogue` (a map from :math:`[B, N]` dot products to
+    outputs, like :class:`BinaryEpilogue`) followed by the next layer's
+    sign :math:`[\cdot - \theta \ge 0]` into :obj:`(threshold, flip)` for
+    :math:`K` input channels; see :func:`fold_threshold`."""
+    y = on_dots(epilogue, K, epilogue.channels)
+    return dot_thresholds(sign_bits(y, theta), K)

@@ -33,9 +33,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from torch_geometric_binary.deploy.activations import act_spec, make_act
 from torch_geometric_binary.deploy.registry import (DTYPES, PACKED_TYPES,
-                                                    act_spec, dtype_name,
-                                                    is_packed, make_act)
+                                                    dtype_name, is_packed)
 
 FORMAT = 'torch_geometric_binary.packed'
 VERSION = 2  # 2: adds "checksum".

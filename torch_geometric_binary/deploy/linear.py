@@ -40,6 +40,23 @@ def _unpack_flags(words: Tensor, n: int) -> Tensor:
     return _unpack_bool(words.view(1, -1), n).view(-1)
 
 
+def input_threshold_of(linear: BiLinear) -> Optional[Tensor]:
+    r"""A frozen copy of the learned input threshold
+    :math:`\boldsymbol{\theta}` of :obj:`linear` (ReActNet's RSign), or
+    :obj:`None`."""
+    theta = getattr(linear, 'input_threshold', None)
+    return None if theta is None else theta.detach().clone()
+
+
+def binarize_floats(x: Tensor, theta: Optional[Tensor] = None) -> Tensor:
+    r"""The packed signs :math:`\mathrm{sign}(\mathbf{x} -
+    \boldsymbol{\theta})` (:math:`\boldsymbol{\theta} = 0` if :obj:`None`),
+    with the subtraction the binary layer performs."""
+    if theta is not None:
+        x = x - theta.to(x.dtype)
+    return pack_bits(x)
+
+
 @register_packed
 class PackedBiLinear(torch.nn.Module):
     r"""A trained :class:`~torch_geometric_binary.nn.BiLinear` layer (with
@@ -76,6 +93,11 @@ class PackedBiLinear(torch.nn.Module):
             for :obj:`output="float"`.
         output (str, optional): :obj:`"bits"` or :obj:`"float"`.
             (default: :obj:`"bits"`)
+        input_threshold (torch.Tensor, optional): The learned threshold
+            :math:`\boldsymbol{\theta}` per input channel of methods that
+            binarize :math:`\mathrm{sign}(\mathbf{x} - \boldsymbol{\theta})`
+            (ReActNet's RSign), applied to float inputs. (The layer before
+            folds it into its own thresholds.)
 
     Shapes:
         - **input:** packed :math:`(*, \lceil F_{in} / 64 \rceil)`
@@ -92,6 +114,7 @@ class PackedBiLinear(torch.nn.Module):
         flip: Tensor,
         epilogue: Optional[BinaryEpilogue] = None,
         output: str = 'bits',
+        input_threshold: Optional[Tensor] = None,
     ):
         super().__init__()
         if weight.dtype != torch.int64 or weight.dim() != 2 \
@@ -104,12 +127,20 @@ class PackedBiLinear(torch.nn.Module):
                              f"'{output}')")
         if output == 'float' and epilogue is None:
             raise ValueError("output='float' needs the epilogue")
+        if input_threshold is not None and (
+                input_threshold.shape != (in_channels, )
+                or not input_threshold.is_floating_point()):
+            raise ValueError(f"'input_threshold' must be a float tensor of "
+                             f"shape ({in_channels},) (got "
+                             f"{input_threshold.dtype} "
+                             f"{tuple(input_threshold.shape)})")
         self.in_channels = in_channels
         self.out_channels = weight.size(0)
         self.output = output
         self.register_buffer('weight', weight)
         self.register_buffer('threshold', threshold.to(torch.int32))
         self.register_buffer('flip', flip.to(torch.bool))
+        self.register_buffer('input_threshold', input_threshold)
         self.epilogue = epilogue
 
     @classmethod
@@ -120,11 +151,15 @@ class PackedBiLinear(torch.nn.Module):
         norm: Optional[torch.nn.Module] = None,
         act: Optional[Callable[[Tensor], Tensor]] = None,
         output: str = 'bits',
+        theta: Optional[Tensor] = None,
     ) -> 'PackedBiLinear':
         r"""Packs a trained :obj:`linear` layer, followed by an optional
         batch normalization :obj:`norm` (used with its running statistics)
         and an optional activation :obj:`act` (*e.g.*
-        :class:`torch.nn.Hardtanh`)."""
+        :class:`torch.nn.Hardtanh`); :obj:`theta` is the next binary
+        layer's learned input threshold, folded into the thresholds of
+        :obj:`output="bits"` (see
+        :func:`~torch_geometric_binary.deploy.fold_threshold`)."""
         if not isinstance(linear, BiLinear):
             raise TypeError(f"Expected a BiLinear layer (got "
                             f"{type(linear).__name__})")
@@ -136,9 +171,9 @@ class PackedBiLinear(torch.nn.Module):
         if not bool((weight.abs() == 1).all()):
             raise ValueError("The binarized weight is not in {-1, +1}")
         epilogue = BinaryEpilogue(linear, norm, act)
-        threshold, flip = fold_epilogue(epilogue, linear.in_channels)
+        threshold, flip = fold_epilogue(epilogue, linear.in_channels, theta)
         return cls(pack_bits(weight), linear.in_channels, threshold, flip,
-                   epilogue, output)
+                   epilogue, output, input_threshold_of(linear))
 
     def packed_config(self, add: AddTensor) -> PackedConfig:
         K = self.in_channels
@@ -148,10 +183,13 @@ class PackedBiLinear(torch.nn.Module):
             t, f = fold_epilogue(self.epilogue, K)
             keep = not (torch.equal(t, self.threshold)
                         and torch.equal(f, self.flip))
-        if keep:
+        if keep:  # (They fold the next layer's input threshold, if any.)
             tensors['threshold'] = add(_compact_thresholds(self.threshold, K),
                                        'thresholds')
             tensors['flip'] = add(_pack_flags(self.flip), 'thresholds')
+        if self.input_threshold is not None:  # Absent from older files.
+            tensors['input_threshold'] = add(self.input_threshold,
+                                             'thresholds')
         return ({'in_channels': K, 'out_channels': self.out_channels,
                  'output': self.output}, tensors,
                 {'epilogue': self.epilogue})
@@ -168,7 +206,7 @@ class PackedBiLinear(torch.nn.Module):
         else:
             threshold, flip = fold_epilogue(epilogue, K)
         return cls(tensors['weight'], K, threshold, flip, epilogue,
-                   attrs['output'])
+                   attrs['output'], tensors.get('input_threshold'))
 
     def forward(self, x: Tensor, output: Optional[str] = None) -> Tensor:
         r"""Applies the layer; :obj:`output` overrides :obj:`self.output`."""
@@ -180,7 +218,7 @@ class PackedBiLinear(torch.nn.Module):
             if x.size(-1) != self.in_channels:
                 raise ValueError(f"Expected {self.in_channels} input "
                                  f"channels (got shape {tuple(x.shape)})")
-            x = pack_bits(x)
+            x = binarize_floats(x, self.input_threshold)
         K = self.in_channels
         if output == 'bits':
             return xnor_gemm_threshold(x, self.weight, K, self.threshold,
@@ -199,6 +237,9 @@ class PackedBiLinear(torch.nn.Module):
         flips, or plus the full-precision epilogue."""
         output = self.output if output is None else output
         size = self.weight.numel() * self.weight.element_size()
+        if self.input_threshold is not None:
+            size += self.input_threshold.numel() * \
+                self.input_threshold.element_size()
         if output == 'bits':
             for t in (self.threshold, self.flip):
                 size += t.numel() * t.element_size()

@@ -37,15 +37,16 @@ from torch_geometric_binary.deploy.chain import (BinaryChain,
                                                  pooled_floats,
                                                  sign_thresholds)
 from torch_geometric_binary.deploy import kernels
-from torch_geometric_binary.deploy.kernels import (_pack_bool, _unpack_bool,
-                                                   pack_bits)
+from torch_geometric_binary.deploy.kernels import _pack_bool, _unpack_bool
 from torch_geometric_binary.deploy.io import num_bytes
-from torch_geometric_binary.deploy.linear import PackedBiLinear
+from torch_geometric_binary.deploy.fold import fold_epilogue
+from torch_geometric_binary.deploy.linear import (PackedBiLinear,
+                                                  binarize_floats)
 from torch_geometric_binary.deploy.modules import (PackedGlobalPool,
                                                    PackedMLP, aggr_is_ema,
                                                    check_method, pack_binary)
+from torch_geometric_binary.deploy.activations import act_spec
 from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
-                                                    act_spec,
                                                     register_packed)
 from torch_geometric_binary.nn.aggr import EMAMaxAggregation
 from torch_geometric_binary.nn.linear import BiLinear
@@ -84,7 +85,8 @@ class Segment:
                  post: Sequence[PackedMLP] = (), pool: bool = False,
                  ema: bool = False, pool_act: Optional[torch.nn.Module] = None,
                  out: Optional[str] = None, fuse_last: bool = False,
-                 pool_size: Optional[int] = None):
+                 pool_size: Optional[int] = None,
+                 pool_theta: Optional[Tensor] = None):
         pre_lins = [(m, i) for m in pre for i in range(len(m.lins))]
         post_lins = [(m, i) for m in post for i in range(len(m.lins))]
         self.first = self.last = None
@@ -102,15 +104,19 @@ class Segment:
         layers = [m.lins[i] for m, i in pre_lins + post_lins]
         self.chain = BinaryChain(layers, out,
                                  len(pre_lins) - 1 if pool else None, ema,
-                                 pool_act, pool_size)
+                                 pool_act, pool_size, pool_theta)
+        # The learned input threshold of the first binary layer (RSign).
+        self.theta = layers[0].input_threshold
         self.first_threshold = self.first_lin = None
         if self.first is not None:
-            # The normalization and activation of the first layer, folded
-            # into per-channel float thresholds on its linear output.
+            # The normalization and activation of the first layer, and the
+            # next layer's sign, folded into per-channel float thresholds
+            # on its linear output.
             m, i = self.first
             self.first_lin = m.lins[i]
             self.first_threshold = sign_thresholds(
-                lambda z: m.fp_tail(i, z), m.lins[i].out_channels)
+                lambda z: self._shift(m.fp_tail(i, z)),
+                m.lins[i].out_channels)
         # With fuse_last, a plain full-precision last layer (a classifier,
         # nothing binarized after it) runs inside the chain operation
         # (float64 accumulation: its outputs agree up to rounding).
@@ -127,8 +133,14 @@ class Segment:
         self._one_group_ok = self.last is None or self.final is not None
         self._group_args: Dict[int, tuple] = {}
 
+    def _shift(self, x: Tensor) -> Tensor:
+        # The binary layer's input x - theta (RSign), as it computes it.
+        return x if self.theta is None else x - self.theta.to(x.dtype)
+
     def __call__(self, x: Tensor, counts: Union[Tensor, int, None] = None
                  ) -> Tensor:
+        if self.first_lin is None and x.is_floating_point():
+            x = self._shift(x)
         if isinstance(counts, int) and self._one_group_ok:
             out = self._one_group(x, counts)
             if out is not None:
@@ -145,8 +157,8 @@ class Segment:
             # A finite input whose linear map overflows: the thresholds hold
             # for finite values only, so take the layer's own operations.
             m, i = self.first
-            out = self.chain(m.fp_tail(i, x, sign_only=True), counts,
-                             final=self.final)
+            tail = m.fp_tail(i, x, sign_only=self.theta is None)
+            out = self.chain(self._shift(tail), counts, final=self.final)
         if self.last is not None and self.final is None:
             m, i = self.last
             out = m.fp_layer(i, out)
@@ -209,11 +221,30 @@ def _act(module, where: str) -> torch.nn.Module:
 def _bits_between(first: PackedMLP, second: PackedMLP):
     r"""Where a binary layer ends :obj:`first` and only the binary first
     layer of :obj:`second` reads it, it outputs packed bits (and keeps no
-    float tail)."""
+    float tail); its thresholds fold the second's input threshold."""
     last = first.lins[-1]
     if isinstance(last, PackedBiLinear) and second.is_binary(0):
+        theta = theta_of(second)
+        if theta is not None:
+            last.threshold, last.flip = fold_epilogue(
+                last.epilogue, last.in_channels, theta)
         last.output = 'bits'
         last.epilogue = None
+
+
+def theta_of(mlp: PackedMLP, start: int = 0,
+             stop: Optional[int] = None) -> Optional[Tensor]:
+    r"""The learned input threshold of :obj:`mlp`'s first layer (RSign)
+    for its input channels :obj:`start` to :obj:`stop`, or :obj:`None`."""
+    theta = getattr(mlp.lins[0], 'input_threshold', None)
+    return None if theta is None else theta[start:stop]
+
+
+def _binarize(x: Tensor, mlp: PackedMLP, start: int = 0) -> Tensor:
+    r"""Packed signs of float features that :obj:`mlp`'s first layer reads
+    as its input channels :obj:`start`, ... (against its learned
+    thresholds, if any)."""
+    return binarize_floats(x, theta_of(mlp, start, start + x.size(-1)))
 
 
 def _sorted_groups(index: Tensor, num_groups: int
@@ -237,6 +268,9 @@ class _PackedClassifier(torch.nn.Module):
     (:meth:`pack_parts`), and runs them as chains (:meth:`_forward`) and
     module by module (:meth:`point_features`)."""
     PARTS: Tuple[str, ...] = ()
+    #: What the borrowed :obj:`point_inputs` read for per-place
+    #: activations: none (the packed models use :obj:`act`).
+    place_acts = None
 
     def __init__(self, num_classes: int, in_channels: int,
                  pool: PackedGlobalPool, act: torch.nn.Module,
@@ -383,11 +417,11 @@ class _PackedClassifier(torch.nn.Module):
 
 def fix_pool_size(mlp: PackedMLP, pool: PackedGlobalPool,
                   act: Optional[torch.nn.Module], n: int,
-                  where: str) -> PackedGlobalPool:
+                  where: str, head: PackedMLP) -> PackedGlobalPool:
     r"""Specializes a global pooling of :obj:`mlp`'s binary last layer
-    (followed by :obj:`act`) to groups of :obj:`n` points: replaces the
-    layer by its :meth:`PoolTable.fixed_layer` (in place) and returns the
-    pooling of its bits."""
+    (followed by :obj:`act` and :obj:`head`) to groups of :obj:`n` points:
+    replaces the layer by its :meth:`PoolTable.fixed_layer` (in place) and
+    returns the pooling of its bits."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"pack: 'num_points' must be a positive integer "
                          f"(got {n!r})")
@@ -401,7 +435,8 @@ def fix_pool_size(mlp: PackedMLP, pool: PackedGlobalPool,
         raise ValueError(f"pack: num_points needs a binary layer before the "
                          f"pooling ({where} ends with a "
                          f"{type(layer).__name__})")
-    mlp.lins[-1] = PoolTable(layer, pool.ema, act).fixed_layer(n)
+    mlp.lins[-1] = PoolTable(layer, pool.ema, act,
+                             theta=theta_of(head)).fixed_layer(n)
     return PackedGlobalPool(pool.ema, n, layer.out_channels)
 
 
@@ -448,7 +483,7 @@ class PackedTNet(torch.nn.Module):
         r"""Specializes the pooling to clouds of :obj:`n` points (see
         :func:`fix_pool_size`)."""
         self.pool = fix_pool_size(self.point_mlp, self.pool, self.act, n,
-                                  'PackedTNet.point_mlp')
+                                  'PackedTNet.point_mlp', self.head)
 
     def forward(self, x: Tensor, batch: Tensor, size: int) -> Tensor:
         out = self.act(self.pool(self.point_mlp(x), batch, size))
@@ -507,7 +542,7 @@ class PackedPointNet(_PackedClassifier):
             if tnet is not None:
                 tnet.fix_num_points(n)
         self.pool = fix_pool_size(self.mlp2, self.pool, self.act, n,
-                                  'PackedPointNet.mlp2')
+                                  'PackedPointNet.mlp2', self.head)
         self._segments = None
         return self
 
@@ -644,8 +679,13 @@ class PackedPointNet2(_PackedClassifier):
     def _build_segments(self):
         c1, c2 = self.sa1.conv, self.sa2.conv
         return {
-            'sa1': Segment([c1.local_nn], [], True, c1.ema, c1.global_nn),
-            'sa2': Segment([c2.local_nn], [], True, c2.ema, c2.global_nn),
+            'sa1': Segment([c1.local_nn], [], True, c1.ema, c1.global_nn,
+                           pool_theta=theta_of(
+                               c2.local_nn, 0, c1.local_nn.out_channels)),
+            'sa2': Segment([c2.local_nn], [], True, c2.ema, c2.global_nn,
+                           pool_theta=theta_of(
+                               self.global_mlp, 0,
+                               c2.local_nn.out_channels)),
             'global': Segment([self.global_mlp], [self.head], True,
                               self.pool.ema, self.act, fuse_last=True),
         }
@@ -664,7 +704,8 @@ class PackedPointNet2(_PackedClassifier):
             msg = torch.cat([x[j], msg], dim=1)
         elif x is not None:  # Packed features: concatenate the sign bits.
             msg = cat_bits([(x[j], x_channels),
-                            (pack_bits(msg), msg.size(1))])
+                            (_binarize(msg, sa.conv.local_nn, x_channels),
+                             msg.size(1))])
         return seg(msg, counts), pos_dst, batch[idx]
 
     def _forward(self, seg, pos: Tensor, batch: Optional[Tensor],
@@ -675,8 +716,9 @@ class PackedPointNet2(_PackedClassifier):
         x, pos, batch = self._level(self.sa2, seg['sa2'], x,
                                     self.sa1.conv.local_nn.out_channels, pos,
                                     batch)
-        h = cat_bits([(x, self.sa2.conv.local_nn.out_channels),
-                      (pack_bits(pos), pos.size(1))])
+        C = self.sa2.conv.local_nn.out_channels
+        h = cat_bits([(x, C), (_binarize(pos, self.global_mlp, C),
+                               pos.size(1))])
         counts = torch.bincount(batch, minlength=size)
         return seg['global'](h, counts)
 
@@ -751,7 +793,9 @@ class PackedDGCNN(_PackedClassifier):
         c1, c2 = self.conv1, self.conv2
         seg = {
             'conv1': Segment([c1.nn], out='dots'),
-            'conv2': Segment([c2.nn], [], True, c2.ema, self.act),
+            'conv2': Segment([c2.nn], [], True, c2.ema, self.act,
+                             pool_theta=theta_of(self.lin1,
+                                                 c1.nn.out_channels)),
             'main': Segment([self.lin1], [self.head], True, self.pool.ema,
                             self.act, fuse_last=True),
         }
@@ -783,7 +827,7 @@ class PackedDGCNN(_PackedClassifier):
         msg, i, counts = self._edges(self.conv2, x1, batch)
         x2 = seg['conv2'](msg, counts)
         c1 = self.conv1.nn.out_channels
-        h = cat_bits([(pack_bits(x1), c1),
+        h = cat_bits([(_binarize(x1, self.lin1), c1),
                       (x2, self.conv2.nn.out_channels)])
         counts = torch.bincount(batch, minlength=size)
         return seg['main'](h, counts)

@@ -20,13 +20,15 @@ from torch import Tensor
 import torch_geometric.nn
 from torch_geometric.nn.aggr import MaxAggregation
 
+from torch_geometric_binary.deploy.activations import (act_spec,
+                                                       sign_preserving)
 from torch_geometric_binary.deploy.chain import wrong_size
 from torch_geometric_binary.deploy.epilogue import AffineEpilogue
 from torch_geometric_binary.deploy.fold import _unwrap_norm
 from torch_geometric_binary.deploy.kernels import unpack_bits
-from torch_geometric_binary.deploy.linear import PackedBiLinear
+from torch_geometric_binary.deploy.linear import (PackedBiLinear,
+                                                  input_threshold_of)
 from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
-                                                    act_spec,
                                                     register_packed)
 from torch_geometric_binary.nn.aggr import (EMAMaxAggregation,
                                             global_ema_max_pool,
@@ -35,22 +37,7 @@ from torch_geometric_binary.nn.linear import BiLinear
 from torch_geometric_binary.nn.methods import BinaryMethod
 
 FP_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-# --------------------------------------------------------------------------
-# Activations (act_spec and make_act live in the registry: files store
-# them).
-
-def sign_preserving(act: Optional[torch.nn.Module]) -> bool:
-    r"""Whether :math:`[\mathrm{act}(x) \ge 0] = [x \ge 0]` for every
-    :math:`x` (so the sign of the input can skip the activation)."""
-    if act is None or type(act) in (torch.nn.Identity, torch.nn.Tanh):
-        return True
-    if type(act) is torch.nn.Hardtanh:
-        return act.min_val < 0 <= act.max_val
-    if type(act) is torch.nn.LeakyReLU:
-        return act.negative_slope > 0
-    return False
+FLT_MAX = float(torch.finfo(torch.float32).max)
 
 
 # --------------------------------------------------------------------------
@@ -193,14 +180,16 @@ def check_method(method: BinaryMethod, where: str):
 @torch.no_grad()
 def pack_binary(lin: BiLinear, norm: Optional[torch.nn.Module],
                 act: Optional[torch.nn.Module], output: str,
-                epilogue_dtype: torch.dtype = torch.float32
-                ) -> PackedBiLinear:
+                epilogue_dtype: torch.dtype = torch.float32,
+                theta: Optional[Tensor] = None) -> PackedBiLinear:
     r"""A :class:`PackedBiLinear` for :obj:`lin` followed by :obj:`norm`
     and :obj:`act`. Layers with :obj:`output="bits"` keep only their
-    thresholds; layers with float output keep the epilogue, in the compact
-    :class:`AffineEpilogue` form where it is exact."""
+    thresholds (which fold in the next layer's input threshold
+    :obj:`theta`); layers with float output keep the epilogue, in the
+    compact :class:`AffineEpilogue` form where it is exact."""
     check_method(lin.method, type(lin).__name__)
-    layer = PackedBiLinear.from_bilinear(lin, norm, act, output=output)
+    layer = PackedBiLinear.from_bilinear(lin, norm, act, output=output,
+                                         theta=theta)
     if output == 'bits':
         layer.epilogue = None
     else:
@@ -276,9 +265,10 @@ class PackedMLP(torch.nn.Module):
                     epi_norm = norm
                     epi_act = mlp.act if normed else None
                 nxt = not last and binary[i + 1]
+                theta = input_threshold_of(mlp.lins[i + 1]) if nxt else None
                 lins.append(pack_binary(lin, epi_norm, epi_act,
                                         'bits' if nxt else 'float',
-                                        epilogue_dtype))
+                                        epilogue_dtype, theta))
                 norms.append(torch.nn.Identity())
             else:
                 try:
@@ -380,8 +370,11 @@ class PackedGlobalPool(torch.nn.Module):
     points), the layer before it gives the bits
     :math:`[y_{ic} - \delta(n) \ge 0]` instead of floats, and
     :meth:`forward` takes their maximum over each cloud (a bitwise OR) and
-    returns it as :math:`\pm 1` floats: the signs the next binary layer
-    takes, unchanged by the sign-preserving activation after the pooling.
+    returns it as :math:`\pm` the largest float: through any
+    non-decreasing activation, the next binary layer's sign of them (also
+    against a learned threshold :math:`\theta`) is the pooled bit, since
+    bit 1 (0) means that the activation reaches (stays below)
+    :math:`\theta` somewhere in its range.
     """
     def __init__(self, ema: bool, num_points: Optional[int] = None,
                  channels: Optional[int] = None):
@@ -440,7 +433,7 @@ class PackedGlobalPool(torch.nn.Module):
         bits = (unpack_bits(x, self.channels) > 0).to(torch.uint8)
         out = torch.zeros(size, self.channels, dtype=torch.uint8)
         out.scatter_reduce_(0, batch[:, None].expand_as(bits), bits, 'amax')
-        return out.float() * 2 - 1
+        return (out.float() * 2 - 1) * FLT_MAX
 
     def extra_repr(self) -> str:
         if self.num_points is None:

@@ -26,8 +26,8 @@ The names, attributes, tensor names and the order of the :obj:`add` calls
 package's classes register when :mod:`torch_geometric_binary.deploy` is
 imported (which importing any of its modules does first).
 
-Activations (stateless) are stored as a name and their arguments
-(:func:`act_spec`, :func:`make_act`).
+Activations (stateless) are stored as a name and their arguments (see
+:mod:`~torch_geometric_binary.deploy.activations`).
 """
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -73,48 +73,3 @@ def is_packed(module: Any) -> bool:
     r"""Whether :obj:`module` is an instance of a registered class itself
     (a subclass converts only if it is registered too)."""
     return PACKED_TYPES.get(type(module).__name__) is type(module)
-
-
-# --------------------------------------------------------------------------
-# Activations (stateless; stored as a name and their arguments).
-
-def act_spec(act: Optional[torch.nn.Module], where: str = ''
-             ) -> Optional[Tuple[str, Dict[str, Any]]]:
-    r"""The name and arguments of a supported activation (all
-    non-decreasing), or a :class:`TypeError` naming its class."""
-    if act is None:
-        return None
-    t = type(act)
-    if t is torch.nn.Identity:
-        return 'identity', {}
-    if t is torch.nn.Hardtanh:
-        return 'hardtanh', {'min_val': float(act.min_val),
-                            'max_val': float(act.max_val)}
-    if t is torch.nn.ReLU:
-        return 'relu', {}
-    if t is torch.nn.ReLU6:
-        return 'relu6', {}
-    if t is torch.nn.Tanh:
-        return 'tanh', {}
-    if t is torch.nn.LeakyReLU and act.negative_slope >= 0:
-        return 'leaky_relu', {'negative_slope': float(act.negative_slope)}
-    prefix = f"{where}: " if where else ''
-    raise TypeError(f"{prefix}pack does not support the activation "
-                    f"{t.__name__} (supported: Identity, Hardtanh, ReLU, "
-                    f"ReLU6, Tanh, LeakyReLU with a non-negative slope)")
-
-
-def make_act(spec: Optional[Tuple[str, Dict[str, Any]]]
-             ) -> Optional[torch.nn.Module]:
-    r"""The activation :func:`act_spec` describes."""
-    if spec is None:
-        return None
-    name, kwargs = spec
-    return {
-        'identity': torch.nn.Identity,
-        'hardtanh': torch.nn.Hardtanh,
-        'relu': torch.nn.ReLU,
-        'relu6': torch.nn.ReLU6,
-        'tanh': torch.nn.Tanh,
-        'leaky_relu': torch.nn.LeakyReLU,
-    }[name](**kwargs)

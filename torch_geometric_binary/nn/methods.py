@@ -179,8 +179,9 @@ class BinaryMethod:
 
     def pack_problem(self) -> Optional[str]:
         r"""Why packed inference cannot reproduce this method exactly, or
-        :obj:`None` if it can: the signs, the per-channel scales and the
-        layer scale fold into the packed thresholds and epilogues."""
+        :obj:`None` if it can: the signs, the learned input thresholds, the
+        per-channel scales and the layer scale fold into the packed
+        thresholds and epilogues."""
         if not self.binary:
             return "it is full precision; only binary models can be packed"
         for hook in ('binarize_input', 'binarize_weight', 'channel_scale',
@@ -192,14 +193,9 @@ class BinaryMethod:
             return ("its activation scale (mean |x| of each row, XNOR-Net's "
                     "K) depends on the magnitude of every input, which the "
                     "packed bits do not keep")
-        unfolded = []
-        if self.input_threshold:
-            unfolded.append("its learned input thresholds (RSign)")
         if self.activation == 'rprelu':
-            unfolded.append("its RPReLU activations (ReActNet)")
-        if unfolded:
-            return (f"{' and '.join(unfolded)} are not folded into the "
-                    f"packed thresholds yet")
+            return ("its RPReLU activations (ReActNet) are not folded into "
+                    "the packed thresholds yet")
         return None
 
     def replace(self, **changes) -> 'BinaryMethod':
