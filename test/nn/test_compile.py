@@ -21,7 +21,9 @@ def test_bilinear_and_bimlp_compile_without_breaks():
     lin(x)
     mlp = BiMLP([8, 16, 4], first_fp=True, norm_last=True)
     mlp(x)
-    for module in [lin.eval(), mlp.eval()]:
+    react = BiMLP([8, 16, 4], 'react', first_fp=True, norm_last=True)
+    react(x)  # RPReLU's autograd.Function traces too.
+    for module in [lin.eval(), mlp.eval(), react.eval()]:
         assert graph_breaks(module, x) == 0
 
 

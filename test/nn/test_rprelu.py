@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from torch_geometric_binary.nn import RPReLU
+from torch_geometric_binary.nn.rprelu import RPReLUFunction
 from torch_geometric_binary.nn.functional import sign
 
 
@@ -59,6 +60,24 @@ def test_backward_known_inputs():
     # d/dbeta: x - gamma on the slope branch only.
     assert torch.equal(act.beta.grad, torch.tensor([-2.0, -2.0]))
     assert torch.equal(act.zeta.grad, torch.tensor([3.0, 3.0]))
+
+
+def test_gradients_match_the_elementwise_form():
+    r"""The fused backward against autograd of the definition and
+    finite differences, with leading dimensions."""
+    act = rprelu([0.3, -0.2, 0.0], [0.25, 1.5, -0.5], [0.1, -0.4, 0.7],
+                 torch.float64)
+    x = torch.randn(4, 5, 3, dtype=torch.float64, requires_grad=True)
+    params = (act.gamma, act.beta, act.zeta)
+    torch.autograd.gradcheck(lambda x, *p: RPReLUFunction.apply(x, *p),
+                             (x, *params))
+    z = x - act.gamma
+    ref = torch.where(z > 0, z, z * act.beta) + act.zeta
+    upstream = torch.randn_like(ref)
+    want = torch.autograd.grad(ref, (x, *params), upstream)
+    got = torch.autograd.grad(act(x), (x, *params), upstream)
+    for w, g in zip(want, got):
+        torch.testing.assert_close(g, w)
 
 
 def test_keeps_the_input_dtype_under_autocast():
