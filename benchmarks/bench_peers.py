@@ -43,11 +43,19 @@ instruction set (one full-width XOR-popcount per cycle: see
 :obj:`PEAK_MACS_PER_CYCLE`). The clock is the one :obj:`/proc/cpuinfo`
 reports unless :obj:`--ghz` gives it.
 
+:obj:`--thread-check` measures instead how the packed models behave with
+the threads and the OpenMP wait policy of the environment
+(:obj:`OMP_WAIT_POLICY`), as on a machine whose cores are busy with other
+work: median and 90th-percentile times of packed PointNet at batch 1 and 32,
+packed DGCNN at batch 1 and FP32 PointNet at batch 1, as one JSON line.
+
 Usage::
 
     python3 benchmarks/bench_peers.py                  # full, writes results
     python3 benchmarks/bench_peers.py --quick          # < 1 minute, no files
     python3 benchmarks/bench_peers.py --threads 2 --models pointnet
+    OMP_WAIT_POLICY=passive python3 benchmarks/bench_peers.py --threads 2 \
+        --thread-check
 
 The last line printed is a JSON object with :obj:`pointnet_vs_best_peer_b1`,
 :obj:`pointnet_vs_best_peer_b32` (the fastest peer's time over the packed
@@ -59,8 +67,10 @@ import contextlib
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
+import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -358,6 +368,40 @@ def bench_graph_model(args, cls) -> Dict:
     return res
 
 
+def thread_check(args) -> Dict:
+    r"""Median and 90th-percentile milliseconds of single calls (so that a
+    stall of one thread on a busy core shows in the tail)."""
+    def times(fn, n):
+        for _ in range(3):
+            fn()
+        ts = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        ts.sort()
+        return [ms(statistics.median(ts)), ms(ts[int(0.9 * (len(ts) - 1))])]
+    torch.manual_seed(0)
+    n = args.num_points
+    fp = bench_deploy.prepare(PointNet(args.classes, method='fp'), n)
+    pn = pack(bench_deploy.prepare(PointNet(args.classes,
+                                            method='bipointnet'), n))
+    dg = pack(bench_deploy.prepare(DGCNN(args.classes, method='bipointnet'),
+                                   n))
+    (p1, b1), (p32, b32) = clouds(1, n), clouds(32, n)
+    r = max(1, args.reps // 10)
+    out = {'threads': torch.get_num_threads(),
+           'OMP_WAIT_POLICY': os.environ.get('OMP_WAIT_POLICY', '(unset)'),
+           'num_points': n, 'ms_median_p90': {}}
+    with torch.inference_mode():
+        t = out['ms_median_p90']
+        t['packed_pointnet_b1'] = times(lambda: pn(p1, b1), 30 * r)
+        t['packed_pointnet_b32'] = times(lambda: pn(p32, b32), 2 * r)
+        t['packed_dgcnn_b1'] = times(lambda: dg(p1, b1), 3 * r)
+        t['fp32_pointnet_b1'] = times(lambda: fp(p1, b1), 4 * r)
+    return out
+
+
 # --------------------------------------------------------------------------
 
 PEER_NAMES = {
@@ -489,6 +533,10 @@ def main(argv: Optional[List[str]] = None):
     parser.add_argument('--ghz', type=float, default=None,
                         help='core clock for MACs/cycle (default: '
                         '/proc/cpuinfo)')
+    parser.add_argument('--thread-check', action='store_true',
+                        help='times of single calls (median, 90th '
+                        'percentile) at --threads and $OMP_WAIT_POLICY; '
+                        'one JSON line')
     parser.add_argument('--note', default='',
                         help='machine state, for the report')
     parser.add_argument('--out', default=None,
@@ -504,6 +552,9 @@ def main(argv: Optional[List[str]] = None):
     args.rounds = 1 if args.quick else 3
     if args.quick:
         bench_deploy.CALIBRATION = 1
+    if args.thread_check:
+        print(json.dumps(thread_check(args)))
+        return
 
     res: Dict = {'meta': {
         'command': 'python3 ' + ' '.join([sys.argv[0]] + (

@@ -39,25 +39,27 @@ How the kernels reproduce torch_cluster's CPU results:
 
 Median times at one thread (:obj:`benchmarks/bench_neighbors.py`, results in
 :obj:`benchmarks/results/bench_neighbors.json`; a 2-core x86-64 VM shared
-with other jobs, load ~5, so they vary by up to 2x between runs):
+with other jobs, load ~3-5, so they vary by up to 2x between runs):
 
 =========================================== ============= ========= ========
 operation                                   torch_cluster kernels   speed-up
 =========================================== ============= ========= ========
-fps, 1 x 1024 points, ratio 0.5             5.1-9.2 ms    0.14 ms   37-67x
-fps, 32 x 1024 points, ratio 0.5            209-238 ms    4.6-8.4 ms 25-52x
-radius r 0.2, 64 max, 32 x 512 -> 32 x 256  12.9 ms       10.3 ms   1.2-1.3x
-knn k 20, 3-d, 32 x 512                     35-37 ms      21-32 ms  1.1-1.7x
-knn k 20, 64-d, 32 x 512                    137-215 ms    79-120 ms 1.7-1.8x
+fps, 1 x 1024 points, ratio 0.5             5.5 ms        0.15 ms   37x
+fps, 32 x 1024 points, ratio 0.5            171 ms        4.7 ms    36x
+radius r 0.2, 64 max, 32 x 512 -> 32 x 256  9.0 ms        6.2 ms    1.5x
+knn k 20, 3-d, 32 x 512                     26 ms         23 ms     1.1x
+knn k 20, 64-d, 32 x 512                    149 ms        48 ms     3.1x
 =========================================== ============= ========= ========
 
 torch_cluster's fps allocates three tensors per sampled point; ours is one
 vectorized pass per point. radius and 3-d knn must follow torch_cluster's
 kd-tree search order to give its neighbours, so they gain only what flat
-arrays save. 64-d knn is bound by the matrix product (about 12 ms of it) and
-the per-query selection. :obj:`fpsample` (Rust, PyPI) runs fps in 2.4-3.9 ms
-for one cloud, 20x slower than ours, is another dependency, and does not
-reproduce torch_cluster's indices.
+arrays save. 64-d knn is the matrix product (about a third of its time) and
+a per-query selection that bounds the k-th distance by the k-th smallest of
+the minima of blocks of 16 and then looks only at the blocks under that
+bound (about 2 of every 3 are skipped). :obj:`fpsample` (Rust, PyPI) runs
+fps in 2.4-3.9 ms for one cloud, 20x slower than ours, is another
+dependency, and does not reproduce torch_cluster's indices.
 
 The functions have no fake-tensor implementation, so they run eagerly under
 :func:`torch.compile` (a graph break, as for any data-dependent graph
