@@ -288,3 +288,14 @@ def test_torchscript_is_refused_with_a_clear_message():
         with pytest.raises(RuntimeError, match='does not support '
                            'TorchScript.*torch.compile, torch.export'):
             torch.jit.script(module)
+
+
+def test_nan_initialization_batch_is_refused():
+    lin = BiLinear(4, 3)
+    bad = torch.randn(16, 4)
+    bad[0, 0] = float('nan')
+    with pytest.raises(ValueError, match='NaN or Inf'):
+        lin(bad)
+    assert not lin.scale_initialized
+    lin(torch.randn(1, 4))  # one row: no spread to measure yet
+    assert not lin.scale_initialized

@@ -218,3 +218,26 @@ def test_react_pointnet_trains_on_synthetic_shapes():
     assert sum(losses[-3:]) < sum(losses[:3]) - 0.3, losses
     # The RPReLU parameters learned.
     assert float(model.mlp2.acts[1].zeta.abs().sum()) > 0
+
+
+@pytest.mark.parametrize('name', sorted(MODELS))
+@pytest.mark.parametrize('dtype,message', [
+    (torch.long, 'floating-point coordinates'),
+    (torch.float64, "'pos' is torch.float64 but the model's parameters are "
+     'torch.float32'),
+    (torch.float16, "'pos' is torch.float16"),
+])
+def test_models_name_a_wrong_dtype(name, dtype, message):
+    model = MODELS[name](4, method='bipointnet').eval()
+    pos = (torch.rand(2 * 32, 3) * 4).to(dtype)
+    batch = torch.arange(2).repeat_interleave(32)
+    with pytest.raises(ValueError, match=message):
+        model(pos, batch)
+
+
+def test_nan_features_are_refused():
+    model = MODELS['pointnet'](4, method='bipointnet', in_channels=2)
+    pos, x = torch.rand(64, 3), torch.randn(64, 2)
+    x[5, 1] = float('nan')
+    with pytest.raises(ValueError, match="'x' has 1 point"):
+        model(pos, torch.zeros(64, dtype=torch.long), x)
