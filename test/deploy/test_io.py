@@ -266,12 +266,15 @@ def _adder(stored):
 
 
 def test_every_packed_type_round_trips_through_its_config():
-    # The packed modules of the three models (with T-Nets), and a BiMLP with
-    # a non-clamp activation (its float tail stays a BinaryEpilogue).
+    # The packed modules of the three models (with T-Nets), a BiMLP with
+    # a non-clamp activation (its float tail stays a BinaryEpilogue), and
+    # ReActNet (RPReLU activations, also inside a float tail).
     mlp = BiMLP([13, 70, 40, 9], act='tanh', plain_last=False).eval()
+    react = PointNet(5, method='react', feature_transform=True).eval()
     roots = [cached(PointNet, input_transform=True,
                     feature_transform=True)[1],
-             cached(PointNet2)[1], cached(DGCNN, k=12)[1], pack(mlp)]
+             cached(PointNet2)[1], cached(DGCNN, k=12)[1], pack(mlp),
+             pack(react)]
     modules = [m for r in roots for m in r.modules() if is_packed(m)]
     assert {type(m) for m in modules} == set(PACKED_TYPES.values())
     assert all(cls.__name__ == name for name, cls in PACKED_TYPES.items())

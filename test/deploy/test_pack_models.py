@@ -128,6 +128,23 @@ def test_refuses_methods_it_cannot_reproduce(method, reason):
         pack(model)
 
 
+@pytest.mark.parametrize('method', ['react', 'react+ema'])
+def test_packs_react_exactly(method):
+    # ReActNet's learned input thresholds (RSign) fold into the packed
+    # thresholds (test_pack_rsign.py places them on ties).
+    model = make_model(PointNet, method=method)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, BiLinear):
+                m.input_threshold.normal_(0, 0.3)
+    packed = pack(model)
+    for seed, sizes in enumerate([[37], [64, 21, 5]]):
+        pos, batch = batch_of(sizes, seed=seed)
+        with torch.no_grad():
+            ref = model(pos, batch)
+        assert_same_predictions(ref, packed(pos, batch))
+
+
 def test_packs_bipointnet_without_ema():
     model = make_model(PointNet, ema=False)
     assert not model.method.ema

@@ -7,11 +7,22 @@ module (what files store), how to rebuild it, whether it preserves signs
 (:math:`[\mathrm{act}(x) \ge 0] = [x \ge 0]`), and whether it is a clamp
 :math:`[lo, hi]` (which :class:`~torch_geometric_binary.deploy.
 AffineEpilogue` evaluates in its compact form).
+
+Activations with parameters per channel (ReActNet's
+:class:`~torch_geometric_binary.nn.RPReLU`) are packed modules of their own
+(:class:`PackedRPReLU`); :func:`convert_act` gives the packed form of any
+supported activation.
 """
+import copy
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
+from torch import Tensor
+
+from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
+                                                    register_packed)
+from torch_geometric_binary.nn.rprelu import RPReLU
 
 INF = float('inf')
 
@@ -130,3 +141,74 @@ def act_bounds(act: Optional[torch.nn.Module]
     kind = _BY_CLASS.get(type(act))
     args = None if kind is None else kind.args(act)
     return None if args is None else kind.bounds(args)
+
+
+@register_packed
+class PackedRPReLU(torch.nn.Module):
+    r"""A trained :class:`~torch_geometric_binary.nn.RPReLU` for packed
+    inference: the same operations on frozen :math:`\boldsymbol{\gamma},
+    \boldsymbol{\beta}, \boldsymbol{\zeta}`. Every slope must be
+    positive: the activation is then increasing, so the sign of its output
+    (minus any threshold) is a threshold test on its input, and it commutes
+    with a max pooling. Build it with :meth:`from_module`."""
+    def __init__(self, gamma: Tensor, beta: Tensor, zeta: Tensor):
+        super().__init__()
+        self.channels = gamma.numel()
+        for name, t in (('gamma', gamma), ('beta', beta), ('zeta', zeta)):
+            if t.shape != (self.channels, ) or not t.is_floating_point():
+                raise ValueError(f"PackedRPReLU: '{name}' must be a float "
+                                 f"tensor of shape ({self.channels},)")
+            self.register_buffer(name, t)
+
+    @classmethod
+    def from_module(cls, act: RPReLU, where: str = '') -> 'PackedRPReLU':
+        bad = (~(act.beta > 0)).nonzero().flatten().tolist()
+        if bad:
+            prefix = f"{where}: " if where else ''
+            raise ValueError(f"{prefix}pack cannot fold an RPReLU whose "
+                             f"slope beta is not positive (channels "
+                             f"{bad[:8]}): its output is then not increasing "
+                             f"in its input, so its sign is no threshold "
+                             f"test and it does not commute with max "
+                             f"pooling")
+        return cls(*(t.detach().clone()
+                     for t in (act.gamma, act.beta, act.zeta)))
+
+    def packed_config(self, add: AddTensor) -> PackedConfig:
+        return ({}, {k: add(getattr(self, k), 'fp_norms')
+                     for k in ('gamma', 'beta', 'zeta')}, {})
+
+    @classmethod
+    def from_packed_config(cls, attrs: Dict[str, Any],
+                           tensors: Dict[str, Optional[Tensor]],
+                           children: Dict[str, Any]) -> 'PackedRPReLU':
+        return cls(tensors['gamma'], tensors['beta'], tensors['zeta'])
+
+    def forward(self, x: Tensor) -> Tensor:
+        # The trained module's own operations (on these buffers), so that
+        # thresholds derived by evaluating it hold bit for bit.
+        return RPReLU.forward(self, x)
+
+    def extra_repr(self) -> str:
+        return f'{self.channels}'
+
+
+def freeze_act(act):
+    r"""An inference copy of an activation (or any monotone callable):
+    :class:`PackedRPReLU` for an RPReLU, else a deep copy."""
+    if type(act) is RPReLU:
+        return PackedRPReLU.from_module(act)
+    return copy.deepcopy(act)
+
+
+def convert_act(act: Optional[torch.nn.Module], where: str = ''
+                ) -> Optional[torch.nn.Module]:
+    r"""The packed form of a supported activation (:obj:`None` stays
+    :obj:`None`): a :class:`PackedRPReLU` for an RPReLU, else a copy;
+    a :class:`TypeError` names an unsupported one."""
+    if type(act) is RPReLU:
+        return PackedRPReLU.from_module(act, where)
+    if type(act) is PackedRPReLU:
+        return act
+    act_spec(act, where)
+    return copy.deepcopy(act)

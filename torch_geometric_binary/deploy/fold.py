@@ -28,7 +28,6 @@ that derivation, shared by the folded layers, the pooled layers
 (:class:`~torch_geometric_binary.deploy.PoolTable`) and the exactness check
 of :class:`~torch_geometric_binary.deploy.AffineEpilogue`.
 """
-import copy
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
@@ -36,7 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from torch_geometric_binary.deploy.activations import act_spec, make_act
+from torch_geometric_binary.deploy.activations import (act_spec, freeze_act,
+                                                       make_act)
+from torch_geometric_binary.deploy.registry import is_packed
 from torch_geometric_binary.deploy.registry import (DTYPES, AddTensor,
                                                     PackedConfig, dtype_name,
                                                     register_packed)
@@ -102,17 +103,21 @@ class BinaryEpilogue(torch.nn.Module):
             value = getattr(bn, attr) if bn is not None else None
             self.register_buffer(name, _frozen(value))
         self.eps = float(bn.eps) if bn is not None else 0.0
-        self.act = copy.deepcopy(act)
+        self.act = freeze_act(act)
 
     _TENSORS = ('scale', 'bias', 'running_mean', 'running_var',
                 'norm_weight', 'norm_bias')
 
     def packed_config(self, add: AddTensor) -> PackedConfig:
-        spec = None if self.act is None else list(act_spec(self.act, 'save'))
+        # A stateless activation is a spec; one with tensors, a child.
+        packed = is_packed(self.act)
+        spec = None if self.act is None or packed else \
+            list(act_spec(self.act, 'save'))
         return ({'channels': self.channels, 'eps': self.eps,
                  'dtype': dtype_name(self.dtype), 'act': spec},
                 {k: add(getattr(self, k), 'epilogues')
-                 for k in self._TENSORS}, {})
+                 for k in self._TENSORS},
+                {'act_module': self.act} if packed else {})
 
     @classmethod
     def from_packed_config(cls, attrs: Dict[str, Any],
@@ -126,7 +131,7 @@ class BinaryEpilogue(torch.nn.Module):
         ep.eps = attrs['eps']
         for k in cls._TENSORS:
             ep.register_buffer(k, tensors[k])
-        ep.act = None if attrs['act'] is None else \
+        ep.act = children.get('act_module') if attrs['act'] is None else \
             make_act(tuple(attrs['act']))
         return ep
 

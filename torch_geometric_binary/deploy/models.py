@@ -25,7 +25,6 @@ signs of :math:`\mathbf{x}`; and hence DGCNN's first pooled features, which
 its second :math:`k`-NN graph is built on (computed exactly from integer
 dot products, see :func:`~torch_geometric_binary.deploy.chain.pooled_floats`).
 """
-import copy
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -45,7 +44,7 @@ from torch_geometric_binary.deploy.linear import (PackedBiLinear,
 from torch_geometric_binary.deploy.modules import (PackedGlobalPool,
                                                    PackedMLP, aggr_is_ema,
                                                    check_method, pack_binary)
-from torch_geometric_binary.deploy.activations import act_spec
+from torch_geometric_binary.deploy.activations import convert_act
 from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
                                                     register_packed)
 from torch_geometric_binary.nn.aggr import EMAMaxAggregation
@@ -214,8 +213,7 @@ def _mlp(module, where: str, fp_dtype, epilogue_dtype,
 
 
 def _act(module, where: str) -> torch.nn.Module:
-    act_spec(module, where)
-    return copy.deepcopy(module)
+    return convert_act(module, where)
 
 
 def _bits_between(first: PackedMLP, second: PackedMLP):
@@ -268,9 +266,6 @@ class _PackedClassifier(torch.nn.Module):
     (:meth:`pack_parts`), and runs them as chains (:meth:`_forward`) and
     module by module (:meth:`point_features`)."""
     PARTS: Tuple[str, ...] = ()
-    #: What the borrowed :obj:`point_inputs` read for per-place
-    #: activations: none (the packed models use :obj:`act`).
-    place_acts = None
 
     def __init__(self, num_classes: int, in_channels: int,
                  pool: PackedGlobalPool, act: torch.nn.Module,
@@ -301,7 +296,9 @@ class _PackedClassifier(torch.nn.Module):
     def from_packed_config(cls, attrs: Dict[str, Any],
                            tensors: Dict[str, Optional[Tensor]],
                            children: Dict[str, Any]):
-        return cls(attrs['num_classes'], attrs['in_channels'], **children)
+        # Parts added later (place_acts) are absent from older files.
+        return cls(attrs['num_classes'], attrs['in_channels'],
+                   **{k: children.get(k) for k in cls.child_names()})
 
     @classmethod
     def from_model(cls, model: torch.nn.Module,
@@ -777,23 +774,33 @@ class PackedEdgeConv(EdgeConv):
 class PackedDGCNN(_PackedClassifier):
     r"""A packed binary :class:`~torch_geometric_binary.nn.models.DGCNN`.
     Build it with :func:`pack`."""
-    PARTS = ('conv1', 'conv2', 'lin1')
+    #: :obj:`place_acts`: the convolutions' activations where they have
+    #: parameters (ReActNet's RPReLU), else :obj:`None` (they use
+    #: :obj:`act`).
+    PARTS = ('conv1', 'conv2', 'lin1', 'place_acts')
 
     @classmethod
     def pack_parts(cls, model, where, fp_dtype, epilogue_dtype):
         args = (fp_dtype, epilogue_dtype)
+        acts = getattr(model, 'place_acts', None)
         return dict(
             conv1=PackedEdgeConv.from_conv(model.conv1, f'{where}.conv1',
                                            *args),
             conv2=PackedEdgeConv.from_conv(model.conv2, f'{where}.conv2',
                                            *args),
-            lin1=_mlp(model.lin1, f'{where}.lin1', *args))
+            lin1=_mlp(model.lin1, f'{where}.lin1', *args),
+            place_acts=None if acts is None else torch.nn.ModuleList(
+                _act(a, f'{where}.place_acts[{i}]')
+                for i, a in enumerate(acts)))
+
+    def _place_act(self, i: int) -> torch.nn.Module:
+        return self.act if self.place_acts is None else self.place_acts[i]
 
     def _build_segments(self):
         c1, c2 = self.conv1, self.conv2
         seg = {
             'conv1': Segment([c1.nn], out='dots'),
-            'conv2': Segment([c2.nn], [], True, c2.ema, self.act,
+            'conv2': Segment([c2.nn], [], True, c2.ema, self._place_act(1),
                              pool_theta=theta_of(self.lin1,
                                                  c1.nn.out_channels)),
             'main': Segment([self.lin1], [self.head], True, self.pool.ema,
@@ -821,7 +828,7 @@ class PackedDGCNN(_PackedClassifier):
         msg, i, _ = self._edges(self.conv1, h, batch)
         dots = seg['conv1'](msg)
         layer = seg['conv1'].chain.layers[-1]
-        x1 = self.act(pooled_floats(layer, dots, i, h.size(0),
+        x1 = self._place_act(0)(pooled_floats(layer, dots, i, h.size(0),
                                     self.conv1.ema, seg['conv1_flip']))
         # conv2: only the signs of its pooled output are used.
         msg, i, counts = self._edges(self.conv2, x1, batch)

@@ -11,7 +11,6 @@ with their batch normalization and activation folded in.
 Every module here is inference-only: it holds buffers, no parameters, and
 behaves the same in training mode.
 """
-import copy
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -20,7 +19,7 @@ from torch import Tensor
 import torch_geometric.nn
 from torch_geometric.nn.aggr import MaxAggregation
 
-from torch_geometric_binary.deploy.activations import (act_spec,
+from torch_geometric_binary.deploy.activations import (convert_act,
                                                        sign_preserving)
 from torch_geometric_binary.deploy.chain import wrong_size
 from torch_geometric_binary.deploy.epilogue import AffineEpilogue
@@ -212,13 +211,18 @@ class PackedMLP(torch.nn.Module):
     :obj:`act`). A binary layer followed by a binary layer outputs packed
     bits; the others output floats.
 
+    With :obj:`acts` (activations with parameters per channel, one per
+    normalized layer), layer :obj:`i` uses :obj:`acts[i]` instead of
+    :obj:`act`.
+
     :meth:`forward` runs the layers one by one and returns what the
     trained MLP returns (in inference mode).
     """
     def __init__(self, channel_list: List[int], lins: List[torch.nn.Module],
                  norms: List[torch.nn.Module],
                  act: Optional[torch.nn.Module], plain_last: bool,
-                 last_norm: Optional[torch.nn.Module] = None):
+                 last_norm: Optional[torch.nn.Module] = None,
+                 acts: Optional[List[torch.nn.Module]] = None):
         super().__init__()
         self.channel_list = list(channel_list)
         self.lins = torch.nn.ModuleList(lins)
@@ -228,6 +232,11 @@ class PackedMLP(torch.nn.Module):
         # A full-precision last layer's output normalization (a binary last
         # layer folds it into its epilogue).
         self.last_norm = last_norm
+        self.acts = None if acts is None else torch.nn.ModuleList(acts)
+
+    def act_at(self, i: int) -> Optional[torch.nn.Module]:
+        r"""The activation after layer :obj:`i`'s normalization."""
+        return self.act if self.acts is None else self.acts[i]
 
     @classmethod
     def from_bimlp(cls, mlp: torch.nn.Module,
@@ -243,7 +252,11 @@ class PackedMLP(torch.nn.Module):
             raise ValueError(f"pack: {where} applies its activation before "
                              f"the normalization (act_first=True), which "
                              f"pack does not support")
-        act_spec(mlp.act, where)
+        trained_acts = getattr(mlp, 'acts', None)
+        acts = None if trained_acts is None else [
+            convert_act(a, f'{where}.acts[{i}]')
+            for i, a in enumerate(trained_acts)]
+        act = convert_act(mlp.act, f'{where}.act')
         n = len(mlp.lins)
         binary = [isinstance(lin, BiLinear) for lin in mlp.lins]
         lins: List[torch.nn.Module] = []
@@ -263,7 +276,8 @@ class PackedMLP(torch.nn.Module):
                     epi_norm, epi_act = mlp.last_norm, None
                 else:
                     epi_norm = norm
-                    epi_act = mlp.act if normed else None
+                    epi_act = (act if acts is None else acts[i]) \
+                        if normed else None
                 nxt = not last and binary[i + 1]
                 theta = input_threshold_of(mlp.lins[i + 1]) if nxt else None
                 lins.append(pack_binary(lin, epi_norm, epi_act,
@@ -282,14 +296,14 @@ class PackedMLP(torch.nn.Module):
         last_norm = None
         if mlp.last_norm is not None and not binary[-1]:
             last_norm = FrozenBatchNorm.from_module(mlp.last_norm)
-        return cls(mlp.channel_list, lins, norms, copy.deepcopy(mlp.act),
-                   mlp.plain_last, last_norm)
+        return cls(mlp.channel_list, lins, norms, act, mlp.plain_last,
+                   last_norm, acts)
 
     def packed_config(self, add: AddTensor) -> PackedConfig:
         return ({'channel_list': self.channel_list,
                  'plain_last': self.plain_last},
                 {}, {'lins': self.lins, 'norms': self.norms, 'act': self.act,
-                     'last_norm': self.last_norm})
+                     'last_norm': self.last_norm, 'acts': self.acts})
 
     @classmethod
     def from_packed_config(cls, attrs: Dict[str, Any],
@@ -297,7 +311,8 @@ class PackedMLP(torch.nn.Module):
                            children: Dict[str, Any]) -> 'PackedMLP':
         return cls(attrs['channel_list'], list(children['lins']),
                    list(children['norms']), children['act'],
-                   attrs['plain_last'], children['last_norm'])
+                   attrs['plain_last'], children['last_norm'],
+                   children.get('acts'))
 
     @property
     def in_channels(self) -> int:
@@ -316,9 +331,9 @@ class PackedMLP(torch.nn.Module):
         last = i == len(self.lins) - 1
         if not last or not self.plain_last:
             x = self.norms[i](x)
-            if self.act is not None and not (sign_only
-                                             and sign_preserving(self.act)):
-                x = self.act(x)
+            act = self.act_at(i)
+            if act is not None and not (sign_only and sign_preserving(act)):
+                x = act(x)
         elif self.last_norm is not None:
             x = self.last_norm(x)
         return x

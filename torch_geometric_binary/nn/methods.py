@@ -180,8 +180,10 @@ class BinaryMethod:
     def pack_problem(self) -> Optional[str]:
         r"""Why packed inference cannot reproduce this method exactly, or
         :obj:`None` if it can: the signs, the learned input thresholds, the
-        per-channel scales and the layer scale fold into the packed
-        thresholds and epilogues."""
+        per-channel scales, the layer scale and the activations (RPReLU
+        with a positive slope; :func:`~torch_geometric_binary.deploy.pack`
+        names a channel with another) fold into the packed thresholds and
+        epilogues."""
         if not self.binary:
             return "it is full precision; only binary models can be packed"
         for hook in ('binarize_input', 'binarize_weight', 'channel_scale',
@@ -193,9 +195,6 @@ class BinaryMethod:
             return ("its activation scale (mean |x| of each row, XNOR-Net's "
                     "K) depends on the magnitude of every input, which the "
                     "packed bits do not keep")
-        if self.activation == 'rprelu':
-            return ("its RPReLU activations (ReActNet) are not folded into "
-                    "the packed thresholds yet")
         return None
 
     def replace(self, **changes) -> 'BinaryMethod':

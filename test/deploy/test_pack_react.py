@@ -1,6 +1,7 @@
-r"""Learned input thresholds (ReActNet's RSign, :math:`\mathrm{sign}(x -
-\theta)`) fold into the packed thresholds exactly, also where a threshold
-lands exactly on (or next to) a value the layer before produces."""
+r"""ReActNet packs exactly: its learned input thresholds (RSign,
+:math:`\mathrm{sign}(x - \theta)`) and its RPReLU activations fold into the
+packed thresholds, also where a threshold lands exactly on (or next to) a
+value the layer before produces."""
 import io
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 from torch_geometric_binary.deploy import (PackedBiLinear, fold_threshold,
                                            load, pack, pack_bits, save)
-from torch_geometric_binary.nn import BiLinear
+from torch_geometric_binary.nn import BiLinear, RPReLU
 from torch_geometric_binary.nn.fused import use_fused
 from torch_geometric_binary.nn.methods import BinaryMethod
 from torch_geometric_binary.nn.models import DGCNN, PointNet, PointNet2
@@ -163,3 +164,46 @@ def test_rsign_pointnet_packed_for_fixed_cloud_size():
     ref = reference(model, pos, batch)
     assert_same_predictions(ref, packed(pos, batch))
     assert_same_predictions(ref, packed.forward_layers(pos, batch))
+
+
+# ReActNet: RSign and RPReLU (one per normalized layer and per place).
+
+def randomize_rprelu(model: torch.nn.Module, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, RPReLU):
+                m.gamma.normal_(0, 0.3, generator=g)
+                m.beta.uniform_(0.05, 1.5, generator=g)
+                m.zeta.normal_(0, 0.3, generator=g)
+
+
+@pytest.mark.parametrize('cls,kwargs', MODELS, ids=IDS)
+def test_packed_react_model_is_exact(kernel_backend, monkeypatch, cls,
+                                     kwargs):
+    monkeypatch.setenv('TORCH_GEOMETRIC_BINARY_KERNELS', kernel_backend)
+    torch.manual_seed(0)
+    model = cls(5, method='react+ema', **kwargs).eval()
+    assert any(isinstance(m, RPReLU) for m in model.modules())
+    randomize_rprelu(model)
+    pos, batch = batch_of([40, 33], seed=3)
+    set_thresholds_on_data(model, pos, batch)
+    packed = pack(model)
+    for p, b in ((pos, batch), batch_of([29], seed=4)):
+        ref = reference(model, p, b)
+        assert_same_predictions(ref, packed(p, b))
+        if kernel_backend == 'cpp':
+            assert_same_predictions(ref, packed.forward_layers(p, b))
+    f = io.BytesIO()
+    save(packed, f)
+    f.seek(0)
+    assert_same_predictions(ref, load(f)(p, b))
+
+
+def test_refuses_rprelu_with_non_positive_slope():
+    model = PointNet(5, method='react').eval()
+    with torch.no_grad():
+        model.mlp2.acts[1].beta[3] = 0.0
+    with pytest.raises(ValueError, match=r"mlp2\.acts\[1\].*slope beta is "
+                       r"not positive \(channels \[3\]\)"):
+        pack(model)
