@@ -50,7 +50,10 @@ RUNS: Dict[str, List[str]] = {
     'pn1024_bipkd_e200': ['--model', 'pointnet', '--method', 'bipointnet',
                           '--num-points', '1024', '--epochs', '200',
                           '--model-kwargs', '{"dropout": 0.0}', '--teacher',
-                          'benchmarks/results/campaign/pn1024_fp_e200.pt'],
+                          # A fixed copy (the FP run's best at epoch 107,
+                          # 89.38%): a resumed run keeps its teacher.
+                          'benchmarks/results/campaign/'
+                          'teacher_pn1024_fp_e107.pt'],
     'pn2_p512_fp_e60': ['--model', 'pointnet2', '--method', 'fp',
                         '--num-points', '512', '--epochs', '60'],
     'pn2_p512_bip_e60': ['--model', 'pointnet2', '--method', 'bipointnet',
