@@ -445,8 +445,9 @@ def markdown(res: Dict) -> str:
              f"{m['graph']}; {m['num_points']} points per cloud; "
              f"{m['note']}", '',
              'Medians of alternating runs in one process, same inputs '
-             '(points uniform in the unit ball), random weights with '
-             'calibrated BatchNorm statistics unless a checkpoint is named.',
+             f"({m.get('inputs', 'points uniform in the unit ball')}), "
+             'random weights with calibrated BatchNorm statistics unless a '
+             'checkpoint is named.',
              '']
     if 'pointnet' in res:
         pn = res['pointnet']
@@ -530,6 +531,10 @@ def main(argv: Optional[List[str]] = None):
     parser.add_argument('--checkpoint', default=None,
                         help='trained binary PointNet checkpoint (default: '
                         'random weights)')
+    parser.add_argument('--data', default=None,
+                        help='a pre-sampled ModelNet folder: every model '
+                        'and peer gets its test clouds instead of points '
+                        'uniform in the unit ball')
     parser.add_argument('--ghz', type=float, default=None,
                         help='core clock for MACs/cycle (default: '
                         '/proc/cpuinfo)')
@@ -552,6 +557,9 @@ def main(argv: Optional[List[str]] = None):
     args.rounds = 1 if args.quick else 3
     if args.quick:
         bench_deploy.CALIBRATION = 1
+    if args.data:
+        bench_deploy.REAL_CLOUDS = bench_deploy.load_real_clouds(
+            args.data, args.num_points)
     if args.thread_check:
         print(json.dumps(thread_check(args)))
         return
@@ -564,7 +572,9 @@ def main(argv: Optional[List[str]] = None):
         'threads': args.threads, 'torch': torch.__version__,
         'kernels': f'{kernels.backend()} ({kernels.isa()})',
         'graph': neighbors.backend(), 'num_points': args.num_points,
-        'batch_sizes': args.batch_sizes, 'note': args.note or 'n/a'}}
+        'batch_sizes': args.batch_sizes, 'note': args.note or 'n/a',
+        'inputs': (f'test clouds of {args.data}' if args.data
+                   else 'points uniform in the unit ball')}}
     if 'pointnet' in args.models:
         res['pointnet'] = bench_pointnet(args)
     if 'pointnet2' in args.models:
