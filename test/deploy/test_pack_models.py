@@ -454,3 +454,32 @@ def test_fixed_cloud_size_errors():
         fixed.fix_num_points(41)
     assert fixed.fix_num_points(40) is fixed
     assert 'num_points=40' in repr(fixed.pool)
+
+
+def test_pack_dispatches_through_registered_converters():
+    from torch_geometric_binary.deploy.registry import CONVERTERS, converter
+
+    class Subclass(PointNet):  # Found through the class hierarchy.
+        pass
+
+    torch.manual_seed(0)
+    assert isinstance(pack(Subclass(5, method='bnn').eval()), PackedPointNet)
+    with pytest.raises(ValueError, match='PointNet already has a converter'):
+        converter(PointNet)(lambda *args: None)
+
+    class Wrapper(torch.nn.Module):  # A new trained class: one converter.
+        def __init__(self):
+            super().__init__()
+            self.mlp = BiMLP([4, 8, 3], method='bnn')
+
+    with pytest.raises(TypeError, match='cannot pack a .*Wrapper'):
+        pack(Wrapper())
+
+    @converter(Wrapper)
+    def convert(model, fp_dtype, epilogue_dtype, num_points):
+        return pack(model.mlp, fp_dtype, epilogue_dtype)
+
+    try:
+        assert isinstance(pack(Wrapper().eval()), PackedMLP)
+    finally:
+        del CONVERTERS[Wrapper]

@@ -15,8 +15,10 @@ from .kernels import (
     xnor_gemm,
     xnor_gemm_threshold,
 )
-from .fold import (INT32_MAX, INT32_MIN, BinaryEpilogue, fold_epilogue,
-                   fold_threshold)
+from .fold import (INT32_MAX, INT32_MIN, BinaryEpilogue, dot_thresholds,
+                   fold_epilogue, fold_threshold)
+from .activations import PackedRPReLU
+from .registry import converter
 from .linear import PackedBiLinear
 from .epilogue import AffineEpilogue, fma32
 from .chain import BinaryChain, PoolTable, pooled_floats
@@ -42,6 +44,9 @@ __all__ = [
     'BinaryEpilogue',
     'fold_threshold',
     'fold_epilogue',
+    'dot_thresholds',
+    'PackedRPReLU',
+    'converter',
     'INT32_MIN',
     'INT32_MAX',
     'PackedBiLinear',

@@ -46,6 +46,8 @@ from torch_geometric_binary.deploy.modules import (PackedGlobalPool,
                                                    check_method, pack_binary)
 from torch_geometric_binary.deploy.activations import convert_act
 from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
+                                                    CONVERTERS, converter,
+                                                    converter_for,
                                                     register_packed)
 from torch_geometric_binary.nn.aggr import EMAMaxAggregation
 from torch_geometric_binary.nn.linear import BiLinear
@@ -845,6 +847,47 @@ class PackedDGCNN(_PackedClassifier):
 
 # --------------------------------------------------------------------------
 
+# --------------------------------------------------------------------------
+# Converters (what pack() calls for each trained class).
+
+def _any_size(model: torch.nn.Module, num_points: Optional[int]):
+    if num_points is not None:
+        raise ValueError(f"pack: 'num_points' (a fixed cloud size) is "
+                         f"supported for PointNet only (got a "
+                         f"{type(model).__name__})")
+
+
+@converter(PointNet)
+def _pack_pointnet(model, fp_dtype, epilogue_dtype, num_points):
+    packed = PackedPointNet.from_model(model, fp_dtype, epilogue_dtype)
+    return packed if num_points is None else \
+        packed.fix_num_points(num_points)
+
+
+@converter(PointNet2)
+def _pack_pointnet2(model, fp_dtype, epilogue_dtype, num_points):
+    _any_size(model, num_points)
+    return PackedPointNet2.from_model(model, fp_dtype, epilogue_dtype)
+
+
+@converter(DGCNN)
+def _pack_dgcnn(model, fp_dtype, epilogue_dtype, num_points):
+    _any_size(model, num_points)
+    return PackedDGCNN.from_model(model, fp_dtype, epilogue_dtype)
+
+
+@converter(BiMLP)
+def _pack_bimlp(model, fp_dtype, epilogue_dtype, num_points):
+    _any_size(model, num_points)
+    return PackedMLP.from_bimlp(model, fp_dtype, epilogue_dtype)
+
+
+@converter(BiLinear)
+def _pack_bilinear(model, fp_dtype, epilogue_dtype, num_points):
+    _any_size(model, num_points)
+    return pack_binary(model, None, None, 'float', epilogue_dtype)
+
+
 def pack(model: torch.nn.Module, fp_dtype: torch.dtype = torch.float32,
          epilogue_dtype: torch.dtype = torch.float32,
          num_points: Optional[int] = None) -> torch.nn.Module:
@@ -899,33 +942,20 @@ def pack(model: torch.nn.Module, fp_dtype: torch.dtype = torch.float32,
         if t not in (torch.float32, torch.float16, torch.bfloat16):
             raise ValueError(f"pack: storage dtypes must be float32, float16 "
                              f"or bfloat16 (got {t})")
-    if num_points is not None and not isinstance(model, PointNet):
-        raise ValueError(f"pack: 'num_points' (a fixed cloud size) is "
-                         f"supported for PointNet only (got a "
-                         f"{type(model).__name__})")
-    if isinstance(model, PointNet):
-        packed = PackedPointNet.from_model(model, fp_dtype, epilogue_dtype)
-        return packed if num_points is None else \
-            packed.fix_num_points(num_points)
-    if isinstance(model, PointNet2):
-        return PackedPointNet2.from_model(model, fp_dtype, epilogue_dtype)
-    if isinstance(model, DGCNN):
-        return PackedDGCNN.from_model(model, fp_dtype, epilogue_dtype)
-    if isinstance(model, BiMLP):
-        return PackedMLP.from_bimlp(model, fp_dtype, epilogue_dtype)
-    if isinstance(model, BiLinear):
-        return pack_binary(model, None, None, 'float', epilogue_dtype)
+    convert = converter_for(model)
+    if convert is not None:
+        return convert(model, fp_dtype, epilogue_dtype, num_points)
     cls = type(model)
+    known = ', '.join(t.__name__ for t in CONVERTERS)
     if isinstance(model, PointCloudSegmenter):
         raise TypeError(f"pack: cannot pack a {cls.__qualname__}: packing "
                         f"segmentation networks is not implemented yet "
-                        f"(supported: the classifiers PointNet, PointNet2 "
-                        f"and DGCNN, BiMLP, BiLinear)")
+                        f"(supported: {known})")
     raise TypeError(f"pack: cannot pack a {cls.__module__}.{cls.__qualname__}"
-                    f" (supported: the package's PointNet, PointNet2 and "
-                    f"DGCNN, BiMLP, BiLinear); a model converted by "
-                    f"binarize() trains and evaluates, but packing it needs "
-                    f"a converter for its class")
+                    f" (supported: the package's {known}); a model converted "
+                    f"by binarize() trains and evaluates, but packing it "
+                    f"needs a converter for its class (deploy.registry."
+                    f"converter)")
 
 
 __all__ = [

@@ -73,3 +73,38 @@ def is_packed(module: Any) -> bool:
     r"""Whether :obj:`module` is an instance of a registered class itself
     (a subclass converts only if it is registered too)."""
     return PACKED_TYPES.get(type(module).__name__) is type(module)
+
+
+# --------------------------------------------------------------------------
+# Converters: trained module class -> function that packs an instance.
+
+#: :obj:`convert(module, fp_dtype, epilogue_dtype, num_points)` by the
+#: trained class it packs (see :func:`converter`).
+Converter = Callable[..., torch.nn.Module]
+CONVERTERS: Dict[type, Converter] = {}
+
+
+def converter(*trained: type) -> Callable[[Converter], Converter]:
+    r"""Decorator: registers a function as the converter that
+    :func:`~torch_geometric_binary.deploy.pack` calls for instances of the
+    :obj:`trained` classes (and their subclasses, unless they have their
+    own), as :obj:`convert(module, fp_dtype, epilogue_dtype, num_points)`.
+    """
+    def register(fn: Converter) -> Converter:
+        for cls in trained:
+            if cls in CONVERTERS:
+                raise ValueError(f"converter: {cls.__qualname__} already has "
+                                 f"a converter ({CONVERTERS[cls].__name__})")
+            CONVERTERS[cls] = fn
+        return fn
+    return register
+
+
+def converter_for(module: torch.nn.Module) -> Optional[Converter]:
+    r"""The converter of the nearest class of :obj:`module` that has one,
+    or :obj:`None`."""
+    for cls in type(module).__mro__:
+        fn = CONVERTERS.get(cls)
+        if fn is not None:
+            return fn
+    return None
