@@ -279,7 +279,9 @@ static at::Tensor xnor_gemm_threshold(const at::Tensor& a, const at::Tensor& w,
 // rows that stay in L1 between layers; the bits of layer P are OR-ed over
 // each group of rows [ptr[g], ptr[g + 1]), with the threshold row
 // `group_set[g]` of layer P (thresholds that depend on the group, e.g. on
-// its size). Layers after P run on the pooled rows. The last layer writes
+// its size); as an OR is unchanged by repeated rows, layers 0 .. P run on
+// each group's distinct input rows only. Layers after P run on the pooled
+// rows. The last layer writes
 // bits (out_mode 0), int32 dots (1) or floats (2):
 //   y = clamp(fma(float(dot) * scale [+ bias], alpha, beta), lo, hi),
 // with `scale` one scalar or one per channel (an epilogue row).
@@ -384,7 +386,6 @@ void run_layer(const Gemm& g0, int64_t rows, uint64_t* bits, uint64_t* oracc,
 
 }  // namespace
 
-#if TGB_X86
 // Moves the distinct rows of `rows` (n rows of W words) to its front, in
 // their order of first appearance; returns their number. Open addressing
 // on a multiplicative hash of the words (a table of row numbers kept per
@@ -418,7 +419,6 @@ static int64_t distinct_rows(uint64_t* rows, int64_t n, int64_t W) {
   }
   return u;
 }
-#endif
 
 // Contiguous int64 (without a dispatcher call when it already is one).
 static at::Tensor as_long(const at::Tensor& t) {
@@ -654,17 +654,13 @@ static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
   }
 #endif
 
-  // Row blocks of the fused part (within one group when pooling).
+  // Row blocks of the fused part (when pooling: within one group, over its
+  // distinct rows, below).
   struct Block { int64_t r0, r1, group; };
   std::vector<Block> blocks;
-  if (pool >= 0) {
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t r = offsets[g]; r < offsets[g + 1]; r += kChainRows)
-        blocks.push_back({r, std::min(offsets[g + 1], r + kChainRows), g});
-  } else {
+  if (pool < 0)
     for (int64_t r = 0; r < M; r += kChainRows)
       blocks.push_back({r, std::min(M, r + kChainRows), 0});
-  }
   const int64_t P = pool >= 0 ? pool : L - 1;
   const int64_t rows_out = pool >= 0 ? G : M;
 
@@ -717,7 +713,6 @@ static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
 
   const std::vector<uint64_t> zeros(max_nw, 0);
   const int64_t PNW = layers[P].NW;
-  std::vector<uint64_t> partial(pool >= 0 ? blocks.size() * PNW : 0, 0);
 
   // Work per block, in word pairs, sets the parallel grain.
   int64_t block_work = 0;
@@ -730,9 +725,98 @@ static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
 #if !TGB_X86
   const bool use_t = false;
 #endif
-  // Without the row-sliced path, the first layer runs first.
-  const at::Tensor xin = lw.defined() && !use_t ? torch_linear() : xc;
+  // Without pooling, the first layer runs first.
+  const at::Tensor xin = lw.defined() && pool < 0 ? torch_linear() : xc;
   const void* xp = xin.data_ptr();
+  // Packs float rows [r0, r1) of `xf` into `dst` for the first binary layer.
+  const auto pack_float = [&](const float* xf, uint64_t* dst, int64_t r0,
+                              int64_t r1) {
+    bool ok = true;
+#if TGB_X86
+    if (has_avx2() && in_sgn != nullptr)
+      ok = avx2::pack_rows_f32_thr(xf, first.K, first.W, in_sgn, in_t, dst,
+                                   r0, r1);
+    else if (has_avx2())
+      avx2::pack_rows_f32(xf, first.K, first.W, dst, r0, r1);
+    else
+#endif
+    if (in_sgn != nullptr)
+      ok = pack_rows_thr(xf, first.K, first.W, in_sgn, in_t, dst, r0, r1);
+    else
+      pack_rows<float>(xf, first.K, first.W, dst, r0, r1);
+    TORCH_CHECK(ok, kNonFinite);
+  };
+
+  // With pooling, the rows are packed first (parallel over rows), then each
+  // group keeps its distinct rows (parallel over groups), at the front of
+  // its rows: the pooled bits are an OR over the rows, so a repeated row
+  // adds nothing, and real clouds repeat many (nearby points share the
+  // first layer's code; about half of a ModelNet40 cloud of 1,024 points).
+  // The layers up to the pooled one run on the distinct rows only.
+  const int64_t W0 = first.W;
+  std::vector<uint64_t> packed;
+  std::vector<int64_t> distinct;
+  if (pool >= 0) {
+    packed.resize(M * W0);
+    at::Tensor xlin;  // torch's first layer (where a bit is uncertain)
+    if (lw.defined()) {
+#if TGB_X86
+      // The row-sliced path takes the bits under a rounding bound; the
+      // others call torch's layer (faster where torch has AVX-512).
+      if (use_t) {
+        avx2::LinearThr lt;
+        lt.Kin = lw.size(1);
+        lt.K = first.K;
+        lt.Kp = (lt.K + 7) / 8 * 8;
+        lt.wt.assign(lt.Kin * lt.Kp, 0.f);
+        lt.wabs.assign(lt.Kin * lt.Kp, 0.f);
+        lt.b.assign(lt.Kp, 0.f);
+        lt.sgn.assign(lt.Kp, 0.f);
+        lt.thr.assign(lt.Kp, 0.f);
+        const float* wp = lw.data_ptr<float>();
+        for (int64_t k = 0; k < lt.K; ++k) {
+          for (int64_t i = 0; i < lt.Kin; ++i) {
+            lt.wt[i * lt.Kp + k] = wp[k * lt.Kin + i];
+            lt.wabs[i * lt.Kp + k] = std::fabs(wp[k * lt.Kin + i]);
+          }
+          lt.b[k] = lb.defined() ? lb.data_ptr<float>()[k] : 0.f;
+          lt.sgn[k] = in_sgn[k];
+          lt.thr[k] = in_t[k];
+        }
+        std::atomic<bool> sure{true};
+        at::parallel_for(0, M, 256, [&](int64_t r0, int64_t r1) {
+          if (!avx2::pack_rows_linear_thr(lt, static_cast<const float*>(xp),
+                                          W0, packed.data(), r0, r1))
+            sure = false;
+        });
+        if (!sure) xlin = torch_linear();
+      } else
+#endif
+        xlin = torch_linear();
+    }
+    if (float_in && (!lw.defined() || xlin.defined())) {
+      const float* xf = static_cast<const float*>(
+          xlin.defined() ? xlin.data_ptr() : xp);
+      at::parallel_for(0, M, 256, [&](int64_t r0, int64_t r1) {
+        pack_float(xf, packed.data(), r0, r1);
+      });
+    } else if (!float_in) {
+      std::copy_n(static_cast<const uint64_t*>(xp), M * W0, packed.data());
+    }
+    distinct.assign(G, 0);
+    at::parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g)
+        distinct[g] = distinct_rows(packed.data() + offsets[g] * W0,
+                                    offsets[g + 1] - offsets[g], W0);
+    });
+    if (!use_t)
+      for (int64_t g = 0; g < G; ++g)
+        for (int64_t r = offsets[g]; r < offsets[g] + distinct[g];
+             r += kChainRows)
+          blocks.push_back(
+              {r, std::min(offsets[g] + distinct[g], r + kChainRows), g});
+  }
+  std::vector<uint64_t> partial(pool >= 0 ? blocks.size() * PNW : 0, 0);
   // The group of each row of `partial`.
   std::vector<int64_t> pgroup;
   for (const Block& b : blocks) pgroup.push_back(b.group);
@@ -759,63 +843,6 @@ static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
         for (int64_t n = 0; n < c.N; ++n)
           lim[l][s * c.N + n] = c.pcmax[s * c.NB * kBlock + n] + 1;
     }
-    // Phase 0: the rows packed (parallel over rows), then each group's
-    // distinct rows kept (parallel over groups). The pooled bits are an OR
-    // over the rows, so a repeated row adds nothing, and real clouds repeat
-    // many (nearby points share the first layer's code). The blocks cover
-    // the distinct rows.
-    const int64_t W0 = first.W;
-    std::vector<uint64_t> packed(M * W0);
-    std::vector<int64_t> distinct(G, 0);
-    at::Tensor xlin;  // torch's first layer, where a bit is uncertain
-    if (lw.defined()) {
-      avx2::LinearThr lt;
-      lt.Kin = lw.size(1);
-      lt.K = first.K;
-      lt.Kp = (lt.K + 7) / 8 * 8;
-      lt.wt.assign(lt.Kin * lt.Kp, 0.f);
-      lt.wabs.assign(lt.Kin * lt.Kp, 0.f);
-      lt.b.assign(lt.Kp, 0.f);
-      lt.sgn.assign(lt.Kp, 0.f);
-      lt.thr.assign(lt.Kp, 0.f);
-      const float* wp = lw.data_ptr<float>();
-      for (int64_t k = 0; k < lt.K; ++k) {
-        for (int64_t i = 0; i < lt.Kin; ++i) {
-          lt.wt[i * lt.Kp + k] = wp[k * lt.Kin + i];
-          lt.wabs[i * lt.Kp + k] = std::fabs(wp[k * lt.Kin + i]);
-        }
-        lt.b[k] = lb.defined() ? lb.data_ptr<float>()[k] : 0.f;
-        lt.sgn[k] = in_sgn[k];
-        lt.thr[k] = in_t[k];
-      }
-      std::atomic<bool> sure{true};
-      at::parallel_for(0, M, 256, [&](int64_t r0, int64_t r1) {
-        if (!avx2::pack_rows_linear_thr(lt, static_cast<const float*>(xp),
-                                        W0, packed.data(), r0, r1))
-          sure = false;
-      });
-      if (!sure) xlin = torch_linear();
-    }
-    if (float_in && (!lw.defined() || xlin.defined())) {
-      const float* xf = static_cast<const float*>(
-          xlin.defined() ? xlin.data_ptr() : xp);
-      at::parallel_for(0, M, 256, [&](int64_t r0, int64_t r1) {
-        bool ok = true;
-        if (in_sgn != nullptr)
-          ok = avx2::pack_rows_f32_thr(xf, first.K, W0, in_sgn, in_t,
-                                       packed.data(), r0, r1);
-        else
-          avx2::pack_rows_f32(xf, first.K, W0, packed.data(), r0, r1);
-        TORCH_CHECK(ok, kNonFinite);
-      });
-    } else if (!float_in) {
-      std::copy_n(static_cast<const uint64_t*>(xp), M * W0, packed.data());
-    }
-    at::parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
-      for (int64_t g = g0; g < g1; ++g)
-        distinct[g] = distinct_rows(packed.data() + offsets[g] * W0,
-                                    offsets[g + 1] - offsets[g], W0);
-    });
     struct TBlock { int64_t r0, rows, group; };
     std::vector<TBlock> tb;
     std::vector<int64_t> gfirst(G + 1, 0);
@@ -896,24 +923,11 @@ static at::Tensor xnor_chain(const at::Tensor& x, at::TensorList weights,
       const Block& blk = blocks[bi];
       const int64_t rows = blk.r1 - blk.r0;
       const uint64_t* in;
-      if (float_in) {
-        const float* xf = static_cast<const float*>(xp) + blk.r0 * first.K;
-        uint64_t* dst = buf_a.data();
-        bool ok = true;
-#if TGB_X86
-        if (has_avx2() && in_sgn != nullptr)
-          ok = avx2::pack_rows_f32_thr(xf, first.K, first.W, in_sgn, in_t,
-                                       dst, 0, rows);
-        else if (has_avx2())
-          avx2::pack_rows_f32(xf, first.K, first.W, dst, 0, rows);
-        else
-#endif
-        if (in_sgn != nullptr)
-          ok = pack_rows_thr(xf, first.K, first.W, in_sgn, in_t, dst, 0,
-                             rows);
-        else
-          pack_rows<float>(xf, first.K, first.W, dst, 0, rows);
-        TORCH_CHECK(ok, kNonFinite);
+      if (pool >= 0) {
+        in = packed.data() + blk.r0 * W0;
+      } else if (float_in) {
+        pack_float(static_cast<const float*>(xp) + blk.r0 * first.K,
+                   buf_a.data(), 0, rows);
         in = buf_a.data();
       } else {
         in = static_cast<const uint64_t*>(xp) + blk.r0 * first.W;
