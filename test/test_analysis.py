@@ -46,6 +46,23 @@ def test_model_diagnostics_show_what_ema_and_lsr_fix():
                for r in ratio['bnn'].values())
 
 
+def test_pooled_entropy_is_taken_at_the_learned_threshold():
+    # ReActNet's RSign binarizes the pooled feature at a learned threshold:
+    # set there at the pooled values' per-channel median, the sign carries
+    # a full bit even though the sign at zero of a plain max carries none.
+    pos, batch = clouds()
+    model = PointNet(5, method='react')
+    pooled = {}
+    model.act.register_forward_hook(
+        lambda m, args, out: pooled.__setitem__('x', out))
+    aggregation_entropy(model, pos, batch)
+    first = model.head.lins[0]
+    assert aggregation_entropy(model, pos, batch)['pool'] < 0.05
+    with torch.no_grad():
+        first.input_threshold.copy_(pooled['x'].quantile(0.5, dim=0))
+    assert aggregation_entropy(model, pos, batch)['pool'] > 0.8
+
+
 def test_method_switches_compose():
     m = resolve_method('bnn+ema')
     assert (m.name, m.ema, m.lsr) == ('bnn+ema', True, False)

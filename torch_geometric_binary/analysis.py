@@ -38,6 +38,14 @@ def binary_entropy(x: Tensor) -> float:
     return float(h.mean())
 
 
+def _first_binary_layer(module: Optional[torch.nn.Module]
+                        ) -> Optional[BiLinear]:
+    for m in module.modules() if module is not None else ():
+        if isinstance(m, BiLinear):
+            return m
+    return None
+
+
 def _pooled_outputs(model: torch.nn.Module) -> Dict[str, torch.nn.Module]:
     r"""The modules whose outputs are max aggregations (message passing)
     or whose inputs are pooled features (a classifier's activation after its
@@ -64,7 +72,10 @@ def aggregation_entropy(model: torch.nn.Module, *inputs,
     r"""The entropy (bits, mean over channels) of the sign of every max
     aggregation's output in one forward pass of :obj:`model` on
     :obj:`inputs`, keyed by module name; a classifier's global pooling is
-    keyed :obj:`"<name>.pool"` (its activation's input). Runs unfused (so
+    keyed :obj:`"<name>.pool"`: the sign its head's first binary layer
+    takes of it, after the activation and any learned threshold (ReActNet's
+    RSign moves the sign point as EMA's :math:`\delta(n)` does), or the
+    pooled feature's own sign when the head is full precision. Runs unfused (so
     that every aggregation is a module call) with BatchNorm on the batch's
     statistics, without dropout; the model is left as it was."""
     out: Dict[str, float] = {}
@@ -79,9 +90,12 @@ def aggregation_entropy(model: torch.nn.Module, *inputs,
         if callable(pool) and isinstance(act, torch.nn.Module) and \
                 not isinstance(pool, torch.nn.Module):
             key = f'{name}.pool' if name else 'pool'
-            handles.append(act.register_forward_pre_hook(
-                lambda m, args, key=key: out.__setitem__(
-                    key, binary_entropy(args[0]))))
+            consumer = _first_binary_layer(getattr(module, 'head', None))
+            handles.append(act.register_forward_hook(
+                lambda m, args, result, key=key, consumer=consumer:
+                out.__setitem__(key, binary_entropy(
+                    args[0] if consumer is None else
+                    consumer.method.binarize_input(result, consumer)))))
     _run(model, handles, inputs, kwargs)
     return out
 
