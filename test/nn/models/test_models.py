@@ -191,12 +191,6 @@ def test_react_state_dict_round_trip(name, batch):
                            other(batch.pos, batch.batch))
 
 
-def test_pack_refuses_react_naming_rprelu():
-    from torch_geometric_binary.deploy import pack
-    with pytest.raises(ValueError, match='RPReLU'):
-        pack(small('pointnet', 'react').eval())
-
-
 def test_react_pointnet_trains_on_synthetic_shapes():
     from torch_geometric_binary.datasets import SyntheticShapes
     data = SyntheticShapes(num_classes=4, num_per_class=6, num_points=64,
