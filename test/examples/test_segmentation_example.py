@@ -3,6 +3,8 @@ parts (24 training and 6 test objects of 64 points, one thread). Most call
 ``main(argv)`` in-process; the command-line run is a (slow) subprocess."""
 import importlib.util
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +132,40 @@ def test_command_line(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), '--eval',
                            str(out / 'best.pt'), '--quiet'], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert last_json(proc.stdout)['instance_miou'] == pytest.approx(
+        line['best_instance_miou'], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes(tmp_path):
+    r"""``torchrun --nproc_per_node=2`` on CPU (gloo): one tiny epoch of
+    part segmentation; rank 0 alone writes and prints, and ``--eval`` of the
+    saved model reproduces its score."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    for key in ('WORLD_SIZE', 'RANK', 'LOCAL_RANK'):
+        env.pop(key, None)
+    out = tmp_path / 'ddp'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nnodes=1',
+           '--nproc_per_node=2', '--master_addr=127.0.0.1',
+           f'--master_port={port}', str(SCRIPT), *TINY, '--model',
+           'pointnet', '--method', 'bipointnet', '--epochs', '1',
+           '--device', 'cpu', '--out', str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    res = read_results(out)
+    assert res['config']['world_size'] == 2 and res['finished']
+    assert len(res['history']) == 1
+    assert proc.stdout.count('Epoch 001/001') == 1
+    line = last_json(proc.stdout)
+    proc = subprocess.run([sys.executable, str(SCRIPT), '--eval',
+                           str(out / 'best.pt'), '--quiet'], cwd=ROOT,
+                          env=env, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert last_json(proc.stdout)['instance_miou'] == pytest.approx(
         line['best_instance_miou'], abs=1e-9)
