@@ -118,6 +118,21 @@ def rsign_model(cls, kwargs, ema):
     return model.eval()
 
 
+def assert_packs_exactly(model, kernel_backend):
+    r"""Thresholds set on the data, then packed and binary predictions
+    compared on two batches (and the per-layer path with the C++ kernels).
+    Returns the packed model and the batches."""
+    batches = [batch_of([40, 33], seed=3), batch_of([29], seed=4)]
+    set_thresholds_on_data(model, *batches[0])
+    packed = pack(model)
+    for p, b in batches:
+        ref = reference(model, p, b)
+        assert_same_predictions(ref, packed(p, b))
+        if kernel_backend == 'cpp':
+            assert_same_predictions(ref, packed.forward_layers(p, b))
+    return packed, batches
+
+
 @pytest.mark.parametrize('cls,kwargs,ema', [
     m + (ema, ) for m, ema in zip(MODELS + MODELS[:1],
                                   [True, True, True, True, False])
@@ -126,14 +141,8 @@ def test_packed_rsign_model_is_exact(kernel_backend, monkeypatch, cls,
                                      kwargs, ema):
     monkeypatch.setenv('TORCH_GEOMETRIC_BINARY_KERNELS', kernel_backend)
     model = rsign_model(cls, kwargs, ema)
-    pos, batch = batch_of([40, 33], seed=3)
-    set_thresholds_on_data(model, pos, batch)
-    packed = pack(model)
-    for p, b in ((pos, batch), batch_of([29], seed=4)):
-        ref = reference(model, p, b)
-        assert_same_predictions(ref, packed(p, b))
-        if kernel_backend == 'cpp':
-            assert_same_predictions(ref, packed.forward_layers(p, b))
+    packed, batches = assert_packs_exactly(model, kernel_backend)
+    pos = batches[0][0]
     # One cloud without a batch vector, and the file round trip.
     ref = reference(model, pos[:40])
     assert_same_predictions(ref, packed(pos[:40]))
@@ -186,14 +195,9 @@ def test_packed_react_model_is_exact(kernel_backend, monkeypatch, cls,
     model = cls(5, method='react+ema', **kwargs).eval()
     assert any(isinstance(m, RPReLU) for m in model.modules())
     randomize_rprelu(model)
-    pos, batch = batch_of([40, 33], seed=3)
-    set_thresholds_on_data(model, pos, batch)
-    packed = pack(model)
-    for p, b in ((pos, batch), batch_of([29], seed=4)):
-        ref = reference(model, p, b)
-        assert_same_predictions(ref, packed(p, b))
-        if kernel_backend == 'cpp':
-            assert_same_predictions(ref, packed.forward_layers(p, b))
+    packed, batches = assert_packs_exactly(model, kernel_backend)
+    p, b = batches[-1]
+    ref = reference(model, p, b)
     f = io.BytesIO()
     save(packed, f)
     f.seek(0)
