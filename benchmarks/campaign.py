@@ -9,20 +9,29 @@ and a folder another job holds, so nothing restarts from scratch silently.
 
     python3 benchmarks/campaign.py status           # where every run stands
     python3 benchmarks/campaign.py start --max 2    # continue/start runs
-    python3 benchmarks/campaign.py save             # ledger + best weights
+    python3 benchmarks/campaign.py save             # ledger + weights
 
 ``save`` writes the ledger (``benchmarks/results/campaign.{md,json}``,
-through ``benchmarks/accuracy_table.py``) and the best weights of every run
-(``benchmarks/results/campaign/<run>.pt``, without optimizer state) to
-commit, so that no result depends on one machine.
+through ``benchmarks/accuracy_table.py``), the best weights of every run
+(``campaign/<run>.pt``, without optimizer state) and, for unfinished runs,
+the whole ``last.pt`` (``campaign/resume/<run>.pt``) to commit, so that no
+result depends on one machine. On a machine without a run's folder,
+``start`` puts that ``last.pt`` back and resumes exactly. Where only the
+best weights were committed, ``start --from-best`` continues from them at
+the best epoch with a fresh optimizer (the epochs after it are redone);
+every such restore is recorded in ``campaign/restores.json`` and the
+ledger. A run the ledger shows as started elsewhere is never started from
+scratch.
 """
 import argparse
 import json
 import os
 import os.path as osp
+import shutil
 import subprocess
 import sys
-from typing import Dict, List
+import time
+from typing import Dict, List, Optional
 
 try:
     import fcntl
@@ -99,13 +108,38 @@ def running(folder: str) -> bool:
     return False
 
 
-def state(name: str, runs_dir: str) -> Dict:
+def ledger(results_dir: str) -> Dict[str, Dict]:
+    r"""The committed ledger's rows by run name (empty if none)."""
+    path = osp.join(results_dir, 'campaign.json')
+    if not osp.exists(path):
+        return {}
+    with open(path) as f:
+        return {r['run']: r for r in json.load(f)}
+
+
+def best_copy(name: str, results_dir: str) -> str:
+    return osp.join(results_dir, 'campaign', f'{name}.pt')
+
+
+def snapshot(name: str, results_dir: str) -> str:
+    return osp.join(results_dir, 'campaign', 'resume', f'{name}.pt')
+
+
+def state(name: str, runs_dir: str, results_dir: Optional[str] = None
+          ) -> Dict:
     folder = osp.join(runs_dir, name)
     out = {'run': name, 'folder': folder, 'running': running(folder)}
     path = osp.join(folder, 'results.json')
     if not osp.exists(path):
         out['state'] = 'not started' if not osp.exists(
             osp.join(folder, 'last.pt')) else 'no results.json'
+        row = ledger(results_dir).get(name) if results_dir else None
+        if out['state'] == 'not started' and row and row['epochs_done']:
+            # Trained on another machine: its folder is not here.
+            out['state'] = ('finished elsewhere' if row['finished']
+                            else 'elsewhere')
+            out['ledger'] = row
+            out['snapshot'] = osp.exists(snapshot(name, results_dir))
         return out
     with open(path) as f:
         res = json.load(f)
@@ -120,7 +154,7 @@ def state(name: str, runs_dir: str) -> Dict:
 
 
 def cmd_status(args) -> List[Dict]:
-    states = [state(name, args.runs_dir) for name in RUNS]
+    states = [state(name, args.runs_dir, args.results_dir) for name in RUNS]
     for s in states:
         extra = ''
         if 'epochs_done' in s:
@@ -128,9 +162,75 @@ def cmd_status(args) -> List[Dict]:
             extra = (f" {s['epochs_done']}/{s['epochs']} epochs, best "
                      f"{100 * best['overall_acc']:.2f}% (epoch "
                      f"{best['epoch']}), {s['train_hours']:.1f} h")
+        elif s['state'] == 'finished elsewhere':
+            row = s['ledger']
+            extra = (f" (ledger: best {100 * row['best_overall_acc']:.2f}% "
+                     f"at epoch {row['best_epoch']})")
+        elif s['state'] == 'elsewhere':
+            row = s['ledger']
+            extra = (f" (ledger: {row['epochs_done']}/"
+                     f"{row['protocol']['epochs']} epochs, best "
+                     f"{100 * row['best_overall_acc']:.2f}% at epoch "
+                     f"{row['best_epoch']}; "
+                     + ('resumes from its committed last.pt)'
+                        if s['snapshot'] else
+                        'only its best weights are committed: start '
+                        '--from-best)'))
         print(f"{s['run']:22s} {s['state']}"
               f"{' (running)' if s['running'] else ''}{extra}")
     return states
+
+
+def restart_state(path: str) -> Dict:
+    r"""A :obj:`last.pt` rebuilt from a run's committed best weights: the
+    run continues after the best epoch with a fresh Adam state and the
+    cosine rate of that epoch; its random states are not kept."""
+    import torch
+    from torch_geometric_binary.train import build_model, load_checkpoint
+    from torch_geometric_binary.train.loop import cosine_lr_lambda
+    state = load_checkpoint(path)
+    a = state['args']
+    model = build_model(state['config'])
+    optimizer = torch.optim.Adam(model.parameters(), lr=a['lr'],
+                                 weight_decay=a['weight_decay'])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_lr_lambda(a['epochs'], a['min_lr'] / a['lr']))
+    optimizer.step()  # No gradients: a no-op that orders the calls.
+    for _ in range(state['epoch']):
+        scheduler.step()
+    state.update(optimizer=optimizer.state_dict(),
+                 scheduler=scheduler.state_dict(),
+                 best_model=state['model'])
+    return state
+
+
+def restore(name: str, runs_dir: str, results_dir: str, from_best: bool
+            ) -> Optional[Dict]:
+    r"""Puts back the :obj:`last.pt` of a run trained elsewhere: its
+    committed one (exact), or one rebuilt from its best weights when
+    :obj:`from_best`. Returns the recorded event, or :obj:`None` when
+    there is nothing to restore from."""
+    from torch_geometric_binary.train import load_checkpoint, save_checkpoint
+    last = osp.join(runs_dir, name, 'last.pt')
+    row = ledger(results_dir).get(name, {})
+    if osp.exists(snapshot(name, results_dir)):
+        src, exact = snapshot(name, results_dir), True
+        state = load_checkpoint(src)  # Refuses a damaged file.
+    elif from_best and osp.exists(best_copy(name, results_dir)):
+        src, exact = best_copy(name, results_dir), False
+        state = restart_state(src)
+    else:
+        return None
+    save_checkpoint(last, state)
+    event = {'run': name, 'when': time.strftime('%Y-%m-%d %H:%M'),
+             'source': osp.relpath(src, ROOT), 'exact': exact,
+             'continues_after_epoch': int(state['epoch']),
+             'ledger_epochs_done': row.get('epochs_done')}
+    path = osp.join(results_dir, 'campaign', 'restores.json')
+    events = json.load(open(path)) if osp.exists(path) else []
+    with open(path, 'w') as f:
+        json.dump(events + [event], f, indent=1)
+    return event
 
 
 def cmd_start(args) -> List[str]:
@@ -141,48 +241,86 @@ def cmd_start(args) -> List[str]:
     for name in args.runs or list(RUNS):
         if len(started) >= slots:
             break
-        s = state(name, args.runs_dir)
-        if s['running'] or s['state'] == 'finished':
+        s = state(name, args.runs_dir, args.results_dir)
+        if s['running'] or s['state'].startswith('finished'):
             continue
         if s['state'].startswith('damaged'):
             print(f"{name}: {s['state']}; not started (restore last.pt or "
                   f"remove the folder)", file=sys.stderr)
             continue
+        if s['state'] == 'elsewhere':
+            event = restore(name, args.runs_dir, args.results_dir,
+                            args.from_best)
+            if event is None:
+                print(f"{name}: trained elsewhere to epoch "
+                      f"{s['ledger']['epochs_done']}, and only its best "
+                      f"weights are committed; not started (--from-best "
+                      f"continues from them)", file=sys.stderr)
+                continue
+            print(f"{name}: restored from {event['source']} "
+                  f"({'exact' if event['exact'] else 'fresh optimizer'}, "
+                  f"after epoch {event['continues_after_epoch']})")
         os.makedirs(args.runs_dir, exist_ok=True)
         log = open(osp.join(args.runs_dir, f'{name}.log'), 'a')
         subprocess.Popen(command(name, args.runs_dir), cwd=ROOT, stdout=log,
                          stderr=subprocess.STDOUT, start_new_session=True)
-        print(f"{name}: {'continued' if 'epochs_done' in s else 'started'}"
+        print(f"{name}: {'continued' if s['state'] != 'not started' else 'started'}"
               f" ({' '.join(command(name, args.runs_dir)[1:])})")
         started.append(name)
     return started
 
 
 def cmd_save(args):
+    sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+    import accuracy_table
     from torch_geometric_binary.train import strip_checkpoint
-    folders = [osp.join(args.runs_dir, n) for n in RUNS
-               if osp.exists(osp.join(args.runs_dir, n, 'results.json'))]
-    if not folders:
+    results = args.results_dir
+    folders = {n: osp.join(args.runs_dir, n) for n in RUNS
+               if osp.exists(osp.join(args.runs_dir, n, 'results.json'))}
+    # Runs without a folder here keep their committed ledger rows.
+    rows = {**ledger(results),
+            **{n: accuracy_table.row(f) for n, f in folders.items()}}
+    rows = [rows[n] for n in RUNS if n in rows]
+    if not rows:
         print('no runs to save')
         return
-    results = osp.join(ROOT, 'benchmarks', 'results')
-    subprocess.run([sys.executable,
-                    osp.join(ROOT, 'benchmarks', 'accuracy_table.py'),
-                    *folders, '--out', osp.join(results, 'campaign')],
-                   check=True, stdout=subprocess.DEVNULL)
-    os.makedirs(osp.join(results, 'campaign'), exist_ok=True)
-    for folder in folders:
-        best = osp.join(folder, 'best.pt')
+    with open(osp.join(results, 'campaign.json'), 'w') as f:
+        json.dump(rows, f, indent=1)
+    text = accuracy_table.markdown(rows)
+    path = osp.join(results, 'campaign', 'restores.json')
+    if osp.exists(path):
+        text += '\nRestored on a new machine (`campaign.py start`):\n\n'
+        for e in json.load(open(path)):
+            how = ('from its committed last.pt (exact)' if e['exact'] else
+                   f"from its best weights with a fresh optimizer (the "
+                   f"ledger had {e['ledger_epochs_done']} epochs)")
+            text += (f"- {e['when']} `{e['run']}`: {how}, continued after "
+                     f"epoch {e['continues_after_epoch']}\n")
+    with open(osp.join(results, 'campaign.md'), 'w') as f:
+        f.write(text)
+    os.makedirs(osp.join(results, 'campaign', 'resume'), exist_ok=True)
+    for name, folder in folders.items():
+        best, last = (osp.join(folder, f) for f in ('best.pt', 'last.pt'))
         if osp.exists(best):
-            dst = osp.join(results, 'campaign',
-                           f'{osp.basename(folder)}.pt')
-            strip_checkpoint(best, dst)
-            print(f"saved {dst}")
+            strip_checkpoint(best, best_copy(name, results))
+            print(f"saved {best_copy(name, results)}")
+        finished = json.load(open(osp.join(folder, 'results.json')))[
+            'finished']
+        if osp.exists(last) and not finished:
+            shutil.copyfile(last, snapshot(name, results) + '.tmp')
+            os.replace(snapshot(name, results) + '.tmp',
+                       snapshot(name, results))
+            print(f"saved {snapshot(name, results)}")
+        elif finished and osp.exists(snapshot(name, results)):
+            os.remove(snapshot(name, results))
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--runs-dir', default=osp.join(osp.dirname(ROOT), 'runs'))
+    p.add_argument('--results-dir',
+                   default=osp.join(ROOT, 'benchmarks', 'results'),
+                   help='where the ledger and the weights are committed')
     sub = p.add_subparsers(dest='cmd', required=True)
     sub.add_parser('status')
     start = sub.add_parser('start')
@@ -191,6 +329,9 @@ def main(argv=None):
     start.add_argument('runs', nargs='*',
                        help=f'which runs, in order (default: all: '
                        f'{", ".join(RUNS)})')
+    start.add_argument('--from-best', action='store_true',
+                       help='continue runs trained elsewhere whose last.pt '
+                       'was not committed from their best weights')
     sub.add_parser('save')
     args = p.parse_args(argv)
     unknown = [r for r in getattr(args, 'runs', None) or [] if r not in RUNS]

@@ -25,16 +25,123 @@ def test_status_and_damaged_runs_are_not_started(campaign, tmp_path,
         'epochs_done': 3, 'finished': False, 'config': {'epochs': 200},
         'best': {'epoch': 2, 'overall_acc': 0.5, 'mean_class_acc': 0.4},
         'train_time': 3600.0}))
-    states = {s['run']: s for s in campaign.main(
-        ['--runs-dir', str(tmp_path), 'status'])}
+    base = ['--runs-dir', str(tmp_path), '--results-dir',
+            str(tmp_path / 'results')]
+    states = {s['run']: s for s in campaign.main(base + ['status'])}
     assert states[name]['state'] == 'damaged (no last.pt)'
     assert states['pn1024_fp_e200']['state'] == 'not started'
     launched = []
     monkeypatch.setattr(campaign.subprocess, 'Popen',
                         lambda *a, **k: launched.append(a[0]))
-    started = campaign.main(['--runs-dir', str(tmp_path), 'start', '--max',
-                             '1', name, 'pn1024_fp_e200'])
+    started = campaign.main(base + ['start', '--max', '1', name,
+                                    'pn1024_fp_e200'])
     assert started == ['pn1024_fp_e200'] and len(launched) == 1
     assert '--resume' in launched[0] and 'damaged' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         campaign.main(['--runs-dir', str(tmp_path), 'start', 'nope'])
+
+
+def _committed(results, name, epochs_done, epoch):
+    r"""A results folder whose ledger shows :obj:`name` trained elsewhere to
+    :obj:`epochs_done`, with its best weights (of :obj:`epoch`)."""
+    import torch
+
+    from torch_geometric_binary.train import build_model, save_checkpoint
+    config = {'model': 'pointnet', 'num_classes': 4, 'method': 'bipointnet',
+              'model_kwargs': {}, 'epochs': 10}
+    torch.manual_seed(0)
+    model = build_model(config)
+    (results / 'campaign').mkdir(parents=True)
+    save_checkpoint(str(results / 'campaign' / f'{name}.pt'), {
+        'version': 1, 'epoch': epoch, 'config': config,
+        'args': {'lr': 1e-3, 'weight_decay': 0.0, 'epochs': 10,
+                 'min_lr': 0.0},
+        'model': model.state_dict(), 'history': [], 'resumed_at': [],
+        'best': {'epoch': epoch, 'overall_acc': 0.5}, 'train_time': 1.0})
+    (results / 'campaign.json').write_text(json.dumps([{
+        'run': name, 'model': 'pointnet', 'method': 'bipointnet',
+        'model_kwargs': {}, 'protocol': {'epochs': 10, 'num_points': 512},
+        'epochs_done': epochs_done, 'finished': False, 'best_epoch': epoch,
+        'best_overall_acc': 0.5, 'best_mean_class_acc': 0.4,
+        'last_overall_acc': 0.45, 'seconds_per_epoch': 9.0,
+        'train_hours': 0.1, 'resumed_at': [],
+        'test_acc_per_epoch': [0.1] * epochs_done, 'command': 'python'}]))
+    return model
+
+
+def test_runs_trained_elsewhere_restore_or_refuse(campaign, tmp_path, capsys,
+                                                  monkeypatch):
+    import torch
+
+    from torch_geometric_binary.train import load_checkpoint
+    from torch_geometric_binary.train.loop import cosine_lr_lambda
+    name, runs, results = 'pn2_p512_bip_e60', tmp_path / 'runs', \
+        tmp_path / 'results'
+    model = _committed(results, name, epochs_done=6, epoch=4)
+    base = ['--runs-dir', str(runs), '--results-dir', str(results)]
+    launched = []
+    monkeypatch.setattr(campaign.subprocess, 'Popen',
+                        lambda *a, **k: launched.append(a[0]))
+
+    states = {s['run']: s for s in campaign.main(base + ['status'])}
+    assert states[name]['state'] == 'elsewhere'
+    assert 'start --from-best' in capsys.readouterr().out
+    # Never from scratch: without --from-best nothing starts.
+    assert campaign.main(base + ['start', name]) == [] and not launched
+    assert 'only its best' in capsys.readouterr().err
+
+    assert campaign.main(base + ['start', '--from-best', name]) == [name]
+    last = load_checkpoint(str(runs / name / 'last.pt'))
+    assert last['epoch'] == 4 and last['scheduler']['last_epoch'] == 4
+    for key, value in model.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(last['best_model'][key], value)
+    # The trainer's resume takes the rebuilt states as they are.
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer.load_state_dict(last['optimizer'])
+    assert cosine_lr_lambda(10)(last['scheduler']['last_epoch']) == \
+        pytest.approx(0.5 * (1 + torch.cos(torch.tensor(0.4 * 3.14159265))))
+    event, = json.loads((results / 'campaign' / 'restores.json').read_text())
+    assert (event['exact'], event['continues_after_epoch'],
+            event['ledger_epochs_done']) == (False, 4, 6)
+    assert launched and '--resume' in launched[0]
+
+
+def test_save_commits_last_pt_and_keeps_rows_of_runs_elsewhere(
+        campaign, tmp_path, monkeypatch):
+    from torch_geometric_binary.train import load_checkpoint
+    runs, results = tmp_path / 'runs', tmp_path / 'results'
+    _committed(results, 'pn2_p512_bip_e60', epochs_done=6, epoch=4)
+    monkeypatch.setattr(campaign.subprocess, 'Popen', lambda *a, **k: None)
+    base = ['--runs-dir', str(runs), '--results-dir', str(results)]
+    # A run of this machine: restored, then "trained" to epoch 4.
+    campaign.main(base + ['start', '--from-best', 'pn2_p512_bip_e60'])
+    other = json.loads((results / 'campaign.json').read_text())[0]
+    other['run'] = 'dgcnn_p512_fp_e40'
+    (results / 'campaign.json').write_text(json.dumps([other]))
+    folder = runs / 'pn2_p512_bip_e60'
+    history = [{'epoch': e, 'test_acc': 0.1 * e, 'mean_class_acc': 0.1}
+               for e in (1, 2, 3, 4)]
+    config = dict(load_checkpoint(str(folder / 'last.pt'))['config'],
+                  dataset='modelnet40', num_points=512)
+    (folder / 'results.json').write_text(json.dumps({
+        'config': config, 'history': history, 'epochs_done': 4,
+        'finished': False, 'train_time': 8.0, 'resumed_at': [5],
+        'best': {'epoch': 4, 'overall_acc': 0.4, 'mean_class_acc': 0.1},
+        'last': {'overall_acc': 0.4, 'mean_class_acc': 0.1}}))
+    (folder / 'best.pt').write_bytes((folder / 'last.pt').read_bytes())
+    campaign.main(base + ['save'])
+    rows = {r['run']: r for r in json.loads(
+        (results / 'campaign.json').read_text())}
+    assert set(rows) == {'pn2_p512_bip_e60', 'dgcnn_p512_fp_e40'}
+    assert rows['pn2_p512_bip_e60']['test_acc_per_epoch'] == \
+        [h['test_acc'] for h in history]
+    snap = results / 'campaign' / 'resume' / 'pn2_p512_bip_e60.pt'
+    assert snap.read_bytes() == (folder / 'last.pt').read_bytes()
+    assert 'fresh optimizer' in (results / 'campaign.md').read_text()
+    # On the next machine the committed last.pt comes back exactly.
+    runs2 = tmp_path / 'runs2'
+    campaign.main(['--runs-dir', str(runs2), '--results-dir', str(results),
+                   'start', 'pn2_p512_bip_e60'])
+    assert (runs2 / 'pn2_p512_bip_e60' / 'last.pt').read_bytes() == \
+        snap.read_bytes()
