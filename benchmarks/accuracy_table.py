@@ -10,31 +10,43 @@ import json
 import os
 import shlex
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 PROTOCOL_KEYS = ['dataset', 'num_points', 'epochs', 'batch_size', 'lr',
                  'weight_decay', 'augment', 'seed', 'teacher', 'kd_alpha',
                  'kd_temp', 'init_from', 'weight_avg_decay', 'precision']
 
 
-def command(config: Dict[str, Any], out: str) -> str:
-    r"""The ``examples/modelnet.py`` command line that produced a run."""
-    args = ['python', 'examples/modelnet.py', '--model', config['model'],
+def cli_command(script: str, config: Dict[str, Any], keys: List[str],
+                out: str, derived: Tuple[str, ...] = ()) -> str:
+    r"""The command line of :obj:`script` that trains a run of
+    :obj:`config`: model, method, dataset and root, the options
+    :obj:`keys` that are set, the model arguments (but those
+    :obj:`derived` from the data) and augmentation."""
+    args = ['python', script, '--model', config['model'],
             '--method', config['method'], '--dataset', config['dataset']]
     if config.get('root'):
         args += ['--root', os.path.relpath(config['root'])]
-    for key in ['num_points', 'epochs', 'batch_size', 'lr', 'weight_decay',
-                'seed', 'teacher', 'kd_alpha', 'kd_temp', 'init_from',
-                'weight_avg_decay', 'precision']:
+    for key in keys:
         value = config.get(key)
         if value is not None and not (key == 'weight_decay' and value == 0):
             args += [f"--{key.replace('_', '-')}", str(value)]
-    if config.get('model_kwargs'):
-        args += ['--model-kwargs', json.dumps(config['model_kwargs'])]
+    kwargs = {k: v for k, v in (config.get('model_kwargs') or {}).items()
+              if k not in derived}
+    if kwargs:
+        args += ['--model-kwargs', json.dumps(kwargs)]
     if not config.get('augment', True):
         args.append('--no-augment')
     args += ['--out', out]
     return ' '.join(shlex.quote(a) for a in args)
+
+
+def command(config: Dict[str, Any], out: str) -> str:
+    r"""The ``examples/modelnet.py`` command line that produced a run."""
+    return cli_command('examples/modelnet.py', config, [
+        'num_points', 'epochs', 'batch_size', 'lr', 'weight_decay', 'seed',
+        'teacher', 'kd_alpha', 'kd_temp', 'init_from', 'weight_avg_decay',
+        'precision'], out)
 
 
 def row(run_dir: str) -> Dict[str, Any]:

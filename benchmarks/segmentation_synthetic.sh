@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The part-segmentation comparison on the embedded synthetic parts (issue
+# 21): full precision, plain BNN and BiPointNet for each backbone, the same
+# protocol for all, one after the other on one thread. Run folders live
+# outside the work tree; an interrupted run continues with --resume, a
+# finished one is skipped. The table goes to benchmarks/results/.
+#
+#   bash benchmarks/segmentation_synthetic.sh   # 30 epochs, 40 objects a category
+#   EPOCHS=10 MODELS=pointnet bash benchmarks/segmentation_synthetic.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+EPOCHS="${EPOCHS:-30}"
+PER_CATEGORY="${PER_CATEGORY:-40}"
+RUNS="${RUNS:-../runs/segsyn_e${EPOCHS}_c${PER_CATEGORY}}"
+folders=()
+for model in ${MODELS:-pointnet pointnet2 dgcnn}; do
+  for method in ${METHODS:-fp bnn bipointnet}; do
+    out="$RUNS/${model}_${method}"
+    folders+=("$out")
+    if [ -f "$out/results.json" ] && "$PYTHON" -c "import json, sys; \
+sys.exit(not json.load(open(sys.argv[1]))['finished'])" "$out/results.json"
+    then
+      continue
+    fi
+    "$PYTHON" examples/segmentation.py --model "$model" --method "$method" \
+      --synthetic-per-category "$PER_CATEGORY" --num-points 512 \
+      --epochs "$EPOCHS" --batch-size 16 --lr 0.002 --threads 1 --quiet \
+      --out "$out" --resume
+  done
+done
+"$PYTHON" benchmarks/segmentation_table.py "${folders[@]}" \
+  --out "benchmarks/results/segmentation_synthetic_e${EPOCHS}_c${PER_CATEGORY}"

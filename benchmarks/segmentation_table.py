@@ -1,0 +1,96 @@
+r"""Collects segmentation runs of ``examples/segmentation.py`` into one table
+(markdown + JSON): for each run its backbone, method, the last and best
+epoch's scores, the final training loss and the training time, with the
+per-epoch score and the command that reproduces the run.
+
+    python benchmarks/segmentation_table.py ../runs/segsyn_e30_c40/* \
+        --out benchmarks/results/segmentation_synthetic_e30_c40
+"""
+import argparse
+import json
+import os
+import sys
+from typing import Any, Dict, List
+
+from accuracy_table import cli_command
+
+# The score each task ranks runs by, then the other metrics it reports.
+METRICS = {'part': ['instance_miou', 'category_miou'],
+           'semantic': ['miou', 'overall_acc']}
+
+
+def command(config: Dict[str, Any], out: str) -> str:
+    r"""The ``examples/segmentation.py`` command line of a run."""
+    return cli_command('examples/segmentation.py', config, [
+        'synthetic_per_category', 'synthetic_points', 'num_points', 'epochs',
+        'batch_size', 'lr', 'weight_decay', 'seed', 'precision'], out,
+        derived=('num_categories', 'in_channels'))
+
+
+def row(run_dir: str) -> Dict[str, Any]:
+    with open(os.path.join(run_dir, 'results.json')) as f:
+        results = json.load(f)
+    config, history = results['config'], results['history']
+    names = METRICS[config['seg_task']]
+    return {
+        'run': os.path.basename(os.path.normpath(run_dir)),
+        'model': config['model'], 'method': config['method'],
+        'task': config['seg_task'],
+        'epochs_done': results['epochs_done'], 'epochs': config['epochs'],
+        'finished': results['finished'],
+        'last': {k: results['last'][k] for k in names},
+        'best': {k: results['best'][k] for k in ['epoch'] + names},
+        'final_train_loss': history[-1]['loss'] if history else None,
+        'train_minutes': results['train_time'] / 60,
+        'per_epoch': [h[names[0]] for h in history],
+        'command': command(config, run_dir),
+    }
+
+
+def markdown(rows: List[Dict[str, Any]]) -> str:
+    names = METRICS[rows[0]['task']]
+    head = ' | '.join(f'{n} last | {n} best (epoch)' for n in names)
+    lines = [f'| backbone | method | epochs | {head} | final train loss '
+             f'| train min |',
+             '| --- ' * (5 + 2 * len(names)) + '|']
+    for r in rows:
+        cells = ' | '.join(
+            f"{100 * r['last'][n]:.2f} | {100 * r['best'][n]:.2f} "
+            f"({r['best']['epoch']})" for n in names)
+        epochs = f"{r['epochs_done']}/{r['epochs']}" + (
+            '' if r['finished'] else ' (unfinished)')
+        lines.append(f"| {r['model']} | {r['method']} | {epochs} | {cells} "
+                     f"| {r['final_train_loss']:.3f} "
+                     f"| {r['train_minutes']:.1f} |")
+    lines += ['', 'Commands:', '']
+    lines += [f"- `{r['run']}`: `{r['command']}`" for r in rows]
+    lines += ['', f'{names[0]} per epoch (%):', '']
+    lines += [f"- `{r['run']}`: " + ', '.join(
+        f'{100 * a:.1f}' for a in r['per_epoch']) for r in rows]
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('runs', nargs='+', help='output folders of runs')
+    parser.add_argument('--out', required=True,
+                        help='path prefix of the .md and .json written')
+    args = parser.parse_args(argv)
+    missing = [r for r in args.runs
+               if not os.path.isfile(os.path.join(r, 'results.json'))]
+    if missing:
+        parser.error(f"no results.json in: {', '.join(missing)}")
+    rows = [row(r) for r in args.runs]
+    if len({r['task'] for r in rows}) > 1:
+        parser.error('the runs mix part and semantic segmentation')
+    os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
+    with open(args.out + '.json', 'w') as f:
+        json.dump(rows, f, indent=1)
+    with open(args.out + '.md', 'w') as f:
+        f.write(markdown(rows))
+    sys.stdout.write(markdown(rows))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
