@@ -254,7 +254,7 @@ class PackedMLP(torch.nn.Module):
                              f"pack does not support")
         trained_acts = getattr(mlp, 'acts', None)
         acts = None if trained_acts is None else [
-            convert_act(a, f'{where}.acts[{i}]')
+            convert_act(a, f'{where}.acts.{i}')
             for i, a in enumerate(trained_acts)]
         act = convert_act(mlp.act, f'{where}.act')
         n = len(mlp.lins)
@@ -268,7 +268,7 @@ class PackedMLP(torch.nn.Module):
             if norm is not None and isinstance(norm, torch.nn.Identity):
                 norm = None
             if norm is not None and _unwrap_norm_or_none(norm) is None:
-                raise TypeError(f"pack: {where}.norms[{i}] is a "
+                raise TypeError(f"pack: {where}.norms.{i} is a "
                                 f"{type(norm).__name__}; pack supports batch "
                                 f"normalization only")
             if binary[i]:
@@ -288,7 +288,7 @@ class PackedMLP(torch.nn.Module):
                 try:
                     lins.append(PackedLinear.from_linear(lin, fp_dtype))
                 except TypeError:
-                    raise TypeError(f"pack: {where}.lins[{i}] is a "
+                    raise TypeError(f"pack: {where}.lins.{i} is a "
                                     f"{type(lin).__name__}, which pack does "
                                     f"not know") from None
                 norms.append(FrozenBatchNorm.from_module(norm)
@@ -348,7 +348,11 @@ class PackedMLP(torch.nn.Module):
             x = unpack_bits(x, lin.in_channels)
         return self.fp_tail(i, lin(x), sign_only)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, batch: Optional[Tensor] = None,
+                batch_size: Optional[int] = None) -> Tensor:
+        r"""The MLP's output (:obj:`batch` and :obj:`batch_size`, the
+        trained MLP's arguments for batch-aware normalizations, are not
+        needed in inference mode)."""
         if x.is_floating_point() and x.size(-1) != self.in_channels:
             raise ValueError(f"PackedMLP expects inputs with "
                              f"{self.in_channels} channels (got shape "
@@ -359,6 +363,51 @@ class PackedMLP(torch.nn.Module):
             else:
                 x = self.fp_layer(i, x)
         return x
+
+    def max_pool(self, x: Tensor, batch: Optional[Tensor], size: int,
+                 ema: Optional[bool] = None) -> Tensor:
+        r"""What :meth:`BiMLP.max_pool
+        <torch_geometric_binary.nn.BiMLP.max_pool>` gives: the max of the
+        MLP's float output over each cloud, minus :math:`\delta(n)` of the
+        cloud's size :math:`n` with :obj:`ema`,
+        :obj:`[size, out_channels]`. A packed MLP does not keep its
+        method, so :obj:`ema` must be given."""
+        if ema is None:
+            raise ValueError("PackedMLP.max_pool: pass 'ema' (a packed MLP "
+                             "does not keep its method's EMA switch)")
+        pool = global_ema_max_pool if ema else global_max_pool
+        return pool(self._float(self(x)), batch, size)
+
+    def group_max(self, x: Tensor, group_size: Optional[int] = None,
+                  ema: Optional[bool] = None, batch: Optional[Tensor] = None,
+                  batch_size: Optional[int] = None,
+                  ptr: Optional[Tensor] = None) -> Tensor:
+        r"""What :meth:`BiMLP.group_max
+        <torch_geometric_binary.nn.BiMLP.group_max>` gives: the max of the
+        MLP's float output over each group of consecutive rows (of
+        :obj:`group_size` rows, or given by the CSR offsets :obj:`ptr`),
+        minus :math:`\delta(n)` of each group's size with :obj:`ema`
+        (which must be given)."""
+        if ema is None:
+            raise ValueError("PackedMLP.group_max: pass 'ema' (a packed MLP "
+                             "does not keep its method's EMA switch)")
+        rows = x.size(0) if x.dim() > 0 else 0
+        if ptr is None:
+            if group_size is None or group_size < 1 or rows % group_size:
+                raise ValueError(f"PackedMLP.group_max: {rows} rows do not "
+                                 f"form groups of {group_size}")
+            ptr = torch.arange(0, rows + 1, group_size, device=x.device)
+        sizes = ptr[1:] - ptr[:-1]
+        index = torch.repeat_interleave(
+            torch.arange(sizes.numel(), device=x.device), sizes)
+        pool = global_ema_max_pool if ema else global_max_pool
+        return pool(self._float(self(x)), index, sizes.numel())
+
+    def _float(self, out: Tensor) -> Tensor:
+        if not out.is_floating_point():
+            raise ValueError("PackedMLP: pooling needs the MLP's float "
+                             "output, but its last layer gives packed bits")
+        return out
 
     def extra_repr(self) -> str:
         return f'channels={self.channel_list}, plain_last={self.plain_last}'
