@@ -793,7 +793,7 @@ class PackedDGCNN(_PackedClassifier):
                                            *args),
             lin1=_mlp(model.lin1, f'{where}.lin1', *args),
             place_acts=None if acts is None else torch.nn.ModuleList(
-                _act(a, f'{where}.place_acts[{i}]')
+                _act(a, f'{where}.place_acts.{i}')
                 for i, a in enumerate(acts)))
 
     def _place_act(self, i: int) -> torch.nn.Module:
