@@ -648,10 +648,19 @@ class PackedSetAbstraction(torch.nn.Module):
 
     def forward(self, x: Optional[Tensor], pos: Tensor,
                 batch: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        r"""PointNetConv's result on the sampled centres: the (EMA) max
+        over each centre :math:`i`'s neighbours :math:`j` of
+        :obj:`local_nn([x_j, pos_j - pos_i])` (pooled by
+        :meth:`PackedMLP.pool`), then :obj:`global_nn`."""
         idx, edge_index = self.graph(pos, batch)
-        x_dst = None if x is None else x[idx]
-        x = self.conv((x, x_dst), (pos, pos[idx]), edge_index)
-        return x, pos[idx], batch[idx]
+        j, i = edge_index[0], edge_index[1]
+        pos_dst = pos[idx]
+        msg = pos.index_select(0, j) - pos_dst.index_select(0, i)
+        if x is not None:
+            msg = torch.cat([x.index_select(0, j), msg], dim=1)
+        conv = self.conv
+        out = conv.local_nn.pool(msg, i, idx.numel(), conv.ema)
+        return conv.global_nn(out), pos_dst, batch[idx]
 
 
 @register_packed
@@ -766,7 +775,14 @@ class PackedEdgeConv(EdgeConv):
         return knn_edges(x, x, self.k, batch, batch, self.num_workers)
 
     def forward(self, x: Tensor, batch: Tensor) -> Tensor:  # type: ignore
-        return super().forward(x, self.graph(x, batch))
+        r"""EdgeConv's result on the :math:`k`-NN graph of :obj:`x`: the
+        (EMA) max over each point's neighbours :math:`j` of
+        :obj:`nn([x_i, x_j - x_i])`, pooled by :meth:`PackedMLP.pool`."""
+        edge_index = self.graph(x, batch)
+        j, i = edge_index[0], edge_index[1]
+        x_i = x.index_select(0, i)
+        msg = torch.cat([x_i, x.index_select(0, j) - x_i], dim=-1)
+        return self.nn.pool(msg, i, x.size(0), self.ema)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(nn={self.nn}, k={self.k}, '
