@@ -56,7 +56,7 @@ from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
                                                     register_packed,
                                                     run_converter)
 from torch_geometric_binary.nn.conv import BiDynamicEdgeConv
-from torch_geometric_binary.nn.methods import BinaryMethod, resolve_method
+from torch_geometric_binary.nn.methods import BinaryMethod
 from torch_geometric_binary.nn.models import MODELS, SEG_MODELS
 from torch_geometric_binary.nn.models.pointnet import TNet
 from torch_geometric_binary.nn.models.pointnet2 import SetAbstraction
@@ -335,10 +335,12 @@ class PackedModel(torch.nn.Module):
         if like is not None:
             def modules(m):
                 return [(n, type(c)) for n, c in m.named_modules()]
-            if modules(model) != modules(like):
+            if modules(model) != modules(like) or getattr(
+                    model, 'method', None) != getattr(like, 'method', None):
                 raise ValueError(f"save: {trained}({kwargs}) does not "
-                                 f"rebuild the packed model's modules; the "
-                                 f"file could not be loaded")
+                                 f"rebuild the packed model (its modules or "
+                                 f"its method differ); the file could not "
+                                 f"be loaded")
         return model
 
     def __repr__(self) -> str:
