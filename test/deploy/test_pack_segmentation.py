@@ -257,3 +257,12 @@ def test_saving_needs_a_known_class():
         assert_same_predictions(model(pos), packed(pos))
     with pytest.raises(TypeError, match='cannot save a packed Mine'):
         save(packed, io.BytesIO())
+
+
+@pytest.mark.parametrize('name', ['pointnet', 'dgcnn'])
+def test_pure_pytorch_kernels_agree(monkeypatch, name):
+    model, packed = cached(name)
+    pos, batch, category, _ = batch_of([0, 9], False, [NUM_POINTS, 53])
+    ref = packed(pos, batch, category=category)
+    monkeypatch.setenv('TORCH_GEOMETRIC_BINARY_KERNELS', 'torch')
+    assert torch.equal(packed(pos, batch, category=category), ref)
