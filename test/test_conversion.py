@@ -166,11 +166,46 @@ def test_nothing_to_binarize_and_bad_method():
         binarize(PointNet2(), method='xnor-net-9000')
 
 
-def test_packing_a_converted_model_names_what_it_cannot_pack():
+@pytest.mark.parametrize('make,method', [
+    (lambda: PointNet2(global_sa=GlobalSAModuleEMA), 'bipointnet'),
+    (PointNet2, 'bnn'), (EdgeNet, 'bipointnet')],
+    ids=['pointnet2-ema', 'pointnet2-bnn', 'edgenet'])
+def test_converted_models_pack_module_by_module(make, method):
+    # deploy.pack packs a converted model module by module (its own
+    # forward with the packed BiMLPs and full-precision layers), with the
+    # binary model's outputs; it cannot save it (its class is the user's).
+    import io
+
+    from torch_geometric_binary import deploy
+    torch.manual_seed(0)
+    binary, _ = binarize(make(), method=method)
+    pos, batch = clouds()
+    binary.train()
+    binary(pos, batch)  # LSR scales and BatchNorm statistics from data.
+    binary.eval()
+    packed = deploy.pack(binary)
+    assert isinstance(packed, deploy.PackedModel)
+    assert not any(isinstance(m, (BiLinear, BiMLP))
+                   for m in packed.modules())
+    assert not any(True for _ in packed.parameters())
+    for seed in (0, 1):
+        pos, batch = clouds()
+        pos = pos + 0.05 * seed
+        with torch.no_grad():
+            ref = binary(pos, batch)
+        out = packed(pos, batch)
+        assert torch.equal(out.argmax(-1), ref.argmax(-1))
+        assert (out - ref).abs().max() <= 1e-4 * ref.abs().max().clamp(min=1)
+    with pytest.raises(TypeError, match='cannot save a packed'):
+        deploy.save(packed, io.BytesIO())
+
+
+def test_packing_names_a_module_it_cannot_pack():
     from torch_geometric_binary import deploy
     binary, _ = binarize(PointNet2())
-    with pytest.raises(TypeError, match='test_conversion.PointNet2'):
-        deploy.pack(binary)
+    binary.sa2.extra = torch.nn.PReLU()
+    with pytest.raises(TypeError, match=r'PointNet2\.sa2\.extra is a PReLU'):
+        deploy.pack(binary.eval())
 
 
 def test_method_state_follows_the_copied_weights():

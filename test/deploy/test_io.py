@@ -15,7 +15,8 @@ from torch_geometric_binary.deploy.io import KINDS, PackedFileError
 from torch_geometric_binary.deploy.registry import (PACKED_TYPES, is_packed,
                                                     register_packed)
 from torch_geometric_binary.nn import BiMLP
-from torch_geometric_binary.nn.models import DGCNN, PointNet, PointNet2
+from torch_geometric_binary.nn.models import (DGCNN, PointNet, PointNet2,
+                                              PointNet2Seg)
 
 from .test_pack_models import IDS, MODELS, batch_of, cached
 
@@ -268,13 +269,16 @@ def _adder(stored):
 def test_every_packed_type_round_trips_through_its_config():
     # The packed modules of the three models (with T-Nets), a BiMLP with
     # a non-clamp activation (its float tail stays a BinaryEpilogue), and
-    # ReActNet (RPReLU activations, also inside a float tail).
+    # ReActNet (RPReLU activations, also inside a float tail), and a
+    # segmentation network (packed module by module: PackedModel).
     mlp = BiMLP([13, 70, 40, 9], act='tanh', plain_last=False).eval()
     react = PointNet(5, method='react', feature_transform=True).eval()
+    torch.manual_seed(0)
+    seg = PointNet2Seg(5).eval()
     roots = [cached(PointNet, input_transform=True,
                     feature_transform=True)[1],
              cached(PointNet2)[1], cached(DGCNN, k=12)[1], pack(mlp),
-             pack(react)]
+             pack(react), pack(seg)]
     modules = [m for r in roots for m in r.modules() if is_packed(m)]
     assert {type(m) for m in modules} == set(PACKED_TYPES.values())
     assert all(cls.__name__ == name for name, cls in PACKED_TYPES.items())

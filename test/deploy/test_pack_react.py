@@ -208,6 +208,6 @@ def test_refuses_rprelu_with_non_positive_slope():
     model = PointNet(5, method='react').eval()
     with torch.no_grad():
         model.mlp2.acts[1].beta[3] = 0.0
-    with pytest.raises(ValueError, match=r"mlp2\.acts\[1\].*slope beta is "
+    with pytest.raises(ValueError, match=r"mlp2\.acts\.1.*slope beta is "
                        r"not positive \(channels \[3\]\)"):
         pack(model)

@@ -1,7 +1,8 @@
 r"""Bit-packed inference for trained binary layers and models: XNOR-popcount
 kernels (C++ with a pure-PyTorch fallback), packed layers whose batch
 normalization is folded into integer thresholds, :func:`pack` for whole
-binary models (PointNet, PointNet++, DGCNN), and :func:`save` /
+binary models (fused for PointNet, PointNet++ and DGCNN; module by module
+for the segmentation networks and other models), and :func:`save` /
 :func:`load` of packed models."""
 from .kernels import (
     backend,
@@ -27,6 +28,7 @@ from .modules import (FrozenBatchNorm, PackedGlobalPool, PackedLinear,
 from .models import (PackedDGCNN, PackedEdgeConv, PackedPointConv,
                      PackedPointNet, PackedPointNet2, PackedSetAbstraction,
                      PackedTNet, cat_bits, pack)
+from .generic import PackedFeaturePropagation, PackedModel, pack_modules
 from .io import PackedFileError, file_size, load, num_bytes, save
 
 __all__ = [
@@ -67,6 +69,9 @@ __all__ = [
     'PackedPointNet2',
     'PackedEdgeConv',
     'PackedDGCNN',
+    'PackedFeaturePropagation',
+    'PackedModel',
+    'pack_modules',
     'pack',
     'save',
     'load',

@@ -46,15 +46,16 @@ from torch_geometric_binary.deploy.modules import (PackedGlobalPool,
                                                    check_method, pack_binary)
 from torch_geometric_binary.deploy.activations import convert_act
 from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
-                                                    CONVERTERS, converter,
+                                                    converter,
                                                     converter_for,
-                                                    register_packed)
+                                                    is_part_only,
+                                                    register_packed,
+                                                    run_converter)
 from torch_geometric_binary.nn.aggr import EMAMaxAggregation
 from torch_geometric_binary.nn.linear import BiLinear
 from torch_geometric_binary.nn.mlp import BiMLP
 from torch_geometric_binary.nn.models import DGCNN, PointNet, PointNet2
-from torch_geometric_binary.nn.models.common import (PointCloudClassifier,
-                                                     PointCloudSegmenter)
+from torch_geometric_binary.nn.models.common import PointCloudClassifier
 from torch_geometric_binary.nn.models.pointnet import apply_transform
 from torch_geometric_binary.nn.neighbors import fps, knn_edges, radius_edges
 from torch_geometric_binary.utils import check_points
@@ -647,10 +648,19 @@ class PackedSetAbstraction(torch.nn.Module):
 
     def forward(self, x: Optional[Tensor], pos: Tensor,
                 batch: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        r"""PointNetConv's result on the sampled centres: the (EMA) max
+        over each centre :math:`i`'s neighbours :math:`j` of
+        :obj:`local_nn([x_j, pos_j - pos_i])` (pooled by
+        :meth:`PackedMLP.pool`), then :obj:`global_nn`."""
         idx, edge_index = self.graph(pos, batch)
-        x_dst = None if x is None else x[idx]
-        x = self.conv((x, x_dst), (pos, pos[idx]), edge_index)
-        return x, pos[idx], batch[idx]
+        j, i = edge_index[0], edge_index[1]
+        pos_dst = pos[idx]
+        msg = pos.index_select(0, j) - pos_dst.index_select(0, i)
+        if x is not None:
+            msg = torch.cat([x.index_select(0, j), msg], dim=1)
+        conv = self.conv
+        out = conv.local_nn.pool(msg, i, idx.numel(), conv.ema)
+        return conv.global_nn(out), pos_dst, batch[idx]
 
 
 @register_packed
@@ -765,7 +775,14 @@ class PackedEdgeConv(EdgeConv):
         return knn_edges(x, x, self.k, batch, batch, self.num_workers)
 
     def forward(self, x: Tensor, batch: Tensor) -> Tensor:  # type: ignore
-        return super().forward(x, self.graph(x, batch))
+        r"""EdgeConv's result on the :math:`k`-NN graph of :obj:`x`: the
+        (EMA) max over each point's neighbours :math:`j` of
+        :obj:`nn([x_i, x_j - x_i])`, pooled by :meth:`PackedMLP.pool`."""
+        edge_index = self.graph(x, batch)
+        j, i = edge_index[0], edge_index[1]
+        x_i = x.index_select(0, i)
+        msg = torch.cat([x_i, x.index_select(0, j) - x_i], dim=-1)
+        return self.nn.pool(msg, i, x.size(0), self.ema)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(nn={self.nn}, k={self.k}, '
@@ -792,7 +809,7 @@ class PackedDGCNN(_PackedClassifier):
                                            *args),
             lin1=_mlp(model.lin1, f'{where}.lin1', *args),
             place_acts=None if acts is None else torch.nn.ModuleList(
-                _act(a, f'{where}.place_acts[{i}]')
+                _act(a, f'{where}.place_acts.{i}')
                 for i, a in enumerate(acts)))
 
     def _place_act(self, i: int) -> torch.nn.Module:
@@ -877,14 +894,17 @@ def _pack_dgcnn(model, fp_dtype, epilogue_dtype, num_points):
 
 
 @converter(BiMLP)
-def _pack_bimlp(model, fp_dtype, epilogue_dtype, num_points):
+def _pack_bimlp(model, fp_dtype, epilogue_dtype, num_points,
+                where='BiMLP'):
     _any_size(model, num_points)
-    return PackedMLP.from_bimlp(model, fp_dtype, epilogue_dtype)
+    return PackedMLP.from_bimlp(model, fp_dtype, epilogue_dtype, where)
 
 
 @converter(BiLinear)
-def _pack_bilinear(model, fp_dtype, epilogue_dtype, num_points):
+def _pack_bilinear(model, fp_dtype, epilogue_dtype, num_points,
+                   where='BiLinear'):
     _any_size(model, num_points)
+    check_method(model.method, where)
     return pack_binary(model, None, None, 'float', epilogue_dtype)
 
 
@@ -901,17 +921,36 @@ def pack(model: torch.nn.Module, fp_dtype: torch.dtype = torch.float32,
     outputs as :obj:`model` in inference mode (float32 storage; exactly for
     PointNet, up to float rounding in the logits otherwise).
 
+    Two ways, by the model's class:
+
+    * **fused** (the fast path): a class with a converter of its own
+      (:func:`~torch_geometric_binary.deploy.converter`) becomes its packed
+      twin. :class:`~torch_geometric_binary.nn.models.PointNet` (with or
+      without T-Nets),
+      :class:`~torch_geometric_binary.nn.models.PointNet2` and
+      :class:`~torch_geometric_binary.nn.models.DGCNN` run their binary
+      layers as fused C++ chains; a single
+      :class:`~torch_geometric_binary.nn.BiMLP` becomes a
+      :class:`~torch_geometric_binary.deploy.PackedMLP`, a
+      :class:`~torch_geometric_binary.nn.BiLinear` a
+      :class:`~torch_geometric_binary.deploy.PackedBiLinear` with float
+      output.
+    * **module by module** (every other model: the segmentation networks
+      :class:`~torch_geometric_binary.nn.models.PointNetSeg`,
+      :class:`~torch_geometric_binary.nn.models.PointNet2Seg`,
+      :class:`~torch_geometric_binary.nn.models.DGCNNSeg`, your own
+      models): a :class:`~torch_geometric_binary.deploy.PackedModel`, a copy
+      of the model whose trained submodules with a converter are replaced by
+      their packed forms and whose own :meth:`forward` runs unchanged (see
+      :mod:`~torch_geometric_binary.deploy.generic`). A submodule with
+      parameters or buffers that no converter packs raises a
+      :class:`TypeError` naming its path. Models of the package save and
+      load; full-precision layers stay float32 (:obj:`fp_dtype` and
+      :obj:`num_points` are for the fused classifiers).
+
     Args:
-        model (torch.nn.Module): A binary
-            :class:`~torch_geometric_binary.nn.models.PointNet` (with or
-            without T-Nets),
-            :class:`~torch_geometric_binary.nn.models.PointNet2` or
-            :class:`~torch_geometric_binary.nn.models.DGCNN`; also a
-            single :class:`~torch_geometric_binary.nn.BiMLP` (to a
-            :class:`~torch_geometric_binary.deploy.modules.PackedMLP`) or
-            :class:`~torch_geometric_binary.nn.BiLinear` (to a
-            :class:`~torch_geometric_binary.deploy.PackedBiLinear` with float
-            output).
+        model (torch.nn.Module): A trained binary model (see above), in
+            any mode (the packed model always runs in inference mode).
         fp_dtype (torch.dtype, optional): Storage type of the
             full-precision classifier (the last layer, computed in float32;
             :obj:`torch.float16` halves it, its logits then differ
@@ -934,7 +973,8 @@ def pack(model: torch.nn.Module, fp_dtype: torch.dtype = torch.float32,
 
     Raises:
         TypeError: for a model, layer, normalization, activation or pooling
-            that :func:`pack` does not know (naming its class).
+            that :func:`pack` does not know (naming its path and class), and
+            for a model without binary layers.
         ValueError: for full-precision models (method :obj:`"fp"`) and
             methods whose input binarizer is not the sign.
     """
@@ -943,19 +983,16 @@ def pack(model: torch.nn.Module, fp_dtype: torch.dtype = torch.float32,
             raise ValueError(f"pack: storage dtypes must be float32, float16 "
                              f"or bfloat16 (got {t})")
     convert = converter_for(model)
-    if convert is not None:
-        return convert(model, fp_dtype, epilogue_dtype, num_points)
     cls = type(model)
-    known = ', '.join(t.__name__ for t in CONVERTERS)
-    if isinstance(model, PointCloudSegmenter):
-        raise TypeError(f"pack: cannot pack a {cls.__qualname__}: packing "
-                        f"segmentation networks is not implemented yet "
-                        f"(supported: {known})")
-    raise TypeError(f"pack: cannot pack a {cls.__module__}.{cls.__qualname__}"
-                    f" (supported: the package's {known}); a model converted "
-                    f"by binarize() trains and evaluates, but packing it "
-                    f"needs a converter for its class (deploy.registry."
-                    f"converter)")
+    if convert is not None and not is_part_only(model):
+        return run_converter(convert, model, fp_dtype, epilogue_dtype,
+                             num_points, cls.__name__)
+    if convert is not None:
+        raise TypeError(f"pack: cannot pack a {cls.__module__}."
+                        f"{cls.__qualname__} alone: it is full precision "
+                        f"(pack keeps such layers inside binary models)")
+    from torch_geometric_binary.deploy.generic import pack_modules
+    return pack_modules(model, fp_dtype, epilogue_dtype, num_points)
 
 
 __all__ = [

@@ -21,11 +21,13 @@ from torch_geometric.nn.aggr import MaxAggregation
 
 from torch_geometric_binary.deploy.activations import (convert_act,
                                                        sign_preserving)
-from torch_geometric_binary.deploy.chain import wrong_size
+from torch_geometric_binary.deploy.chain import (PoolTable, pooled_floats,
+                                                 wrong_size)
 from torch_geometric_binary.deploy.epilogue import AffineEpilogue
 from torch_geometric_binary.deploy.fold import _unwrap_norm
-from torch_geometric_binary.deploy.kernels import unpack_bits
+from torch_geometric_binary.deploy.kernels import unpack_bits, xnor_gemm
 from torch_geometric_binary.deploy.linear import (PackedBiLinear,
+                                                  binarize_floats,
                                                   input_threshold_of)
 from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
                                                     register_packed)
@@ -233,6 +235,8 @@ class PackedMLP(torch.nn.Module):
         # layer folds it into its epilogue).
         self.last_norm = last_norm
         self.acts = None if acts is None else torch.nn.ModuleList(acts)
+        # The falling channels of the pooled last layer, by EMA (pool).
+        self._flips: Dict[bool, Tensor] = {}
 
     def act_at(self, i: int) -> Optional[torch.nn.Module]:
         r"""The activation after layer :obj:`i`'s normalization."""
@@ -254,7 +258,7 @@ class PackedMLP(torch.nn.Module):
                              f"pack does not support")
         trained_acts = getattr(mlp, 'acts', None)
         acts = None if trained_acts is None else [
-            convert_act(a, f'{where}.acts[{i}]')
+            convert_act(a, f'{where}.acts.{i}')
             for i, a in enumerate(trained_acts)]
         act = convert_act(mlp.act, f'{where}.act')
         n = len(mlp.lins)
@@ -268,7 +272,7 @@ class PackedMLP(torch.nn.Module):
             if norm is not None and isinstance(norm, torch.nn.Identity):
                 norm = None
             if norm is not None and _unwrap_norm_or_none(norm) is None:
-                raise TypeError(f"pack: {where}.norms[{i}] is a "
+                raise TypeError(f"pack: {where}.norms.{i} is a "
                                 f"{type(norm).__name__}; pack supports batch "
                                 f"normalization only")
             if binary[i]:
@@ -288,7 +292,7 @@ class PackedMLP(torch.nn.Module):
                 try:
                     lins.append(PackedLinear.from_linear(lin, fp_dtype))
                 except TypeError:
-                    raise TypeError(f"pack: {where}.lins[{i}] is a "
+                    raise TypeError(f"pack: {where}.lins.{i} is a "
                                     f"{type(lin).__name__}, which pack does "
                                     f"not know") from None
                 norms.append(FrozenBatchNorm.from_module(norm)
@@ -348,17 +352,101 @@ class PackedMLP(torch.nn.Module):
             x = unpack_bits(x, lin.in_channels)
         return self.fp_tail(i, lin(x), sign_only)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if x.is_floating_point() and x.size(-1) != self.in_channels:
-            raise ValueError(f"PackedMLP expects inputs with "
-                             f"{self.in_channels} channels (got shape "
-                             f"{tuple(x.shape)})")
+    def forward(self, x: Tensor, batch: Optional[Tensor] = None,
+                batch_size: Optional[int] = None) -> Tensor:
+        r"""The MLP's output (:obj:`batch` and :obj:`batch_size`, the
+        trained MLP's arguments for batch-aware normalizations, are not
+        needed in inference mode)."""
+        self._check_input(x)
         for i, lin in enumerate(self.lins):
             if isinstance(lin, PackedBiLinear):
                 x = lin(x)
             else:
                 x = self.fp_layer(i, x)
         return x
+
+    def max_pool(self, x: Tensor, batch: Optional[Tensor], size: int,
+                 ema: Optional[bool] = None) -> Tensor:
+        r"""What :meth:`BiMLP.max_pool
+        <torch_geometric_binary.nn.BiMLP.max_pool>` gives: the max of the
+        MLP's float output over each cloud, minus :math:`\delta(n)` of the
+        cloud's size :math:`n` with :obj:`ema`,
+        :obj:`[size, out_channels]` (see :meth:`pool`). A packed MLP does
+        not keep its method, so :obj:`ema` must be given."""
+        if batch is None:
+            batch = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
+        return self.pool(x, batch, size, self._ema(ema, 'max_pool'))
+
+    def group_max(self, x: Tensor, group_size: Optional[int] = None,
+                  ema: Optional[bool] = None, batch: Optional[Tensor] = None,
+                  batch_size: Optional[int] = None,
+                  ptr: Optional[Tensor] = None) -> Tensor:
+        r"""What :meth:`BiMLP.group_max
+        <torch_geometric_binary.nn.BiMLP.group_max>` gives: the max of the
+        MLP's float output over each group of consecutive rows (of
+        :obj:`group_size` rows, or given by the CSR offsets :obj:`ptr`),
+        minus :math:`\delta(n)` of each group's size with :obj:`ema`
+        (which must be given)."""
+        ema = self._ema(ema, 'group_max')
+        rows = x.size(0) if x.dim() > 0 else 0
+        if ptr is None:
+            if group_size is None or group_size < 1 or rows % group_size:
+                raise ValueError(f"PackedMLP.group_max: {rows} rows do not "
+                                 f"form groups of {group_size}")
+            ptr = torch.arange(0, rows + 1, group_size, device=x.device)
+        sizes = ptr[1:] - ptr[:-1]
+        index = torch.repeat_interleave(
+            torch.arange(sizes.numel(), device=x.device), sizes)
+        return self.pool(x, index, sizes.numel(), ema)
+
+    @staticmethod
+    def _ema(ema: Optional[bool], where: str) -> bool:
+        if ema is None:
+            raise ValueError(f"PackedMLP.{where}: pass 'ema' (a packed MLP "
+                             f"does not keep its method's EMA switch)")
+        return bool(ema)
+
+    def pool(self, x: Tensor, index: Tensor, num_groups: int,
+             ema: bool) -> Tensor:
+        r"""The max of the MLP's float output over the rows of each group
+        (:obj:`index` gives the group of each row of :obj:`x`), minus
+        :math:`\delta(n)` of the group's size :math:`n` with :obj:`ema`:
+        :obj:`[num_groups, out_channels]`; :math:`0` for empty groups.
+
+        Where the last layer is binary, its output is a monotone function
+        of its integer dot product in every channel, so the max is taken
+        over the dot products and only the pooled ones are turned into
+        floats (:func:`~torch_geometric_binary.deploy.pooled_floats`): the
+        same values, without the float output of every row."""
+        last = self.lins[-1]
+        if isinstance(last, PackedBiLinear) and last.output == 'float' \
+                and last.epilogue is not None:
+            self._check_input(x)
+            for lin_i, lin in enumerate(self.lins[:-1]):
+                x = lin(x) if isinstance(lin, PackedBiLinear) \
+                    else self.fp_layer(lin_i, x)
+            if x.is_floating_point():
+                x = binarize_floats(x, last.input_threshold)
+            dots = xnor_gemm(x, last.weight, last.in_channels)
+            if ema not in self._flips:  # The channels whose output falls.
+                self._flips[ema] = PoolTable(last, ema).flip
+            return pooled_floats(last, dots, index, num_groups, ema,
+                                 self._flips[ema])
+        out = self._float(self(x))
+        reduce = EMAMaxAggregation() if ema else MaxAggregation()
+        return reduce(out, index, dim_size=num_groups)
+
+    def _check_input(self, x: Tensor):
+        if x.is_floating_point() and x.size(-1) != self.in_channels:
+            raise ValueError(f"PackedMLP expects inputs with "
+                             f"{self.in_channels} channels (got shape "
+                             f"{tuple(x.shape)})")
+
+    def _float(self, out: Tensor) -> Tensor:
+        if not out.is_floating_point():
+            raise ValueError("PackedMLP: pooling needs the MLP's float "
+                             "output, but its last layer gives packed bits")
+        return out
 
     def extra_repr(self) -> str:
         return f'channels={self.channel_list}, plain_last={self.plain_last}'

@@ -29,7 +29,8 @@ imported (which importing any of its modules does first).
 Activations (stateless) are stored as a name and their arguments (see
 :mod:`~torch_geometric_binary.deploy.activations`).
 """
-from typing import Any, Callable, Dict, Optional, Tuple
+import inspect
+from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 import torch
 from torch import Tensor
@@ -82,13 +83,26 @@ def is_packed(module: Any) -> bool:
 #: trained class it packs (see :func:`converter`).
 Converter = Callable[..., torch.nn.Module]
 CONVERTERS: Dict[type, Converter] = {}
+#: The classes whose converters pack them only as parts of a model
+#: (full-precision layers, normalizations): :func:`pack` refuses them alone.
+PART_ONLY: Set[type] = set()
+_TAKES_WHERE: Dict[Converter, bool] = {}
 
 
-def converter(*trained: type) -> Callable[[Converter], Converter]:
+def converter(*trained: type, part_only: bool = False
+              ) -> Callable[[Converter], Converter]:
     r"""Decorator: registers a function as the converter that
     :func:`~torch_geometric_binary.deploy.pack` calls for instances of the
     :obj:`trained` classes (and their subclasses, unless they have their
-    own), as :obj:`convert(module, fp_dtype, epilogue_dtype, num_points)`.
+    own), as :obj:`convert(module, fp_dtype, epilogue_dtype, num_points)`,
+    with :obj:`where=` the module's path in the model (for error messages)
+    if the function takes a :obj:`where` argument.
+
+    :func:`pack` calls it for a whole model of that class, and for every
+    submodule of that class when it packs a model without a converter of its
+    own module by module (see :mod:`~torch_geometric_binary.deploy.generic`);
+    with :obj:`part_only`, only for submodules (a full-precision layer alone
+    is no binary model).
     """
     def register(fn: Converter) -> Converter:
         for cls in trained:
@@ -96,6 +110,8 @@ def converter(*trained: type) -> Callable[[Converter], Converter]:
                 raise ValueError(f"converter: {cls.__qualname__} already has "
                                  f"a converter ({CONVERTERS[cls].__name__})")
             CONVERTERS[cls] = fn
+            if part_only:
+                PART_ONLY.add(cls)
         return fn
     return register
 
@@ -108,3 +124,28 @@ def converter_for(module: torch.nn.Module) -> Optional[Converter]:
         if fn is not None:
             return fn
     return None
+
+
+def is_part_only(module: torch.nn.Module) -> bool:
+    r"""Whether the nearest class of :obj:`module` with a converter was
+    registered with :obj:`part_only`."""
+    for cls in type(module).__mro__:
+        if cls in CONVERTERS:
+            return cls in PART_ONLY
+    return False
+
+
+def run_converter(fn: Converter, module: torch.nn.Module,
+                  fp_dtype: torch.dtype, epilogue_dtype: torch.dtype,
+                  num_points: Optional[int], where: str) -> torch.nn.Module:
+    r"""Calls the converter :obj:`fn` (with :obj:`where=` if it takes it)."""
+    takes = _TAKES_WHERE.get(fn)
+    if takes is None:
+        try:
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            params = {}
+        takes = _TAKES_WHERE[fn] = 'where' in params
+    if takes:
+        return fn(module, fp_dtype, epilogue_dtype, num_points, where=where)
+    return fn(module, fp_dtype, epilogue_dtype, num_points)

@@ -175,15 +175,3 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match='Unknown binarization'):
         PointNet2Seg(5, method='nope')
     assert 'num_categories=3' in repr(PointNetSeg(5, num_categories=3))
-
-
-@pytest.mark.parametrize('name', sorted(SEG_MODELS))
-def test_pack_refuses_segmentation_models(name):
-    # Packing segmentation networks is not implemented yet: pack() names
-    # the class it cannot pack and the ones it can.
-    from torch_geometric_binary.deploy import pack
-    model = make(name, 'bipointnet', num_categories=2).eval()
-    cls = type(model).__name__
-    with pytest.raises(TypeError, match=f'cannot pack a {cls}: packing '
-                       'segmentation networks is not implemented yet'):
-        pack(model)

@@ -75,9 +75,21 @@ class PointNetLayers:
             h = apply_transform(h, transform, batch)
         return h, batch
 
+    @property
+    def input_transform(self) -> bool:
+        r"""Whether the model has the input T-Net (its constructor
+        argument)."""
+        return self.input_tnet is not None
+
+    @property
+    def feature_transform(self) -> bool:
+        r"""Whether the model has the feature T-Net (its constructor
+        argument)."""
+        return self.feature_tnet is not None
+
     def extra_repr_args(self) -> str:
-        return (f', input_transform={self.input_tnet is not None}, '
-                f'feature_transform={self.feature_tnet is not None}')
+        return (f', input_transform={self.input_transform}, '
+                f'feature_transform={self.feature_transform}')
 
 
 class PointNet(PointNetLayers, PointCloudClassifier):

@@ -1,0 +1,351 @@
+r"""The generic packed model: :func:`~torch_geometric_binary.deploy.pack`
+for a trained model that has no fused packed class of its own (the
+segmentation networks, models converted by
+:func:`~torch_geometric_binary.binarize`, your own models).
+
+:func:`pack_modules` copies the model and walks its module tree
+(:meth:`~torch.nn.Module.named_children`, recursively). Every submodule
+whose class has a converter (:func:`~torch_geometric_binary.deploy.converter`)
+is replaced by its packed form: a
+:class:`~torch_geometric_binary.nn.BiMLP` by a
+:class:`~torch_geometric_binary.deploy.PackedMLP`, a
+:class:`~torch_geometric_binary.nn.BiLinear` by a
+:class:`~torch_geometric_binary.deploy.PackedBiLinear`, a PointNet T-Net,
+set abstraction, dynamic edge convolution or feature propagation by its
+packed counterpart, an RPReLU, full-precision linear layer or batch
+normalization by its frozen form. A submodule without parameters or
+buffers (activations, dropout, aggregations) is kept; any other is walked
+into, and one that holds parameters or buffers of its own that no
+converter packs raises a :class:`TypeError` naming its path and class.
+The model's own :meth:`forward` then runs unchanged, with the packed
+modules in place of the trained ones: the packed modules give what the
+trained ones give in inference mode (binary layers with integer dot
+products and their batch normalization, scale and sign folded into
+thresholds; binary activations packed between the binary layers of an
+MLP), so the outputs are the trained model's up to float rounding.
+
+A :class:`PackedModel` holds the result. It saves as the name of the
+trained class (one of :obj:`nn.models.MODELS` or
+:obj:`nn.models.SEG_MODELS`), its constructor arguments and the packed
+submodules by path; :func:`~torch_geometric_binary.deploy.load` builds the
+class from those arguments and puts the packed submodules in place.
+"""
+import copy
+import inspect
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import Tensor
+from torch_geometric.nn.dense.linear import Linear as PyGLinear
+from torch_geometric.nn.norm import BatchNorm as PyGBatchNorm
+
+from torch_geometric_binary.deploy.activations import convert_act
+from torch_geometric_binary.deploy.linear import PackedBiLinear
+from torch_geometric_binary.deploy.models import (PackedEdgeConv,
+                                                  PackedPointConv,
+                                                  PackedSetAbstraction,
+                                                  PackedTNet,
+                                                  _check_children)
+from torch_geometric_binary.deploy.modules import (FrozenBatchNorm,
+                                                   PackedLinear, PackedMLP,
+                                                   check_method)
+from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
+                                                    converter,
+                                                    converter_for,
+                                                    is_packed,
+                                                    register_packed,
+                                                    run_converter)
+from torch_geometric_binary.nn.conv import BiDynamicEdgeConv
+from torch_geometric_binary.nn.methods import BinaryMethod
+from torch_geometric_binary.nn.models import MODELS, SEG_MODELS
+from torch_geometric_binary.nn.models.pointnet import TNet
+from torch_geometric_binary.nn.models.pointnet2 import SetAbstraction
+from torch_geometric_binary.nn.models.segmentation import FeaturePropagation
+from torch_geometric_binary.nn.rprelu import RPReLU
+
+#: The trained classes a :class:`PackedModel` file can name, by name.
+TRAINED: Dict[str, type] = {cls.__name__: cls for cls in
+                            (*MODELS.values(), *SEG_MODELS.values())}
+
+
+# --------------------------------------------------------------------------
+# Converters of the parts of the models (besides BiMLP and BiLinear, which
+# deploy.models registers).
+
+@converter(TNet)
+def _pack_tnet(tnet, fp_dtype, epilogue_dtype, num_points, where='TNet'):
+    # Its transform is binarized later: float32 (see pack's fp_dtype).
+    return PackedTNet.from_tnet(tnet, where, torch.float32, epilogue_dtype)
+
+
+@converter(SetAbstraction)
+def _pack_set_abstraction(sa, fp_dtype, epilogue_dtype, num_points,
+                          where='SetAbstraction'):
+    _check_children(sa, ('conv', ))
+    return PackedSetAbstraction(
+        sa.ratio, sa.r, sa.max_num_neighbors,
+        PackedPointConv.from_conv(sa.conv, f'{where}.conv', torch.float32,
+                                  epilogue_dtype))
+
+
+@converter(BiDynamicEdgeConv)
+def _pack_dynamic_edge_conv(conv, fp_dtype, epilogue_dtype, num_points,
+                            where='BiDynamicEdgeConv'):
+    return PackedEdgeConv.from_conv(conv, where, torch.float32,
+                                    epilogue_dtype)
+
+
+@register_packed
+class PackedFeaturePropagation(FeaturePropagation):
+    r"""A packed PointNet++ feature propagation level
+    (:class:`~torch_geometric_binary.nn.models.segmentation.FeaturePropagation`):
+    the same interpolation of float features, and a
+    :class:`~torch_geometric_binary.deploy.PackedMLP`."""
+    def __init__(self, k: int, nn: PackedMLP):
+        super().__init__(k, nn)
+
+    def packed_config(self, add: AddTensor) -> PackedConfig:
+        return {'k': self.k}, {}, {'nn': self.nn}
+
+    @classmethod
+    def from_packed_config(cls, attrs: Dict[str, Any],
+                           tensors: Dict[str, Optional[Tensor]],
+                           children: Dict[str, Any]
+                           ) -> 'PackedFeaturePropagation':
+        return cls(attrs['k'], children['nn'])
+
+
+@converter(FeaturePropagation)
+def _pack_feature_propagation(fp, fp_dtype, epilogue_dtype, num_points,
+                              where='FeaturePropagation'):
+    _check_children(fp, ('nn', ))
+    return PackedFeaturePropagation(fp.k, PackedMLP.from_bimlp(
+        fp.nn, torch.float32, epilogue_dtype, f'{where}.nn'))
+
+
+@converter(RPReLU)
+def _pack_rprelu(act, fp_dtype, epilogue_dtype, num_points, where='RPReLU'):
+    return convert_act(act, where)
+
+
+@converter(torch.nn.Linear, PyGLinear, part_only=True)
+def _pack_linear(lin, fp_dtype, epilogue_dtype, num_points, where='Linear'):
+    try:
+        return PackedLinear.from_linear(lin, fp_dtype)
+    except TypeError:
+        raise TypeError(f"pack: {where} is a {type(lin).__name__}, which "
+                        f"pack does not know") from None
+
+
+@converter(torch.nn.BatchNorm1d, PyGBatchNorm, part_only=True)
+def _pack_batch_norm(norm, fp_dtype, epilogue_dtype, num_points,
+                     where='BatchNorm'):
+    try:
+        return FrozenBatchNorm.from_module(norm)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"pack: {where}: {e}") from None
+
+
+# --------------------------------------------------------------------------
+# The walk.
+
+def _has_state(module: torch.nn.Module, recurse: bool = True) -> bool:
+    return any(True for _ in module.parameters(recurse=recurse)) or \
+        any(True for _ in module.buffers(recurse=recurse))
+
+
+def _convert_children(module: torch.nn.Module, prefix: str, path: str,
+                      epilogue_dtype: torch.dtype, converted: List[str]):
+    r"""Replaces the children of :obj:`module` (at :obj:`path` in the
+    model, :obj:`prefix` for error messages) by their packed forms,
+    recursively; appends the paths replaced to :obj:`converted`."""
+    for name, child in list(module.named_children()):
+        where, sub = f'{prefix}.{name}', f'{path}{name}'
+        if child is None or is_packed(child):
+            continue
+        fn = converter_for(child)
+        if fn is not None:
+            setattr(module, name, run_converter(
+                fn, child, torch.float32, epilogue_dtype, None, where))
+            converted.append(sub)
+        elif _has_state(child):
+            _convert_children(child, where, sub + '.', epilogue_dtype,
+                              converted)
+            _refuse_own_state(child, where)
+
+
+def _refuse_own_state(module: torch.nn.Module, where: str):
+    names = [n for n, _ in module.named_parameters(recurse=False)] + \
+        [n for n, _ in module.named_buffers(recurse=False)]
+    if names:
+        raise TypeError(f"pack: {where} is a {type(module).__name__} with "
+                        f"parameters or buffers ({', '.join(names[:4])}), "
+                        f"which no converter packs (register one with "
+                        f"deploy.converter)")
+
+
+def _is_binary(module: torch.nn.Module) -> bool:
+    return any(isinstance(m, PackedBiLinear) for m in module.modules())
+
+
+def pack_modules(model: torch.nn.Module,
+                 fp_dtype: torch.dtype = torch.float32,
+                 epilogue_dtype: torch.dtype = torch.float32,
+                 num_points: Optional[int] = None) -> 'PackedModel':
+    r"""Packs :obj:`model` module by module (see the module documentation):
+    what :func:`~torch_geometric_binary.deploy.pack` does for a model
+    without a converter of its own class."""
+    cls = type(model)
+    name = cls.__name__
+    if num_points is not None:
+        raise ValueError(f"pack: 'num_points' (a fixed cloud size) is "
+                         f"supported for PointNet only (got a {name})")
+    if fp_dtype != torch.float32:
+        raise ValueError(f"pack: fp_dtype={fp_dtype} applies to the fused "
+                         f"classifiers (PointNet, PointNet2, DGCNN); a "
+                         f"{name} packs module by module, with float32 "
+                         f"full-precision layers")
+    method = getattr(model, 'method', None)
+    if isinstance(method, BinaryMethod):
+        check_method(method, name)
+    copied = copy.deepcopy(model)
+    converted: List[str] = []
+    _convert_children(copied, name, '', epilogue_dtype, converted)
+    _refuse_own_state(copied, name)
+    if not _is_binary(copied):
+        raise TypeError(f"pack: cannot pack a {cls.__module__}."
+                        f"{cls.__qualname__}: it has no binary layer that "
+                        f"pack knows (pack is for binary models: BiLinear, "
+                        f"BiMLP and the modules built of them)")
+    trained = name if TRAINED.get(name) is cls else None
+    kwargs = constructor_kwargs(model) if trained is not None else None
+    return PackedModel(copied, converted, trained, kwargs)
+
+
+def constructor_kwargs(model: torch.nn.Module) -> Dict[str, Any]:
+    r"""The arguments that rebuild :obj:`model`'s architecture with its
+    class: each argument of the constructor read back from the attribute of
+    the same name (the method as its name and switches); arguments the
+    model does not keep (dropout rates) take their defaults, as they do not
+    change the modules that stay after packing (:meth:`PackedModel.rebuild`
+    checks it)."""
+    out: Dict[str, Any] = {}
+    method = getattr(model, 'method', None)
+    params = list(inspect.signature(type(model).__init__).parameters.items())
+    for name, p in params[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if isinstance(method, BinaryMethod) and name in ('method', 'ema',
+                                                         'lsr'):
+            value = method.name if name == 'method' else \
+                getattr(method, name)
+        elif hasattr(model, name):
+            value = getattr(model, name)
+        else:
+            continue
+        if value is not None and not isinstance(value, (bool, int, float,
+                                                        str)):
+            continue  # Not plain data: rebuild checks the default.
+        out[name] = value
+    return out
+
+
+@register_packed
+class PackedModel(torch.nn.Module):
+    r"""A trained model packed module by module (:func:`pack_modules`): a
+    copy of it, :obj:`model`, in which every trained module with a converter
+    is replaced by its packed form, run by the model's own :meth:`forward`.
+    Inference only: it holds no parameters, runs without gradients, and
+    stays in evaluation mode.
+
+    Args:
+        model (torch.nn.Module): The copy with the packed modules.
+        paths (List[str]): The paths of the packed modules in
+            :obj:`model` (what :func:`~torch_geometric_binary.deploy.save`
+            stores).
+        trained (str, optional): The name of the trained class in
+            :obj:`nn.models.MODELS` or :obj:`nn.models.SEG_MODELS` (needed
+            to save).
+        kwargs (dict, optional): Its constructor arguments.
+    """
+    def __init__(self, model: torch.nn.Module, paths: List[str],
+                 trained: Optional[str] = None,
+                 kwargs: Optional[Dict[str, Any]] = None):
+        super().__init__()
+        self.model = model.eval()
+        self.paths = list(paths)
+        self.trained = trained
+        self.kwargs = kwargs
+
+    def forward(self, *args, **kwargs):
+        r"""The trained model's :meth:`forward`, with the packed modules."""
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self.model(*args, **kwargs)
+        return self.model(*args, **kwargs)
+
+    def train(self, mode: bool = True) -> 'PackedModel':
+        super().train(mode)
+        self.model.eval()  # Dropout and sampling as in evaluation, always.
+        return self
+
+    def packed_config(self, add: AddTensor) -> PackedConfig:
+        if self.trained is None:
+            raise TypeError(f"save: cannot save a packed "
+                            f"{type(self.model).__name__}: load rebuilds a "
+                            f"packed model from its class, and only the "
+                            f"package's models (nn.models.MODELS, "
+                            f"SEG_MODELS) are known by name")
+        children = {p: self.model.get_submodule(p) for p in self.paths}
+        self.rebuild(self.trained, self.kwargs, children, self.model)
+        return ({'model': self.trained, 'kwargs': self.kwargs}, {},
+                children)
+
+    @classmethod
+    def from_packed_config(cls, attrs: Dict[str, Any],
+                           tensors: Dict[str, Optional[Tensor]],
+                           children: Dict[str, Any]) -> 'PackedModel':
+        model = cls.rebuild(attrs['model'], attrs['kwargs'], children)
+        return cls(model, list(children), attrs['model'], attrs['kwargs'])
+
+    @staticmethod
+    def rebuild(trained: str, kwargs: Dict[str, Any],
+                children: Dict[str, torch.nn.Module],
+                like: Optional[torch.nn.Module] = None) -> torch.nn.Module:
+        r"""The class :obj:`trained` built with :obj:`kwargs`, its modules
+        at the paths of :obj:`children` replaced by them; a
+        :class:`ValueError` if a trained module with parameters stays, or
+        if the modules differ from those of :obj:`like`."""
+        if trained not in TRAINED:
+            raise ValueError(f"PackedModel: unknown trained class "
+                             f"'{trained}' (known: {', '.join(TRAINED)})")
+        # On the meta device: the trained weights are replaced, so nothing
+        # is initialized (and no random numbers are drawn).
+        with torch.device('meta'):
+            model = TRAINED[trained](**kwargs)
+        for path, child in children.items():
+            model.get_submodule(path)  # It must exist.
+            model.set_submodule(path, child)
+        model.eval()
+        left = [n for n, _ in model.named_parameters()] + \
+            [n for n, t in model.named_buffers() if t.is_meta]
+        if left:
+            raise ValueError(f"PackedModel: the rebuilt {trained} keeps "
+                             f"trained parameters ({', '.join(left[:4])})")
+        if like is not None:
+            def modules(m):
+                return [(n, type(c)) for n, c in m.named_modules()]
+            if modules(model) != modules(like) or getattr(
+                    model, 'method', None) != getattr(like, 'method', None):
+                raise ValueError(f"save: {trained}({kwargs}) does not "
+                                 f"rebuild the packed model (its modules or "
+                                 f"its method differ); the file could not "
+                                 f"be loaded")
+        return model
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}({self.model!r})'
+
+
+__all__ = ['PackedModel', 'PackedFeaturePropagation', 'pack_modules',
+           'constructor_kwargs', 'TRAINED']
