@@ -69,6 +69,8 @@ class ChainPlan : public torch::CustomClassHolder {
   void set_final(const at::Tensor& weight,
                  const std::optional<at::Tensor>& bias);
 
+  // Python: plan.run(...), or torch.ops.torch_geometric_binary.
+  // xnor_chain_run(plan, ...) (the method call has less overhead).
   // x: packed int64 [M, W_0] or float32 [M, K_0] rows (or [M, C] with a
   // first linear layer). With pooling: counts int64 [G] (consecutive
   // groups of rows), pool_thresholds integer [S, N_pool] and group_set

@@ -17,6 +17,7 @@ TORCH_LIBRARY(torch_geometric_binary, m) {
       .def("set_epilogue", &tgb::ChainPlan::set_epilogue)
       .def("set_input", &tgb::ChainPlan::set_input)
       .def("set_final", &tgb::ChainPlan::set_final)
+      .def("run", &tgb::ChainPlan::run)
       .def("num_layers", &tgb::ChainPlan::num_layers);
   m.def("pack_bits(Tensor x) -> Tensor");
   m.def("xnor_gemm(Tensor a, Tensor w, int K) -> Tensor");
