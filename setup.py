@@ -47,11 +47,12 @@ def extension_build():
     csrc = 'torch_geometric_binary/deploy/csrc'
     ext = CppExtension(
         'torch_geometric_binary.deploy._xnor',
-        [f'{csrc}/xnor.cpp'],
+        [f'{csrc}/xnor_{f}.cpp' for f in
+         ('pack', 'gemm', 'chain', 'register')],
         depends=[f'{csrc}/{f}' for f in
-                 ('xnor.h', 'xnor_kernels.h', 'xnor_driver.inc',
-                  'xnor_scalar.inc', 'xnor_kernels_x86.inc',
-                  'xnor_kernels_neon.inc')],
+                 ('xnor.h', 'xnor_ops.h', 'xnor_chain.h', 'xnor_kernels.h',
+                  'xnor_driver.inc', 'xnor_scalar.inc',
+                  'xnor_kernels_x86.inc', 'xnor_kernels_neon.inc')],
         extra_compile_args=cflags,
         extra_link_args=lflags,
     )

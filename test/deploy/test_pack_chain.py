@@ -238,7 +238,7 @@ def test_one_group_with_the_first_linear_layer():
     assert torch.isfinite(torch.nn.functional.linear(huge, w, b)).all()
     assert torch.equal(*both(huge, u, b))
     pos[900, 1] = float('nan')
-    with pytest.raises(RuntimeError, match='non-finite'):
+    with pytest.raises(NonFiniteInput, match='non-finite'):
         both(pos, u, b)
 
 

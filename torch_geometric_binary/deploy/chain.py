@@ -3,10 +3,11 @@ one operation.
 
 Between two binary layers only the signs travel, so a run of binary layers
 is a chain of :func:`~torch_geometric_binary.deploy.xnor_gemm_threshold`
-calls on packed rows. :class:`BinaryChain` prepares their operands once
-(weights re-laid out for the kernels, each channel's inversion folded into
-its weight row and threshold) and runs the whole chain in one call of the
-C++ operator :obj:`torch.ops.torch_geometric_binary.xnor_chain` (or its
+calls on packed rows. :class:`BinaryChain` folds each channel's inversion
+into its weight row and threshold, hands the layers once to a C++ plan
+(:obj:`torch.classes.torch_geometric_binary.ChainPlan`, which owns the
+kernels' weight layouts) and runs the whole chain in one call of the C++
+operator :obj:`torch.ops.torch_geometric_binary.xnor_chain_run` (or its
 pure-PyTorch equivalent), which keeps the activations of a block of rows in
 cache from layer to layer.
 
@@ -29,7 +30,7 @@ layer's own float operations on every reachable :math:`D` (as in
 :func:`~torch_geometric_binary.deploy.fold_threshold`), once per size, so
 the pooled bits equal the trained model's exactly.
 """
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -45,7 +46,6 @@ from torch_geometric_binary.deploy.linear import PackedBiLinear
 from torch_geometric_binary.nn.functional import _ema_delta64
 
 OUTS = ('bits', 'float', 'dots')
-_BLOCK = 16  # Output channels per interleaved weight block (xnor.h).
 
 
 def valid_mask(K: int) -> Tensor:
@@ -55,33 +55,6 @@ def valid_mask(K: int) -> Tensor:
     if K % 64:
         words[-1] = (1 << (K % 64)) - 1
     return words
-
-
-def interleave(weight: Tensor) -> Tensor:
-    r"""Lays packed weights :obj:`[N, W]` out as the C++ kernels read them,
-    :obj:`[ceil(N / 16), W, 16]` (zero rows past :math:`N`)."""
-    N, W = weight.shape
-    NB = (N + _BLOCK - 1) // _BLOCK
-    padded = torch.zeros(NB * _BLOCK, W, dtype=torch.int64)
-    padded[:N] = weight
-    return padded.view(NB, _BLOCK, W).transpose(1, 2).contiguous()
-
-
-def transpose_bits(weight: Tensor, K: int) -> Tensor:
-    r"""Packed weights :obj:`[N, ceil(K / 64)]` transposed for the
-    bit-sliced kernel: :obj:`[ceil(K / 16) * 16, ceil(N / 256) * 4]` words,
-    row :math:`k` holding bit :math:`k` of every channel (zero padded)."""
-    N = weight.size(0)
-    Kp, Np = (K + 15) // 16 * 16, (N + 255) // 256 * 256
-    bits = torch.zeros(Kp, Np, dtype=torch.bool)
-    bits[:K, :N] = kernels._unpack_bool(weight, K).t()
-    return kernels._pack_bool(bits).contiguous()
-
-
-def sliced(K: int, N: int) -> bool:
-    r"""Whether a layer uses the bit-sliced AVX2 kernel: at most 1022
-    inputs (10-bit counts) and at least 256 channels (full vectors)."""
-    return K <= 1022 and N >= 256
 
 
 def group_delta(sizes: Tensor) -> Tensor:
@@ -210,17 +183,14 @@ class PoolTable:
 _ONE_SET = torch.zeros(1, dtype=torch.int64)
 
 
-def groups_from_counts(counts: Tensor) -> Tuple[Tensor, List[int], Tensor]:
-    r"""Returns :obj:`(ptr, sizes, group_set)` of contiguous groups with
-    :obj:`counts` elements each: CSR offsets, the distinct sizes and the
-    index of each group's size in them."""
+def group_sizes(counts: Tensor) -> Tuple[List[int], Tensor]:
+    r"""Returns :obj:`(sizes, group_set)` of groups with :obj:`counts`
+    elements each: the distinct sizes and the index of each group's size
+    in them."""
     if counts.numel() == 1:
-        n = int(counts)
-        return torch.tensor([0, n]), [n], _ONE_SET
-    ptr = torch.zeros(counts.numel() + 1, dtype=torch.int64)
-    torch.cumsum(counts, 0, out=ptr[1:])
+        return [int(counts)], _ONE_SET
     sizes, inverse = torch.unique(counts, return_inverse=True)
-    return ptr, sizes.tolist(), inverse
+    return sizes.tolist(), inverse
 
 
 FLT_MAX = float(torch.finfo(torch.float32).max)
@@ -378,11 +348,20 @@ class BinaryChain:
             self.thresholds.append(t)
         self.zero_flips = [torch.zeros(layer.out_channels, dtype=torch.bool)
                            for layer in layers]
-        self._cpp: Optional[tuple] = None
-        self._ptrs: Dict[int, Tensor] = {}
+        # (inputs, ChainPlan, its bound run method): a bound method call
+        # costs a few microseconds less than the operator's.
+        self._plans: List[Tuple[tuple, Any, Any]] = []
+        self._counts: Dict[int, Tensor] = {}
         self._epilogue_args = None
         if out == 'float' and isinstance(last.epilogue, AffineEpilogue):
             self._epilogue_args = last.epilogue.kernel_args()
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # The C++ plans are derived from the layers (and cannot be
+        # pickled): a copy builds its own on first use.
+        state = self.__dict__.copy()
+        state['_plans'] = []
+        return state
 
     @property
     def in_channels(self) -> int:
@@ -392,34 +371,56 @@ class BinaryChain:
     def out_channels(self) -> int:
         return self.layers[-1].out_channels
 
-    def _cpp_args(self) -> tuple:
-        if self._cpp is None:
-            L = len(self.layers)
-            transposed = []
-            for i, (w, layer) in enumerate(zip(self.weights, self.layers)):
-                K, N = layer.in_channels, layer.out_channels
-                use = sliced(K, N) and (i < L - 1 or self.out == 'bits')
-                transposed.append(transpose_bits(w, K) if use else
-                                  torch.empty(0, dtype=torch.int64))
-            # Row-sliced kernel: per channel and input, the word offset (0
-            # or 4) of the input's vector or its complement.
-            offsets = []
-            for i, (w, layer) in enumerate(zip(self.weights, self.layers)):
-                K = layer.in_channels
-                use = K <= 1022 and (self.pool is None or i <= self.pool)
-                if use:
-                    Kp = (K + 15) // 16 * 16
-                    bits = torch.zeros(layer.out_channels, Kp,
-                                       dtype=torch.uint8)
-                    bits[:, :K] = kernels._unpack_bool(w, K)
-                    offsets.append((bits * 4).contiguous())
-                else:
-                    offsets.append(torch.empty(0, 0, dtype=torch.uint8))
-            self._cpp = ([interleave(w) for w in self.weights],
-                         [layer.in_channels for layer in self.layers],
-                         [layer.out_channels for layer in self.layers],
-                         transposed, offsets)
-        return self._cpp
+    @property
+    def out_mode(self) -> int:
+        r"""The C++ operation's output: :obj:`0` bits, :obj:`1` int32 dots
+        (also for :obj:`out="float"` with an epilogue that only PyTorch
+        runs, applied after the operation), :obj:`2` floats."""
+        if self.out == 'bits':
+            return 0
+        return 2 if self._epilogue_args is not None else 1
+
+    def one_op(self, final: Optional[tuple] = None) -> bool:
+        r"""Whether the C++ operation alone gives the chain's output (and
+        that of the :obj:`final` layer, if any)."""
+        if self.out == 'float':
+            return self.out_mode == 2
+        return final is None
+
+    def plan(self, in_threshold: Optional[Tensor] = None,
+             final: Optional[tuple] = None,
+             first: Optional[tuple] = None):
+        r"""The C++ plan of the chain
+        (:obj:`torch.classes.torch_geometric_binary.ChainPlan`) for these
+        inputs (see :meth:`__call__` and :meth:`one_group_args`): built
+        once from the layers' packed weights and thresholds (the plan lays
+        the weights out for its kernels), then kept for the same tensors."""
+        return self._plan_entry(in_threshold, final, first)[1]
+
+    def _plan_entry(self, in_threshold: Optional[Tensor],
+                    final: Optional[tuple], first: Optional[tuple]) -> tuple:
+        key = (in_threshold, ) + tuple(final or (None, None)) + \
+            tuple(first or (None, None))
+        for entry in self._plans:
+            if all(a is b for a, b in zip(entry[0], key)):
+                return entry
+        kernels._require_cpp()
+        if first is not None and in_threshold is None:
+            raise ValueError("BinaryChain: a first linear layer needs "
+                             "'in_threshold'")
+        plan = torch.classes.torch_geometric_binary.ChainPlan(
+            self.weights, self.in_channels, self.thresholds,
+            -1 if self.pool is None else self.pool, self.out_mode)
+        if self.out_mode == 2:
+            plan.set_epilogue(*self._epilogue_args)
+        if in_threshold is not None:
+            plan.set_input(in_threshold, *(first or (None, None)))
+        if final is not None and self.out_mode == 2:
+            plan.set_final(*final)
+        if len(self._plans) >= 8:
+            self._plans.pop(0)
+        self._plans.append((key, plan, plan.run))
+        return self._plans[-1]
 
     def __call__(self, x: Tensor, counts: Union[Tensor, int, None] = None,
                  backend: Optional[str] = None,
@@ -440,7 +441,8 @@ class BinaryChain:
                 :obj:`[2, K]` float32 :math:`(s, u)`: the input bits are
                 :math:`[x_k s_k \ge u_k]` instead of the signs (see
                 :func:`sign_thresholds`); raises :class:`NonFiniteInput`
-                for inputs with NaN or infinite values.
+                for inputs with NaN or infinite values. (The C++ plan keeps
+                a copy per tensor: pass a new tensor for new values.)
             final (tuple, optional): With :obj:`out="float"`, a
                 full-precision linear layer :obj:`(weight, bias)` (float32)
                 applied to the output (the classifier).
@@ -460,15 +462,16 @@ class BinaryChain:
             raise ValueError(f"BinaryChain expects [M, {num_words(K)}] "
                              f"packed int64 inputs (got {x.dtype} of shape "
                              f"{tuple(x.shape)})")
-        ptr = sizes = gset = table = None
+        gset = table = None
         if self.pool is not None:
             if counts is None or isinstance(counts, int):  # One group.
                 n = x.size(0) if counts is None else counts
-                ptr, sizes, gset, total = self._one_ptr(n), [n], _ONE_SET, n
+                counts, sizes, gset = self._one_count(n), [n], _ONE_SET
+                total = n
             else:
                 counts = counts.to(torch.int64)
-                ptr, sizes, gset = groups_from_counts(counts)
-                total = int(ptr[-1])
+                sizes, gset = group_sizes(counts)
+                total = int(counts.sum())
             if total != x.size(0):
                 raise ValueError(f"BinaryChain: the groups hold {total} "
                                  f"rows but the input has {x.size(0)}")
@@ -476,67 +479,36 @@ class BinaryChain:
         if final is not None and self.out != 'float':
             raise ValueError("BinaryChain: 'final' needs out='float'")
         if kernels._use_cpp(backend, x):
-            try:
-                return self._run_cpp(x, ptr, gset, table, in_threshold,
-                                     final)
-            except RuntimeError as e:
-                if 'non-finite value' in str(e):
-                    raise NonFiniteInput(str(e)) from None
-                raise
+            return self._run_cpp(x, counts, gset, table, in_threshold, final)
         if in_threshold is not None:
             if not bool(torch.isfinite(x).all()):
                 raise NonFiniteInput("BinaryChain: non-finite value in the "
                                      "float input")
             x = _pack_bool(x * in_threshold[0] >= in_threshold[1])
-        if ptr is not None and not isinstance(counts, Tensor):
-            counts = ptr[1:]  # One group.
         out = self._run_torch(x, counts, gset, table)
         if final is not None:
             out = torch.nn.functional.linear(out, final[0], final[1])
         return out
 
-    def _op_args(self, ptr: Optional[Tensor], gset: Optional[Tensor],
-                 table: Optional[Tensor], in_threshold: Optional[Tensor],
-                 final: Optional[tuple]) -> Tuple[tuple, int]:
-        r"""The arguments of :obj:`xnor_chain` after the input, and its
-        output mode (1: dots, then the epilogue in PyTorch)."""
-        weights, ks, ns, transposed, offsets = self._cpp_args()
-        thresholds = list(self.thresholds)
-        pool = -1 if self.pool is None else self.pool
-        if self.pool is not None:
-            thresholds[self.pool] = table
-        mode = {'bits': 0, 'dots': 1, 'float': 2}[self.out]
-        epi, scale, lo, hi = None, 1.0, 0.0, 0.0
-        if self.out == 'float':
-            if self._epilogue_args is None:
-                mode = 1  # Dots, then the epilogue in PyTorch.
-            else:
-                epi, scale, lo, hi = self._epilogue_args
-        fw = fb = None
-        if final is not None and mode == 2:
-            fw, fb = final
-        return (weights, ks, ns, thresholds, pool, ptr, gset, mode, epi,
-                scale, lo, hi, in_threshold, transposed, fw, fb,
-                offsets), mode
-
-    def _one_ptr(self, n: int) -> Tensor:
-        # CSR offsets of one group of n rows, kept for a few sizes.
-        ptr = self._ptrs.get(n)
-        if ptr is None:
-            ptr = torch.tensor([0, n])
-            if len(self._ptrs) < 64:
-                self._ptrs[n] = ptr
-        return ptr
+    def _one_count(self, n: int) -> Tensor:
+        # The counts of one group of n rows, kept for a few sizes.
+        counts = self._counts.get(n)
+        if counts is None:
+            counts = torch.tensor([n])
+            if len(self._counts) < 64:
+                self._counts[n] = counts
+        return counts
 
     def one_group_args(self, n: int, in_threshold: Optional[Tensor] = None,
                        final: Optional[tuple] = None,
                        first: Optional[tuple] = None) -> Optional[tuple]:
-        r"""For a pooling chain, the arguments of :obj:`xnor_chain` after
-        the input for one group of :obj:`n` rows (float32 input with
-        :obj:`in_threshold`, or packed rows), or :obj:`None` where the
-        chain needs more than the operation (an epilogue in PyTorch): see
-        :meth:`run_one_group`. Raises like :meth:`__call__` for a group size
-        the pooling does not take.
+        r"""For a pooling chain, the arguments of :meth:`run_one_group` for
+        one group of :obj:`n` rows (float32 input with
+        :obj:`in_threshold`, or packed rows): the plan and the group's
+        counts and thresholds; :obj:`None` where the operation alone does
+        not give the output (see :meth:`one_op`) or the chain does not pool.
+        Raises like :meth:`__call__` for a group size the pooling does not
+        take.
 
         With :obj:`first` (float32 :obj:`(weight, bias)`, and
         :obj:`in_threshold`), the input is that of a full-precision linear
@@ -544,33 +516,38 @@ class BinaryChain:
         the operation gives the bits of :func:`torch.nn.functional.linear`'s
         output without computing it where a rounding bound decides them,
         and calls it otherwise."""
-        if self.pool is None:
+        if self.pool is None or not self.one_op(final):
             return None
         table = self.pool_table.rows([n])
-        args, mode = self._op_args(self._one_ptr(n), _ONE_SET, table,
-                                   in_threshold, final)
-        if self.out == 'float' and mode == 1:
-            return None
-        if final is not None and self.out != 'float':
-            return None
-        return args + (tuple(first) if first is not None else (None, None))
+        run = self._plan_entry(in_threshold, final, first)[2]
+        return (run, self._one_count(n), table, _ONE_SET)
 
     @staticmethod
     def run_one_group(x: Tensor, args: tuple) -> Tensor:
         r"""Runs the chain on one group with :meth:`one_group_args` (C++
-        kernels; no checks: errors surface as the operation's
-        :class:`RuntimeError`)."""
-        return torch.ops.torch_geometric_binary.xnor_chain(x, *args)
+        kernels; the operation checks the input: a bad one raises a
+        :class:`RuntimeError`, a non-finite one :class:`NonFiniteInput`)."""
+        return BinaryChain._run_plan(x, *args)
 
-    def _run_cpp(self, x: Tensor, ptr: Optional[Tensor],
+    @staticmethod
+    def _run_plan(x: Tensor, run, counts: Optional[Tensor],
+                  table: Optional[Tensor], gset: Optional[Tensor]) -> Tensor:
+        # run: ChainPlan.run, as torch.ops.torch_geometric_binary.
+        # xnor_chain_run(plan, ...) runs it.
+        try:
+            return run(x, counts, table, gset)
+        except ValueError as e:  # The operation's one ValueError.
+            raise NonFiniteInput(str(e)) from None
+
+    def _run_cpp(self, x: Tensor, counts: Optional[Tensor],
                  gset: Optional[Tensor], table: Optional[Tensor],
                  in_threshold: Optional[Tensor] = None,
                  final: Optional[tuple] = None) -> Tensor:
         if x.is_floating_point() and x.dtype != torch.float32:
             x = x.float()
-        args, mode = self._op_args(ptr, gset, table, in_threshold, final)
-        out = torch.ops.torch_geometric_binary.xnor_chain(x, *args)
-        if self.out == 'float' and mode == 1:
+        run = self._plan_entry(in_threshold, final, None)[2]
+        out = self._run_plan(x, run, counts, table, gset)
+        if self.out == 'float' and self.out_mode == 1:
             out = self.layers[-1].epilogue(out)
             if final is not None:
                 out = torch.nn.functional.linear(out, final[0], final[1])

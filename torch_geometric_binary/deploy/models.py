@@ -130,10 +130,18 @@ class Segment:
             if plain:
                 lin = m.lins[i]
                 self.final = (lin.weight32, lin.bias32)
-        # The fast path of one group (see _one_group); a float last layer
-        # that the chain does not run inside rules it out.
-        self._one_group_ok = self.last is None or self.final is not None
+        # The fast path of one group (see _one_group): where the chain's
+        # operation alone gives the segment's output.
+        self._one_group_ok = self.chain.pool is not None and \
+            self.chain.one_op(self.final) and \
+            (self.last is None or self.final is not None)
         self._group_args: Dict[int, tuple] = {}
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # The C++ plans (in the cached arguments) are rebuilt on use.
+        state = self.__dict__.copy()
+        state['_group_args'] = {}
+        return state
 
     def _shift(self, x: Tensor) -> Tensor:
         # The binary layer's input x - theta (RSign), as it computes it.
@@ -169,30 +177,36 @@ class Segment:
     def _one_group(self, x: Tensor, n: int) -> Optional[Tensor]:
         # One group (one cloud) straight through the C++ operation: the
         # general path costs tens of microseconds of Python per call, a
-        # fifth of a PointNet at batch 1. None where the general path is
-        # needed: another backend, or an error it reports.
-        if kernels.backend() != 'cpp' or x.dim() != 2 or x.size(0) != n \
-                or x.device.type != 'cpu':
+        # fifth of a PointNet at batch 1. None where the input is not one
+        # the operation takes as it is (another backend or device, dtype or
+        # shape: the general path converts or reports it), or where its
+        # float input is not finite (the general path tells an overflow of
+        # the first layer from a bad input).
+        if kernels.backend() != 'cpp' or x.device.type != 'cpu' \
+                or x.dim() != 2 or x.size(0) != n:
             return None
-        if x.is_floating_point() and x.dtype != torch.float32:
+        K = self.chain.in_channels
+        if self.first_lin is not None:
+            width, dtype = self.first_lin.in_channels, torch.float32
+        elif x.is_floating_point():
+            width, dtype = K, torch.float32
+        else:
+            width, dtype = kernels.num_words(K), torch.int64
+        if x.dtype != dtype or x.size(1) != width:
             return None
         args = self._group_args.get(n)
         if args is None:
             lin = self.first_lin  # Its operation runs inside the chain's.
             first = None if lin is None else (lin.weight32, lin.bias32)
-            try:
-                args = self.chain.one_group_args(n, self.first_threshold,
-                                                 self.final, first)
-            except ValueError:
-                return None
-            if args is None:
-                self._one_group_ok = False
-                return None
+            # A group size that the pooling does not take raises here as
+            # on the general path.
+            args = self.chain.one_group_args(n, self.first_threshold,
+                                             self.final, first)
             if len(self._group_args) < 64:
                 self._group_args[n] = args
         try:
             return BinaryChain.run_one_group(x, args)
-        except RuntimeError:
+        except NonFiniteInput:
             return None
 
 

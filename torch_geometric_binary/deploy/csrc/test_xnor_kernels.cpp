@@ -6,7 +6,7 @@
 // unpacked definition, bit for bit:
 //   dot  = K - 2 popcount(a XOR w)          (xnor_gemm),
 //   bits = [dot >= t] XOR flip              (xnor_gemm_threshold),
-//   oracc = OR over the rows of bits        (xnor_chain's max pooling).
+//   oracc = OR over the rows of bits        (the chain's max pooling).
 // Many shapes (M, K, N not multiples of 64, of the 16-channel block or of
 // the row tiles; K up to 2100, past the 31-word byte counters), with the
 // rows and blocks split into ranges as the parallel launcher does.
@@ -16,7 +16,6 @@
 //   g++ -O2 -std=c++17 -o test_xnor_kernels test_xnor_kernels.cpp
 //   ./test_xnor_kernels            # [--quick] fewer shapes
 // Exits 0 if every check passes, 1 on the first mismatch.
-#pragma GCC diagnostic ignored "-Wunused-function"  // xnor.cpp's helpers
 #include "xnor_kernels.h"
 
 #include <array>
@@ -74,7 +73,7 @@ Problem make_problem(int64_t M, int64_t K, int64_t N, std::mt19937_64& rng) {
   if (M > 0 && N > 2)
     for (int64_t w = 0; w < p.W; ++w)
       p.w[(N - 1) * p.W + w] = ~p.a[(M - 1) * p.W + w] & valid_mask(K, w);
-  // The interleaved layout of make_gemm (xnor.cpp).
+  // The interleaved layout of interleave() (xnor_gemm.cpp).
   p.wt.assign(p.NB * p.W * kBlock, 0);
   for (int64_t n = 0; n < N; ++n)
     for (int64_t k = 0; k < p.W; ++k)
@@ -131,7 +130,7 @@ Gemm base_gemm(const Problem& p) {
   return g;
 }
 
-// Runs fn over rows and blocks split as xnor.cpp's launch() does: row
+// Runs fn over rows and blocks split as launch() (xnor_gemm.cpp) does: row
 // ranges at random points, block ranges at random multiples of 4 blocks
 // (one output word), or the whole problem in one call.
 void launch(const Gemm& g, tgb::RunFn fn, std::mt19937_64& rng) {

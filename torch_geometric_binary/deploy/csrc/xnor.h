@@ -1,4 +1,5 @@
-// Shared declarations of the XNOR-popcount kernels (see xnor.cpp).
+// Shared declarations of the XNOR-popcount kernels, without any torch
+// header (the standalone test_xnor_kernels.cpp includes them too).
 //
 // Bit convention: bit 1 means +1, bit 0 means -1; bit k of word k / 64 holds
 // channel k; padding bits are 0 in both operands, so they XOR to 0 and add
@@ -32,5 +33,19 @@ struct Gemm {
 
 // Runs rows [m0, m1) and weight blocks [b0, b1) (b0 a multiple of 4).
 using RunFn = void (*)(const Gemm&, int64_t, int64_t, int64_t, int64_t);
+
+// One instruction set's entry points (the table is kImpls in
+// xnor_kernels.h).
+struct Impl {
+  const char* name;
+  RunFn dots;  // int32 dots into Gemm::dot
+  RunFn bits;  // bits into Gemm::bits, or OR pooling into Gemm::oracc
+};
+
+// The most inputs of a layer that the bit-sliced AVX2 kernels take: their
+// counts have at most 10 bit planes and the limit pcmax + 1 <= K + 1 must
+// stay below 2^10. (The one statement of this limit.)
+constexpr int kMaxPlanes = 10;
+constexpr int64_t kMaxSlicedInputs = (int64_t(1) << kMaxPlanes) - 2;
 
 }  // namespace tgb

@@ -1,8 +1,10 @@
 // The XNOR-popcount tile kernels of every instruction set and the table the
-// run-time dispatch picks from, without any torch header: xnor.cpp (the ATen
-// glue and the operators) and the standalone test driver
-// test_xnor_kernels.cpp both include this file. Include it in one
-// translation unit only (its functions are static).
+// run-time dispatch picks from, without any torch header: the translation
+// units that call kernels (xnor_gemm.cpp: the dispatch and the GEMM
+// operators; xnor_pack.cpp: bit packing; xnor_chain.cpp: the chain
+// executor) and the standalone test driver test_xnor_kernels.cpp include
+// this file. Its functions are static: each translation unit has its own
+// copy, and the dispatch state lives in xnor_gemm.cpp alone.
 //
 // Per instruction set, a namespace provides kRows, tile_dots<R> and
 // tile_mask<R> and includes xnor_driver.inc, whose run<false> (dots) and
@@ -36,6 +38,12 @@
 #define TGB_NEON 0
 #endif
 
+// Each including translation unit uses only some of the static functions.
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#endif
+
 namespace tgb {
 
 // ---------------------------------------------------------------------------
@@ -50,12 +58,6 @@ namespace generic {
 
 // ---------------------------------------------------------------------------
 // The kernels the dispatch chooses from.
-
-struct Impl {
-  const char* name;
-  RunFn dots;  // xnor_gemm: int32 dots
-  RunFn bits;  // xnor_gemm_threshold: bits, or OR pooling into oracc
-};
 
 // In order of preference (fastest first, measured on AVX2 hardware; on
 // AArch64 NEON, which cannot be timed here: see benchmarks/results/
@@ -96,3 +98,7 @@ static int best_impl() {
 }
 
 }  // namespace tgb
+
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
