@@ -28,6 +28,7 @@ from .models import (PackedDGCNN, PackedEdgeConv, PackedPointConv,
                      PackedPointNet, PackedPointNet2, PackedSetAbstraction,
                      PackedTNet, cat_bits, pack)
 from .io import PackedFileError, file_size, load, num_bytes, save
+from .threads import set_single_thread_points, single_thread_points
 
 __all__ = [
     'PackedFileError',
@@ -72,4 +73,6 @@ __all__ = [
     'load',
     'num_bytes',
     'file_size',
+    'single_thread_points',
+    'set_single_thread_points',
 ]

@@ -46,6 +46,7 @@ from torch_geometric_binary.deploy.modules import (PackedGlobalPool,
                                                    PackedMLP, aggr_is_ema,
                                                    check_method, pack_binary)
 from torch_geometric_binary.deploy.activations import convert_act
+from torch_geometric_binary.deploy.threads import run_with_policy
 from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
                                                     CONVERTERS, converter,
                                                     converter_for,
@@ -353,7 +354,9 @@ class _PackedClassifier(torch.nn.Module):
             return self.forward_layers(pos, batch, x)
         self._check_fast(pos, batch, x)
         try:
-            return self._forward(seg, pos, batch, x)
+            # Small inputs on one thread (see deploy.threads).
+            return run_with_policy(lambda: self._forward(seg, pos, batch, x),
+                                   pos.size(0))
         except NonFiniteInput:
             # Non-finite coordinates: the error of the trained model.
             check_points(pos, 'pos', batch, where=self.__class__.__name__)
