@@ -242,6 +242,33 @@ def test_knn_features_selection_blocks(order):
     assert_same(knn_edges(x, x, k, bx, bx), ref)
 
 
+@pytest.mark.parametrize('dim', [9, 64])
+def test_knn_features_tie_groups(dim):
+    # Few values per channel: groups of equal distances, cut by the k-th
+    # neighbour; which of them are kept, and their order, is the kd-tree's
+    # visit order (ordered by the tree's structure, without a search).
+    need_cpp()
+    x, bx = clouds([700, 33, 260], dim=dim, seed=20 + dim)
+    x = torch.round(x * 2) / 2
+    x[5:40] = x[4]  # Duplicates of one point, also of the queries.
+    y, by = clouds([50, 9, 31], dim=dim, seed=30 + dim)
+    y = torch.round(y * 2) / 2
+    for k in (1, 3, 20, 37):
+        assert_same(knn_edges(x, x, k, bx, bx), ref_knn(x, x, k, bx, bx))
+        assert_same(knn_edges(x, y, k, bx, by), ref_knn(x, y, k, bx, by))
+
+
+def test_knn_features_nan_rows():
+    # A NaN row is never a neighbour; its own query has none (as the
+    # kd-tree): the block minima skip NaNs.
+    need_cpp()
+    x, bx = clouds([400, 300], dim=64, seed=13)
+    x[[3, 17, 450]] = float('nan')
+    x[20, 5] = float('nan')
+    for k in (1, 20):
+        assert_same(knn_edges(x, x, k, bx, bx), ref_knn(x, x, k, bx, bx))
+
+
 def test_knn_quantized_features():
     # DGCNN's second k-NN graph in a binary model: Hardtanh of pooled binary
     # dot products, a few values per channel, so many distances tie.

@@ -20,9 +20,11 @@
 //    coordinates) and a k-selection on them (a bound from block minima, then
 //    only the entries under it: knn_candidates). Their order is the exact order
 //    wherever two values differ by more than a rounding bound; runs of closer
-//    values are re-measured with nanoflann's arithmetic and re-sorted. A query
-//    whose re-measured distances tie goes through the kd-tree replica, so
-//    that ties are ordered as torch_cluster orders them.
+//    values are re-measured with nanoflann's arithmetic and re-sorted. Equal
+//    re-measured distances are ordered by the kd-tree replica's visit order
+//    (KdTree::visit_rank: the tree's structure, no search), which is how
+//    nanoflann orders and keeps them; a query with NaN or overflowing
+//    distances goes through the kd-tree search itself.
 //
 // Built with -ffp-contract=off: a fused multiply-add would round differently
 // from torch_cluster's separate multiply and add.
@@ -46,6 +48,7 @@
 #include <mutex>
 #include <numeric>
 #include <optional>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -307,6 +310,8 @@ struct KdTree {
   const T* pts = nullptr;  // The cloud's points, [n, D] row-major.
   int64_t n = 0, D = 0;
   std::vector<int64_t> vind;
+  std::vector<int64_t> where;  // Inverse of vind: a point's slot.
+  std::vector<T> slots;        // The points in slot order (leaves contiguous).
   std::vector<Node> nodes;
   std::vector<T> root_low, root_high;
 
@@ -328,6 +333,12 @@ struct KdTree {
     // divideTree tightens the bbox it gets; the root's is tight already.
     std::vector<T> low(root_low), high(root_high);
     divide(0, n, low.data(), high.data());
+    where.resize(n);
+    slots.resize(n * D);
+    for (int64_t i = 0; i < n; i++) {
+      where[vind[i]] = i;
+      std::copy(p + vind[i] * D, p + (vind[i] + 1) * D, slots.data() + i * D);
+    }
   }
 
   void min_max(const int64_t* ind, int64_t count, int64_t e, T& lo,
@@ -427,6 +438,7 @@ struct KdTree {
     rlow[cutfeat] = cutval;
     const int32_t c2 = divide(left + idx, right, rlow, rhigh);
     Node& node = nodes[id];
+    node.left = left, node.right = right;  // For visit_rank.
     node.child1 = c1, node.child2 = c2;
     node.divfeat = static_cast<int32_t>(cutfeat);
     node.divlow = lhigh[cutfeat];
@@ -457,6 +469,33 @@ struct KdTree {
     search_level(result, vec, 0, distsq, dists);
   }
 
+  // The position of point p in the order in which find() would visit the
+  // points for the query vec if it pruned nothing: depth first, the child
+  // on the query's side of each split first (search_level's choice), a
+  // leaf's points in slot order. find() keeps, of equal distances, the
+  // points it visits first, and lists them in that order, so its result is
+  // the k smallest by (distance, visit_rank) (up to a subtree it prunes by
+  // a rounding error, see the top of the file).
+  int64_t visit_rank(int64_t p, const T* vec) const {
+    const int64_t v = where[p];
+    int64_t rank = 0;
+    const Node* node = &nodes[0];
+    while (node->child1 >= 0) {
+      const Node& c1 = nodes[node->child1];
+      const Node& c2 = nodes[node->child2];
+      const T val = vec[node->divfeat];
+      const bool first1 = ((val - node->divlow) + (val - node->divhigh)) < 0;
+      if (v < c1.right) {
+        if (!first1) rank += c2.right - c2.left;
+        node = &c1;
+      } else {
+        if (first1) rank += c1.right - c1.left;
+        node = &c2;
+      }
+    }
+    return rank + (v - node->left);
+  }
+
   template <class R>
   bool search_level(R& result, const T* vec, int32_t id, T mindistsq,
                     T* dists) const {
@@ -465,7 +504,12 @@ struct KdTree {
       const T worst_dist = result.worst();  // Read once per leaf.
       for (int64_t i = node.left; i < node.right; i++) {
         const int64_t index = vind[i];
-        const T dist = eval_metric(vec, pts + index * D, D);
+        // eval_metric; for 3 dims spelt out (the same operations).
+        const T* pt = slots.data() + i * D;
+        const T dist = D == 3 ? ((T() + (vec[0] - pt[0]) * (vec[0] - pt[0])) +
+                                 (vec[1] - pt[1]) * (vec[1] - pt[1])) +
+                                    (vec[2] - pt[2]) * (vec[2] - pt[2])
+                              : eval_metric(vec, pt, D);
         if (dist < worst_dist && !result.add(dist, index)) return false;
       }
       return true;
@@ -719,26 +763,69 @@ static void block_minima(const T* v, int64_t n, int64_t bs,
   }
 }
 
+// Block size of knn_candidates for n entries and k kept: at least 2k blocks.
+static inline int64_t knn_block_size(int64_t n, int64_t k) {
+  return std::min<int64_t>(16, std::max<int64_t>(1, n / (2 * k)));
+}
+
+#if TGB_X86
+// e_j = norm_j - 2 S_j for j < n and the minimum of each block of 16 of
+// them (NaNs skipped, as block_minima): the same float operations as the
+// scalar loops, 8 lanes at a time.
+__attribute__((target("avx2"))) static void shifted_minima16_avx2(
+    const float* norm, const float* S, int64_t n, float* e, float* mins) {
+  const __m256 two = _mm256_set1_ps(2.f);
+  const float inf = std::numeric_limits<float>::infinity();
+  int64_t j = 0, b = 0;
+  for (; j + 16 <= n; j += 16, b++) {
+    const __m256 v0 = _mm256_sub_ps(
+        _mm256_loadu_ps(norm + j), _mm256_mul_ps(two, _mm256_loadu_ps(S + j)));
+    const __m256 v1 = _mm256_sub_ps(
+        _mm256_loadu_ps(norm + j + 8),
+        _mm256_mul_ps(two, _mm256_loadu_ps(S + j + 8)));
+    _mm256_storeu_ps(e + j, v0);
+    _mm256_storeu_ps(e + j + 8, v1);
+    // min_ps(a, m) is a < m ? a : m: a NaN in a leaves m.
+    __m256 m = _mm256_min_ps(v0, _mm256_set1_ps(inf));
+    m = _mm256_min_ps(v1, m);
+    __m128 h = _mm_min_ps(_mm256_castps256_ps128(m),
+                          _mm256_extractf128_ps(m, 1));
+    h = _mm_min_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_min_ss(h, _mm_shuffle_ps(h, h, 1));
+    mins[b] = _mm_cvtss_f32(h);
+  }
+  if (j < n) {
+    float m = inf;
+    for (; j < n; j++) {
+      e[j] = norm[j] - 2 * S[j];
+      m = e[j] < m ? e[j] : m;
+    }
+    mins[b] = m;
+  }
+}
+#endif
+
 // The entries of v[0, n) within slack(kth) = abs + rel * kth of the k-th
 // smallest, kth, as (value, index) in index order (all of them for n <= k).
-// An upper bound of kth is the k-th smallest of the minima of at least k
-// disjoint blocks (k distinct entries are at or below it); only the blocks
-// whose minimum is within slack of it are scanned, and the exact kth comes
-// from the few entries found there (blocks of 16: for n = 1024, k = 20,
-// about 24 entries on random data). False (and the caller searches the
-// kd-tree) when a NaN could be among the k.
+// An upper bound of kth is the k-th smallest of the minima `mins` of the
+// blocks of bs = knn_block_size(n, k) entries (at least k blocks; k
+// distinct entries are at or below it); only the blocks whose minimum is
+// within slack of it are scanned, and the exact kth comes from the few
+// entries found there (blocks of 16: for n = 1024, k = 20, about 24
+// entries on random data). False (and the caller searches the kd-tree)
+// when a NaN could be among the k.
 template <typename T>
 static bool knn_candidates(const T* v, int64_t n, int64_t k, T abs, T rel,
+                           const std::vector<T>& mins,
                            std::vector<std::pair<T, int64_t>>& cand,
-                           std::vector<T>& mins, std::vector<T>& scratch) {
+                           std::vector<T>& scratch) {
   cand.clear();
   if (n <= k) {
     for (int64_t j = 0; j < n; j++)
       if (v[j] == v[j]) cand.push_back({v[j], j});
     return static_cast<int64_t>(cand.size()) == n;
   }
-  const int64_t bs = std::min<int64_t>(16, std::max<int64_t>(1, n / (2 * k)));
-  block_minima(v, n, bs, mins);
+  const int64_t bs = knn_block_size(n, k);
   scratch.assign(mins.begin(), mins.end());
   std::nth_element(scratch.begin(), scratch.begin() + (k - 1), scratch.end());
   const T bound = scratch[k - 1];
@@ -776,7 +863,7 @@ static void knn_gemm(const Pairs& a, int64_t k, std::vector<Edges>& out) {
   // Per cloud: centred points, their squared norms and the largest one; the
   // kd-tree only when a query ties.
   struct Cloud {
-    Tensor xc;  // [n, D]
+    Tensor xct;  // [D, n]: the product's faster layout.
     std::vector<T> mean, norm;
     T max_norm = 0;
     std::once_flag tree_once;
@@ -793,14 +880,14 @@ static void knn_gemm(const Pairs& a, int64_t k, std::vector<Edges>& out) {
         for (int64_t d = 0; d < D; d++) mean[d] += x[(s + j) * D + d];
       c.mean.resize(D);
       for (int64_t d = 0; d < D; d++) c.mean[d] = static_cast<T>(mean[d] / n);
-      c.xc = at::empty({n, D}, opt);
-      T* xc = c.xc.template data_ptr<T>();
+      c.xct = at::empty({D, n}, opt);
+      T* xct = c.xct.template data_ptr<T>();
       c.norm.assign(n, T(0));
       for (int64_t j = 0; j < n; j++) {
         T acc = 0;
         for (int64_t d = 0; d < D; d++) {
           const T v = x[(s + j) * D + d] - c.mean[d];
-          xc[j * D + d] = v;
+          xct[d * n + j] = v;
           acc += v * v;
         }
         c.norm[j] = acc;
@@ -833,6 +920,7 @@ static void knn_gemm(const Pairs& a, int64_t k, std::vector<Edges>& out) {
     std::vector<T> ebuf, mins, sel, dists(D), kd(k);
     std::vector<int64_t> ki(k);
     std::vector<std::pair<T, int64_t>> cand;
+    std::vector<std::tuple<T, int64_t, int64_t>> ranked;
     for (int64_t t = t0; t < t1; t++) {
       const Task& task = tasks[t];
       Cloud& c = clouds[task.b];
@@ -851,7 +939,7 @@ static void knn_gemm(const Pairs& a, int64_t k, std::vector<Edges>& out) {
         }
         ynorm[i] = acc;
       }
-      const Tensor prod = at::mm(yb, c.xc.t());  // [m, n]
+      const Tensor prod = at::mm(yb, c.xct);  // [m, n]
       const T* S = prod.template data_ptr<T>();
       Edges& e = out[t];
       const int64_t kk = std::min(k, n);
@@ -861,16 +949,31 @@ static void knn_gemm(const Pairs& a, int64_t k, std::vector<Edges>& out) {
       for (int64_t i = 0; i < m; i++) {
         const int64_t q = task.i0 + i;
         const T* Si = S + i * n;
-        // e_j = |x_j|^2 - 2 <x_j, y>: the distance less |y|^2.
-        for (int64_t j = 0; j < n; j++) er[j] = norm[j] - 2 * Si[j];
+        // e_j = |x_j|^2 - 2 <x_j, y>: the distance less |y|^2, and the
+        // minima of its blocks (for knn_candidates).
+        const int64_t bs = knn_block_size(n, k);
+        mins.resize((n + bs - 1) / bs);
+#if TGB_X86
+        if (std::is_same<T, float>::value && bs == 16 && n > k &&
+            cpu_has_avx2()) {
+          shifted_minima16_avx2(reinterpret_cast<const float*>(norm),
+                                reinterpret_cast<const float*>(Si), n,
+                                reinterpret_cast<float*>(er),
+                                reinterpret_cast<float*>(mins.data()));
+        } else
+#endif
+        {
+          for (int64_t j = 0; j < n; j++) er[j] = norm[j] - 2 * Si[j];
+          if (n > k) block_minima(er, n, bs, mins);
+        }
         // Candidates in approximate order. Where two neighbours' approximate
         // values are more than `tol` apart, their exact distances are in the
         // same order; only runs of closer values, where they reach the k
         // kept, are re-measured as nanoflann measures them and re-sorted.
         const T tol = tol_factor * (ynorm[i] + c.max_norm);
         const T* yq = y + q * D;
-        bool tie = !knn_candidates<T>(er, n, k, tol, T(0), cand, mins, sel);
-        const int64_t nc = tie ? 0 : static_cast<int64_t>(cand.size());
+        bool fallback = !knn_candidates<T>(er, n, k, tol, T(0), mins, cand, sel);
+        const int64_t nc = fallback ? 0 : static_cast<int64_t>(cand.size());
         std::sort(cand.begin(), cand.begin() + nc);
         for (int64_t r0 = 0; r0 < std::min(kk, nc);) {
           int64_t r1 = r0 + 1;
@@ -889,20 +992,38 @@ static void knn_gemm(const Pairs& a, int64_t k, std::vector<Edges>& out) {
             for (; l < r1; l++)
               cand[l].first = eval_metric(yq, x + (s + cand[l].second) * D, D);
             std::sort(cand.begin() + r0, cand.begin() + r1);
+            bool tie = false;
             for (l = r0 + 1; l < std::min(r1, kk + 1); l++)
               tie = tie || cand[l].first == cand[l - 1].first;
+            if (tie) {
+              // Equal distances: the kd-tree's visit order decides which
+              // are kept and in which order (its structure only, no search).
+              std::call_once(c.tree_once,
+                             [&] { c.tree.build(x + s * D, n, D); });
+              ranked.clear();
+              for (l = r0; l < r1; l++)
+                ranked.push_back({cand[l].first,
+                                  c.tree.visit_rank(cand[l].second, yq),
+                                  cand[l].second});
+              std::sort(ranked.begin(), ranked.end());
+              for (l = r0; l < r1; l++)
+                cand[l] = {std::get<0>(ranked[l - r0]),
+                           std::get<2>(ranked[l - r0])};
+            }
           }
           r0 = r1;
         }
-        if (!tie) {
+        // The kd-tree never keeps a distance at or above T's largest value.
+        for (int64_t l = 0; l < std::min(kk, nc) && !fallback; l++)
+          fallback = !(cand[l].first < std::numeric_limits<T>::max());
+        if (!fallback) {
           for (int64_t l = 0; l < kk; l++) {
             e.src.push_back(s + cand[l].second);
             e.dst.push_back(q);
           }
           continue;
         }
-        // Tied distances (or NaNs): their order (and which one is kept) is
-        // the kd-tree's search order.
+        // NaNs or overflows: the kd-tree search itself.
         std::call_once(c.tree_once, [&] { c.tree.build(x + s * D, n, D); });
         KnnResult<T> res(ki.data(), kd.data(), k);
         c.tree.find(res, yq, dists.data());

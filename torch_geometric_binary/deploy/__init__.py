@@ -30,6 +30,7 @@ from .models import (PackedDGCNN, PackedEdgeConv, PackedPointConv,
                      PackedTNet, cat_bits, pack)
 from .generic import PackedFeaturePropagation, PackedModel, pack_modules
 from .io import PackedFileError, file_size, load, num_bytes, save
+from .threads import set_single_thread_points, single_thread_points
 
 __all__ = [
     'PackedFileError',
@@ -77,4 +78,6 @@ __all__ = [
     'load',
     'num_bytes',
     'file_size',
+    'single_thread_points',
+    'set_single_thread_points',
 ]

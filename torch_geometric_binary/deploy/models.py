@@ -33,6 +33,7 @@ from torch_geometric.nn.conv import EdgeConv, PointNetConv
 
 from torch_geometric_binary.deploy.chain import (BinaryChain,
                                                  NonFiniteInput, PoolTable,
+                                                 group_delta,
                                                  pooled_floats,
                                                  sign_thresholds)
 from torch_geometric_binary.deploy import kernels
@@ -45,6 +46,7 @@ from torch_geometric_binary.deploy.modules import (PackedGlobalPool,
                                                    PackedMLP, aggr_is_ema,
                                                    check_method, pack_binary)
 from torch_geometric_binary.deploy.activations import convert_act
+from torch_geometric_binary.deploy.threads import run_with_policy
 from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
                                                     converter,
                                                     converter_for,
@@ -367,7 +369,9 @@ class _PackedClassifier(torch.nn.Module):
             return self.forward_layers(pos, batch, x)
         self._check_fast(pos, batch, x)
         try:
-            return self._forward(seg, pos, batch, x)
+            # Small inputs on one thread (see deploy.threads).
+            return run_with_policy(lambda: self._forward(seg, pos, batch, x),
+                                   pos.size(0))
         except NonFiniteInput:
             # Non-finite coordinates: the error of the trained model.
             check_points(pos, 'pos', batch, where=self.__class__.__name__)
@@ -844,27 +848,92 @@ class PackedDGCNN(_PackedClassifier):
         return seg
 
     @staticmethod
-    def _edges(conv: PackedEdgeConv, h: Tensor, batch: Tensor):
+    def _graph(conv: PackedEdgeConv, h: Tensor, batch: Tensor
+               ) -> Tuple[Tensor, Tensor, Tensor, bool]:
+        r"""The :math:`k`-NN edges :math:`(j, i)` of :obj:`conv` on
+        :obj:`h`, sorted by target :math:`i`, the group sizes, and whether
+        every point has exactly :math:`k` neighbours (then the edges of
+        point :math:`i` are rows :math:`ik, \ldots, ik + k - 1`)."""
         edge_index = conv.graph(h, batch)
         perm, counts = _sorted_groups(edge_index[1], h.size(0))
         if perm is not None:
             edge_index = edge_index[:, perm]
-        j, i = edge_index[0], edge_index[1]
-        x_i = h[i]
-        return torch.cat([x_i, h[j] - x_i], dim=-1), i, counts
+        uniform = edge_index.size(1) == conv.k * h.size(0)
+        return edge_index[0], edge_index[1], counts, uniform
+
+    @staticmethod
+    def _messages(h: Tensor, j: Tensor, i: Tensor, uniform: bool) -> Tensor:
+        r"""EdgeConv's messages :math:`[\mathbf{x}_i, \mathbf{x}_j -
+        \mathbf{x}_i]` (the float inputs of a full-precision first
+        layer)."""
+        if not uniform:
+            x_i = h[i]
+            return torch.cat([x_i, h[j] - x_i], dim=-1)
+        # Point i's k neighbours are rows ik, ..., ik + k - 1.
+        n, C = h.shape
+        x_i = h.unsqueeze(1).expand(n, j.numel() // n, C)
+        return torch.cat([x_i, h[j].view_as(x_i) - x_i],
+                         dim=-1).view(j.numel(), 2 * C)
+
+    @classmethod
+    def _edges(cls, conv: PackedEdgeConv, h: Tensor, batch: Tensor):
+        r"""The messages of :obj:`conv` on :obj:`h`, their targets and the
+        group sizes."""
+        j, i, counts, uniform = cls._graph(conv, h, batch)
+        return cls._messages(h, j, i, uniform), i, counts
+
+    @staticmethod
+    def _edge_bits(mlp: PackedMLP, h: Tensor, j: Tensor, i: Tensor,
+                   uniform: bool) -> Tensor:
+        r"""The packed signs of the messages :math:`[\mathbf{x}_i,
+        \mathbf{x}_j - \mathbf{x}_i]` that :obj:`mlp`'s binary first layer
+        reads, without the float messages: the signs of
+        :math:`\mathbf{x}_i` once per point, the differences (the same
+        float subtraction as :class:`~torch_geometric.nn.conv.EdgeConv`)
+        binarized as they are formed."""
+        n, C = h.shape
+        if uniform:  # Point i's k neighbours are rows ik, ..., ik + k - 1.
+            diff = h[j].view(n, -1, C) - h.unsqueeze(1)
+        else:
+            diff = h[j] - h[i]
+        return cat_bits([(_binarize(h, mlp)[i], C),
+                         (_binarize(diff.view(-1, C), mlp, C), C)])
+
+    @staticmethod
+    def _pool_dots(layer: PackedBiLinear, dots: Tensor, i: Tensor,
+                   counts: Tensor, uniform: bool, ema: bool,
+                   flip: Tensor) -> Tensor:
+        r"""The float max pooling of :func:`pooled_floats` over each
+        point's edges; with :math:`k` edges per point, a max (a min on the
+        falling channels) over consecutive rows instead of a scatter (the
+        same integers, hence the same floats)."""
+        n = counts.numel()
+        if not uniform or n == 0:
+            return pooled_floats(layer, dots, i, n, ema, flip)
+        d = dots.view(n, -1, dots.size(-1))
+        y = layer.epilogue(torch.where(flip, d.amin(1), d.amax(1)))
+        return y - group_delta(counts)[:, None] if ema else y
 
     def _forward(self, seg, pos: Tensor, batch: Optional[Tensor],
                  x: Optional[Tensor]) -> Tensor:
         batch, size = self._check(pos, batch, x)
         h = pos if x is None else torch.cat([pos, x], dim=-1)
-        # conv1: its pooled floats are needed (the next k-NN graph).
-        msg, i, _ = self._edges(self.conv1, h, batch)
+        # conv1: a full-precision first layer on the float messages; its
+        # pooled floats are needed (the next k-NN graph).
+        j, i, counts, uniform = self._graph(self.conv1, h, batch)
+        msg = self._messages(h, j, i, uniform)
         dots = seg['conv1'](msg)
         layer = seg['conv1'].chain.layers[-1]
-        x1 = self._place_act(0)(pooled_floats(layer, dots, i, h.size(0),
-                                    self.conv1.ema, seg['conv1_flip']))
-        # conv2: only the signs of its pooled output are used.
-        msg, i, counts = self._edges(self.conv2, x1, batch)
+        x1 = self._place_act(0)(self._pool_dots(
+            layer, dots, i, counts, uniform, self.conv1.ema,
+            seg['conv1_flip']))
+        # conv2: only the signs of its messages and of its pooled output
+        # are used.
+        j, i, counts, uniform = self._graph(self.conv2, x1, batch)
+        if self.conv2.nn.is_binary(0):
+            msg = self._edge_bits(self.conv2.nn, x1, j, i, uniform)
+        else:
+            msg = self._messages(x1, j, i, uniform)
         x2 = seg['conv2'](msg, counts)
         c1 = self.conv1.nn.out_channels
         h = cat_bits([(_binarize(x1, self.lin1), c1),

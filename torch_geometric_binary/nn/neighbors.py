@@ -31,11 +31,14 @@ How the kernels reproduce torch_cluster's CPU results:
   order.
 * :func:`knn` in more dimensions (DGCNN's features) measures distances by a
   matrix product, re-measures the candidates near the :math:`k`-th with
-  nanoflann's arithmetic and sorts them; a query with tied distances falls
-  back to the kd-tree replica, so ties are ordered as torch_cluster orders
-  them. The only possible difference: a point that torch_cluster's kd-tree
-  prunes by a rounding error (its bound and the distance within one unit in
-  the last place), which a brute-force search keeps.
+  nanoflann's arithmetic and sorts them; equal distances are ordered (and
+  cut at the :math:`k`-th) by the kd-tree replica's visit order, read from
+  the tree's structure without a search, which is how torch_cluster orders
+  them (binary models' features repeat values, so such ties are common);
+  a query with NaN or overflowing distances searches the kd-tree replica.
+  The only possible difference: a point that torch_cluster's kd-tree
+  prunes by a rounding error (its bound and the distance within one unit
+  in the last place), which a brute-force search keeps.
 
 Median times at one thread (:obj:`benchmarks/bench_neighbors.py`, results in
 :obj:`benchmarks/results/bench_neighbors.json`; a 2-core x86-64 VM shared
