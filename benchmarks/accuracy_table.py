@@ -10,7 +10,7 @@ import json
 import os
 import shlex
 import sys
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 PROTOCOL_KEYS = ['dataset', 'num_points', 'epochs', 'batch_size', 'lr',
                  'weight_decay', 'augment', 'seed', 'teacher', 'kd_alpha',
@@ -117,8 +117,14 @@ def markdown(rows: List[Dict[str, Any]]) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+def table_main(argv, description: str, row: Callable[[str], Dict],
+               markdown: Callable[[List[Dict]], str],
+               check: Optional[Callable[[List[Dict]], Optional[str]]] = None
+               ) -> int:
+    r"""The command line of a table script: reads the runs' folders with
+    :obj:`row`, refuses what :obj:`check` names, writes
+    :obj:`--out`.json and .md (:obj:`markdown`) and prints the latter."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument('runs', nargs='+', help='output folders of runs')
     parser.add_argument('--out', required=True,
                         help='path prefix of the .md and .json written')
@@ -128,6 +134,9 @@ def main(argv=None) -> int:
     if missing:
         parser.error(f"no results.json in: {', '.join(missing)}")
     rows = [row(r) for r in args.runs]
+    problem = check(rows) if check is not None else None
+    if problem:
+        parser.error(problem)
     os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
     with open(args.out + '.json', 'w') as f:
         json.dump(rows, f, indent=1)
@@ -135,6 +144,10 @@ def main(argv=None) -> int:
         f.write(markdown(rows))
     sys.stdout.write(markdown(rows))
     return 0
+
+
+def main(argv=None) -> int:
+    return table_main(argv, __doc__.split('\n\n')[0], row, markdown)
 
 
 if __name__ == '__main__':

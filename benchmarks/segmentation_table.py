@@ -6,13 +6,12 @@ per-epoch score and the command that reproduces the run.
     python benchmarks/segmentation_table.py ../runs/segsyn_e30_c40/* \
         --out benchmarks/results/segmentation_synthetic_e30_c40
 """
-import argparse
 import json
 import os
 import sys
 from typing import Any, Dict, List
 
-from accuracy_table import cli_command
+from accuracy_table import cli_command, table_main
 
 # The score each task ranks runs by, then the other metrics it reports.
 METRICS = {'part': ['instance_miou', 'category_miou'],
@@ -71,25 +70,10 @@ def markdown(rows: List[Dict[str, Any]]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('runs', nargs='+', help='output folders of runs')
-    parser.add_argument('--out', required=True,
-                        help='path prefix of the .md and .json written')
-    args = parser.parse_args(argv)
-    missing = [r for r in args.runs
-               if not os.path.isfile(os.path.join(r, 'results.json'))]
-    if missing:
-        parser.error(f"no results.json in: {', '.join(missing)}")
-    rows = [row(r) for r in args.runs]
-    if len({r['task'] for r in rows}) > 1:
-        parser.error('the runs mix part and semantic segmentation')
-    os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
-    with open(args.out + '.json', 'w') as f:
-        json.dump(rows, f, indent=1)
-    with open(args.out + '.md', 'w') as f:
-        f.write(markdown(rows))
-    sys.stdout.write(markdown(rows))
-    return 0
+    return table_main(
+        argv, __doc__.split('\n\n')[0], row, markdown,
+        lambda rows: 'the runs mix part and semantic segmentation'
+        if len({r['task'] for r in rows}) > 1 else None)
 
 
 if __name__ == '__main__':
