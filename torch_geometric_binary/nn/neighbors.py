@@ -40,29 +40,12 @@ How the kernels reproduce torch_cluster's CPU results:
   prunes by a rounding error (its bound and the distance within one unit
   in the last place), which a brute-force search keeps.
 
-Median times at one thread (:obj:`benchmarks/bench_neighbors.py`, results in
-:obj:`benchmarks/results/bench_neighbors.json`; a 2-core x86-64 VM shared
-with other jobs, load ~3-5, so they vary by up to 2x between runs):
-
-=========================================== ============= ========= ========
-operation                                   torch_cluster kernels   speed-up
-=========================================== ============= ========= ========
-fps, 1 x 1024 points, ratio 0.5             5.5 ms        0.15 ms   37x
-fps, 32 x 1024 points, ratio 0.5            171 ms        4.7 ms    36x
-radius r 0.2, 64 max, 32 x 512 -> 32 x 256  9.0 ms        6.2 ms    1.5x
-knn k 20, 3-d, 32 x 512                     26 ms         23 ms     1.1x
-knn k 20, 64-d, 32 x 512                    149 ms        48 ms     3.1x
-=========================================== ============= ========= ========
-
-torch_cluster's fps allocates three tensors per sampled point; ours is one
-vectorized pass per point. radius and 3-d knn must follow torch_cluster's
-kd-tree search order to give its neighbours, so they gain only what flat
-arrays save. 64-d knn is the matrix product (about a third of its time) and
-a per-query selection that bounds the k-th distance by the k-th smallest of
-the minima of blocks of 16 and then looks only at the blocks under that
-bound (about 2 of every 3 are skipped). :obj:`fpsample` (Rust, PyPI) runs
-fps in 2.4-3.9 ms for one cloud, 20x slower than ours, is another
-dependency, and does not reproduce torch_cluster's indices.
+Speed: :obj:`benchmarks/bench_neighbors.py` (results and their commands
+in :obj:`benchmarks/results/`). :func:`radius` and 3-d :func:`knn` must
+follow torch_cluster's kd-tree search order to give its neighbours, so
+they gain only what flat arrays save; 64-d :func:`knn` bounds the
+:math:`k`-th distance of each query by the :math:`k`-th smallest minimum
+of blocks of 16 and looks only at the blocks under that bound.
 
 The functions have no fake-tensor implementation, so they run eagerly under
 :func:`torch.compile` (a graph break, as for any data-dependent graph
