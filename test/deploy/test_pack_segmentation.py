@@ -15,6 +15,8 @@ from torch_geometric_binary.deploy.generic import constructor_kwargs
 from torch_geometric_binary.nn import BiLinear
 from torch_geometric_binary.nn.models import SEG_MODELS
 
+from .test_pack_models import assert_same_predictions
+
 NUM_POINTS = 96
 SMALL = {'pointnet': {}, 'pointnet2': {}, 'dgcnn': {'k': 8}}
 _DATA = {}
@@ -76,14 +78,6 @@ def cached(name, method='bipointnet', **kwargs):
         model = make_model(name, method, **kwargs)
         _CACHE[key] = (model, pack(model))
     return _CACHE[key]
-
-
-def assert_same_predictions(ref, out):
-    r"""The same argmax on every point, logits equal up to float rounding."""
-    assert out.shape == ref.shape
-    assert torch.equal(out.argmax(-1), ref.argmax(-1))
-    scale = ref.abs().max().clamp(min=1.0)
-    assert (out - ref).abs().max() <= 1e-4 * scale
 
 
 def check_forward(model, packed):
