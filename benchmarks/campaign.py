@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import shutil
 import subprocess
 import sys
 import time
@@ -216,6 +215,13 @@ def restore(name: str, runs_dir: str, results_dir: str, from_best: bool
     if osp.exists(snapshot(name, results_dir)):
         src, exact = snapshot(name, results_dir), True
         state = load_checkpoint(src)  # Refuses a damaged file.
+        # The best weights are committed beside it (see cmd_save).
+        best = load_checkpoint(best_copy(name, results_dir))
+        if best['epoch'] != state['best']['epoch']:
+            raise ValueError(f"{best_copy(name, results_dir)} holds epoch "
+                             f"{best['epoch']}, but {src} names epoch "
+                             f"{state['best']['epoch']} as the best")
+        state['best_model'] = best['model']
     elif from_best and osp.exists(best_copy(name, results_dir)):
         src, exact = best_copy(name, results_dir), False
         state = restart_state(src)
@@ -249,8 +255,12 @@ def cmd_start(args) -> List[str]:
                   f"remove the folder)", file=sys.stderr)
             continue
         if s['state'] == 'elsewhere':
-            event = restore(name, args.runs_dir, args.results_dir,
-                            args.from_best)
+            try:
+                event = restore(name, args.runs_dir, args.results_dir,
+                                args.from_best)
+            except ValueError as e:  # A damaged or inconsistent commit.
+                print(f"{name}: {e}; not started", file=sys.stderr)
+                continue
             if event is None:
                 print(f"{name}: trained elsewhere to epoch "
                       f"{s['ledger']['epochs_done']}, and only its best "
@@ -273,7 +283,9 @@ def cmd_start(args) -> List[str]:
 def cmd_save(args):
     sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
     import accuracy_table
-    from torch_geometric_binary.train import strip_checkpoint
+    from torch_geometric_binary.train import (load_checkpoint,
+                                              save_checkpoint,
+                                              strip_checkpoint)
     results = args.results_dir
     folders = {n: osp.join(args.runs_dir, n) for n in RUNS
                if osp.exists(osp.join(args.runs_dir, n, 'results.json'))}
@@ -307,9 +319,10 @@ def cmd_save(args):
         finished = json.load(open(osp.join(folder, 'results.json')))[
             'finished']
         if osp.exists(last) and not finished:
-            shutil.copyfile(last, snapshot(name, results) + '.tmp')
-            os.replace(snapshot(name, results) + '.tmp',
-                       snapshot(name, results))
+            # Without the best weights: they are the <run>.pt just saved.
+            state = load_checkpoint(last)
+            state.pop('best_model', None)
+            save_checkpoint(snapshot(name, results), state)
             print(f"saved {snapshot(name, results)}")
         elif finished and osp.exists(snapshot(name, results)):
             os.remove(snapshot(name, results))

@@ -109,6 +109,8 @@ def test_runs_trained_elsewhere_restore_or_refuse(campaign, tmp_path, capsys,
 
 def test_save_commits_last_pt_and_keeps_rows_of_runs_elsewhere(
         campaign, tmp_path, monkeypatch):
+    import torch
+
     from torch_geometric_binary.train import load_checkpoint
     runs, results = tmp_path / 'runs', tmp_path / 'results'
     _committed(results, 'pn2_p512_bip_e60', epochs_done=6, epoch=4)
@@ -137,11 +139,29 @@ def test_save_commits_last_pt_and_keeps_rows_of_runs_elsewhere(
     assert rows['pn2_p512_bip_e60']['test_acc_per_epoch'] == \
         [h['test_acc'] for h in history]
     snap = results / 'campaign' / 'resume' / 'pn2_p512_bip_e60.pt'
-    assert snap.read_bytes() == (folder / 'last.pt').read_bytes()
+    last = load_checkpoint(str(folder / 'last.pt'))
+    # The snapshot leaves out the best weights, committed beside it.
+    assert 'best_model' not in load_checkpoint(str(snap))
     assert 'fresh optimizer' in (results / 'campaign.md').read_text()
-    # On the next machine the committed last.pt comes back exactly.
+    # The snapshot and the best weights beside it must agree.
+    best = results / 'campaign' / 'pn2_p512_bip_e60.pt'
+    good = best.read_bytes()
+    state = load_checkpoint(str(best))
+    torch.save(dict(state, epoch=3), str(best))
+    assert campaign.main(['--runs-dir', str(tmp_path / 'runs3'),
+                          '--results-dir', str(results), 'start',
+                          'pn2_p512_bip_e60']) == []
+    best.write_bytes(good)
+    # On the next machine the committed last.pt comes back whole.
     runs2 = tmp_path / 'runs2'
     campaign.main(['--runs-dir', str(runs2), '--results-dir', str(results),
                    'start', 'pn2_p512_bip_e60'])
-    assert (runs2 / 'pn2_p512_bip_e60' / 'last.pt').read_bytes() == \
-        snap.read_bytes()
+    back = load_checkpoint(str(runs2 / 'pn2_p512_bip_e60' / 'last.pt'))
+    assert back.keys() == last.keys()
+    for key in ('model', 'best_model'):
+        for name, value in last[key].items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(back[key][name], value)
+    assert back['optimizer'] == last['optimizer']  # No tensors in it yet.
+    assert back['scheduler'] == last['scheduler']
+    assert back['epoch'] == last['epoch'] and back['best'] == last['best']
