@@ -424,15 +424,36 @@ def bench_other(args, name: str, cls, kwargs) -> Dict:
     return res
 
 
+def run_meta(argv: Optional[List[str]], threads: int, note: Optional[str],
+             **extra) -> Dict:
+    r"""What a benchmark report records of its run: the exact command, the
+    machine, threads, torch, the kernel backend, :obj:`extra` and the
+    :obj:`note`."""
+    return {'command': 'python3 ' + ' '.join([sys.argv[0]] + (
+                argv if argv is not None else sys.argv[1:])),
+            'machine': f'{platform.processor() or platform.machine()}, '
+                       f'{os.cpu_count()} cores',
+            'threads': threads, 'torch': torch.__version__,
+            'kernels': f'{kernels.backend()} ({kernels.isa()})',
+            **extra, 'note': note or 'n/a'}
+
+
+def report_head(title: str, m: Dict, details: str = '') -> List[str]:
+    r"""The first lines of a benchmark report: :obj:`title`, the command
+    and the machine line of :func:`run_meta`'s :obj:`m` (with
+    :obj:`details` before the note)."""
+    return [f'# {title}', '', f"Command: `{m['command']}`", '',
+            f"Machine: {m['machine']}; {m['threads']} thread(s); torch "
+            f"{m['torch']}; kernels: {m['kernels']}; {details}{m['note']}",
+            '']
+
+
 def markdown(res: Dict) -> str:
     m = res['meta']
-    lines = ['# Packed binary inference vs. FP32', '',
-             f"Command: `{m['command']}`", '',
-             f"Machine: {m['machine']}; {m['threads']} thread(s); torch "
-             f"{m['torch']}; kernels: {m['kernels']}; {m['note']}", '',
-             'Times are medians (ms). Weights are random (one calibration '
-             'pass of the normalization statistics in training mode) unless '
-             'a trained checkpoint is named below.', '']
+    lines = report_head('Packed binary inference vs. FP32', m) + [
+        'Times are medians (ms). Weights are random (one calibration '
+        'pass of the normalization statistics in training mode) unless '
+        'a trained checkpoint is named below.', '']
     pn = res.get('pointnet')
     if pn is not None:
         lines += pointnet_markdown(pn)
@@ -544,14 +565,7 @@ def main(argv: Optional[List[str]] = None):
     if args.other_batch_sizes is None:
         args.other_batch_sizes = [1] if args.quick else [1, 32]
 
-    res: Dict = {'meta': {
-        'command': 'python3 ' + ' '.join([sys.argv[0]] + (
-            argv if argv is not None else sys.argv[1:])),
-        'machine': f'{platform.processor() or platform.machine()}, '
-                   f'{os.cpu_count()} cores',
-        'threads': threads, 'torch': torch.__version__,
-        'kernels': f'{kernels.backend()} ({kernels.isa()})',
-        'note': args.note or 'n/a'}}
+    res: Dict = {'meta': run_meta(argv, threads, args.note)}
     if 'pointnet' in args.models:
         res['pointnet'] = bench_pointnet(args)
     if 'pointnet2' in args.models:

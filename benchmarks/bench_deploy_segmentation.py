@@ -25,7 +25,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import sys
 from typing import Dict, List, Optional
 
@@ -34,9 +33,10 @@ import torch
 # Runs from a checkout without installing the package too.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_deploy import median_times, ms, state_dict_size  # noqa: E402
+from bench_deploy import (median_times, ms, report_head,  # noqa: E402
+                          run_meta, state_dict_size)
 from torch_geometric_binary.datasets import SyntheticParts  # noqa: E402
-from torch_geometric_binary.deploy import kernels, pack, save  # noqa: E402
+from torch_geometric_binary.deploy import pack, save  # noqa: E402
 from torch_geometric_binary.nn.models import SEG_MODELS  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), 'results')
@@ -147,21 +147,17 @@ def bench(name: str, args, calib, inputs, num_parts, num_categories
 
 def markdown(res: Dict) -> str:
     meta = res['meta']
-    lines = ['# Packed segmentation networks vs. FP32', '',
-             f"Command: `{meta['command']}`", '',
-             f"Machine: {meta['machine']}; {meta['threads']} thread(s); "
-             f"torch {meta['torch']}; kernels: {meta['kernels']}; "
-             f"{meta['note']}", '',
-             f"Part segmentation of the synthetic parts (6 categories, 18 "
-             f"parts), {meta['num_points']} points per cloud; random "
-             f"weights with calibrated normalization statistics. FP32 is "
-             f"`method='fp'`, packed is `pack()` of the BiPointNet "
-             f"(module by module: `PackedModel`). Times are medians (ms); "
-             f"'graph' is the packed model's time in sampling and "
-             f"neighbour searches.", '',
-             '| model | batch | FP32 (ms) | packed (ms) | speedup | '
-             'graph (ms) | same argmax as binary |',
-             '|---|---|---|---|---|---|---|']
+    lines = report_head('Packed segmentation networks vs. FP32', meta) + [
+        f"Part segmentation of the synthetic parts (6 categories, 18 "
+        f"parts), {meta['num_points']} points per cloud; random "
+        f"weights with calibrated normalization statistics. FP32 is "
+        f"`method='fp'`, packed is `pack()` of the BiPointNet "
+        f"(module by module: `PackedModel`). Times are medians (ms); "
+        f"'graph' is the packed model's time in sampling and "
+        f"neighbour searches.", '',
+        '| model | batch | FP32 (ms) | packed (ms) | speedup | '
+        'graph (ms) | same argmax as binary |',
+        '|---|---|---|---|---|---|---|']
     for name, r in res['models'].items():
         for key, v in r.items():
             if not key.startswith('batch_'):
@@ -201,15 +197,9 @@ def main(argv: Optional[List[str]] = None):
         args.reps = 3 if args.quick else 15
     calib, inputs, num_parts, num_categories = make_batches(
         args.num_points, args.batch_sizes)
-    res: Dict = {'meta': {
-        'command': 'python3 ' + ' '.join([sys.argv[0]] + (
-            argv if argv is not None else sys.argv[1:])),
-        'machine': f'{platform.processor() or platform.machine()}, '
-                   f'{os.cpu_count()} cores',
-        'threads': args.threads, 'torch': torch.__version__,
-        'kernels': f'{kernels.backend()} ({kernels.isa()})',
-        'num_points': args.num_points,
-        'note': args.note or 'n/a'}, 'models': {}}
+    res: Dict = {'meta': run_meta(argv, args.threads, args.note,
+                                  num_points=args.num_points),
+                 'models': {}}
     for name in args.models:
         res['models'][name] = bench(name, args, calib, inputs, num_parts,
                                     num_categories)

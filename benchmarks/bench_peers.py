@@ -66,7 +66,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -79,7 +78,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 sys.path.insert(0, os.path.dirname(__file__))
 import bench_deploy  # noqa: E402
-from bench_deploy import clouds, graph_fn, median_times, ms  # noqa: E402
+from bench_deploy import (clouds, graph_fn, median_times, ms,  # noqa: E402
+                          report_head, run_meta)
 from torch_geometric_binary.deploy import kernels, pack  # noqa: E402
 from torch_geometric_binary.nn import neighbors  # noqa: E402
 from torch_geometric_binary.nn.models import (DGCNN, PointNet,  # noqa: E402
@@ -491,17 +491,15 @@ def table(res: Dict, name: str) -> List[str]:
 
 def markdown(res: Dict) -> str:
     m = res['meta']
-    lines = ['# Packed binary inference vs. its peers', '',
-             f"Command: `{m['command']}`", '',
-             f"Machine: {m['machine']}; {m['threads']} thread(s); torch "
-             f"{m['torch']}; kernels: {m['kernels']}; graph construction: "
-             f"{m['graph']}; {m['num_points']} points per cloud; "
-             f"{m['note']}", '',
-             'Medians of alternating runs in one process, same inputs '
-             f"({m.get('inputs', 'points uniform in the unit ball')}), "
-             'random weights with calibrated BatchNorm statistics unless a '
-             'checkpoint is named.',
-             '']
+    lines = report_head(
+        'Packed binary inference vs. its peers', m,
+        f"graph construction: {m['graph']}; {m['num_points']} points per "
+        f"cloud; ") + [
+        'Medians of alternating runs in one process, same inputs '
+        f"({m.get('inputs', 'points uniform in the unit ball')}), "
+        'random weights with calibrated BatchNorm statistics unless a '
+        'checkpoint is named.',
+        '']
     if 'pointnet' in res:
         pn = res['pointnet']
         lines += [f"## PointNet ({pn['architecture']})", '']
@@ -631,17 +629,11 @@ def main(argv: Optional[List[str]] = None):
         print(json.dumps(thread_check(args)))
         return
 
-    res: Dict = {'meta': {
-        'command': 'python3 ' + ' '.join([sys.argv[0]] + (
-            argv if argv is not None else sys.argv[1:])),
-        'machine': f'{platform.processor() or platform.machine()}, '
-                   f'{os.cpu_count()} cores',
-        'threads': args.threads, 'torch': torch.__version__,
-        'kernels': f'{kernels.backend()} ({kernels.isa()})',
-        'graph': neighbors.backend(), 'num_points': args.num_points,
-        'batch_sizes': args.batch_sizes, 'note': args.note or 'n/a',
-        'inputs': (f'test clouds of {args.data}' if args.data
-                   else 'points uniform in the unit ball')}}
+    res: Dict = {'meta': run_meta(
+        argv, args.threads, args.note, graph=neighbors.backend(),
+        num_points=args.num_points, batch_sizes=args.batch_sizes,
+        inputs=(f'test clouds of {args.data}' if args.data
+                else 'points uniform in the unit ball'))}
     if 'pointnet' in args.models:
         res['pointnet'] = bench_pointnet(args)
     if 'pointnet2' in args.models:
