@@ -185,6 +185,16 @@ class PackedRPReLU(torch.nn.Module):
         return cls(tensors['gamma'], tensors['beta'], tensors['zeta'])
 
     def forward(self, x: Tensor) -> Tensor:
+        # A pending pooled value (deploy.fusion.Pending, which imports this
+        # module) takes the activation into its chain.
+        activated = getattr(x, 'activated', None)
+        if activated is not None:
+            out = activated(self, self._act)
+            if out is not None:
+                return out
+        return self._act(x)
+
+    def _act(self, x: Tensor) -> Tensor:
         # The trained module's own operations (on these buffers), so that
         # thresholds derived by evaluating it hold bit for bit.
         return RPReLU.forward(self, x)

@@ -24,6 +24,15 @@ products and their batch normalization, scale and sign folded into
 thresholds; binary activations packed between the binary layers of an
 MLP), so the outputs are the trained model's up to float rounding.
 
+The packed MLPs of a :class:`PackedModel` fuse (:mod:`~torch_geometric_
+binary.deploy.fusion`): consecutive MLPs of binary layers, a max pooling
+(:meth:`~torch_geometric_binary.nn.BiMLP.max_pool`,
+:func:`~torch_geometric_binary.nn.global_ema_max_pool`,
+:func:`~torch_geometric_binary.nn.global_max_pool`) and the activation
+after it run as one chain when an MLP reads the pooled features, as in the
+hand-fused classifiers. :meth:`PackedModel.forward_layers` runs the packed
+modules one by one (the reference).
+
 A :class:`PackedModel` holds the result. It saves as the name of the
 trained class (one of :obj:`nn.models.MODELS` or
 :obj:`nn.models.SEG_MODELS`), its constructor arguments and the packed
@@ -36,10 +45,12 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from torch import Tensor
+from torch.utils._pytree import tree_map
 from torch_geometric.nn.dense.linear import Linear as PyGLinear
 from torch_geometric.nn.norm import BatchNorm as PyGBatchNorm
 
 from torch_geometric_binary.deploy.activations import convert_act
+from torch_geometric_binary.deploy.fusion import Pending
 from torch_geometric_binary.deploy.linear import PackedBiLinear
 from torch_geometric_binary.deploy.models import (PackedEdgeConv,
                                                   PackedPointConv,
@@ -250,6 +261,14 @@ def constructor_kwargs(model: torch.nn.Module) -> Dict[str, Any]:
     return out
 
 
+def _plain(out: Any) -> Any:
+    r"""The outputs with pending values computed."""
+    if type(out) is Tensor:
+        return out
+    return tree_map(lambda t: t.value() if isinstance(t, Pending) else t,
+                    out)
+
+
 @register_packed
 class PackedModel(torch.nn.Module):
     r"""A trained model packed module by module (:func:`pack_modules`): a
@@ -276,13 +295,31 @@ class PackedModel(torch.nn.Module):
         self.paths = list(paths)
         self.trained = trained
         self.kwargs = kwargs
+        self._set_fusion(True)
+
+    def _set_fusion(self, on: bool):
+        for module in self.model.modules():
+            if isinstance(module, PackedMLP):
+                module.fuse = on
 
     def forward(self, *args, **kwargs):
-        r"""The trained model's :meth:`forward`, with the packed modules."""
+        r"""The trained model's :meth:`forward`, with the packed modules
+        (consecutive ones fused into chains, see
+        :mod:`~torch_geometric_binary.deploy.fusion`)."""
         if torch.is_grad_enabled():
             with torch.no_grad():
-                return self.model(*args, **kwargs)
-        return self.model(*args, **kwargs)
+                return self.forward(*args, **kwargs)
+        return _plain(self.model(*args, **kwargs))
+
+    @torch.no_grad()
+    def forward_layers(self, *args, **kwargs):
+        r"""The trained model's :meth:`forward` with the packed modules,
+        each on its own (the reference of :meth:`forward`)."""
+        self._set_fusion(False)
+        try:
+            return _plain(self.model(*args, **kwargs))
+        finally:
+            self._set_fusion(True)
 
     def train(self, mode: bool = True) -> 'PackedModel':
         super().train(mode)

@@ -39,6 +39,8 @@ from torch_geometric_binary.deploy.chain import (BinaryChain,
 from torch_geometric_binary.deploy import kernels
 from torch_geometric_binary.deploy.kernels import _pack_bool, _unpack_bool
 from torch_geometric_binary.deploy.io import num_bytes
+from torch_geometric_binary.deploy.fusion import (NotFusable, Segment,
+                                                  bits_layer)
 from torch_geometric_binary.deploy.fold import fold_epilogue
 from torch_geometric_binary.deploy.linear import (PackedBiLinear,
                                                   binarize_floats)
@@ -63,10 +65,6 @@ from torch_geometric_binary.nn.neighbors import fps, knn_edges, radius_edges
 from torch_geometric_binary.utils import check_points
 
 
-class NotFusable(Exception):
-    r"""A layer sequence that :class:`Segment` cannot run as one chain."""
-
-
 def cat_bits(parts: Sequence[Tuple[Tensor, int]]) -> Tensor:
     r"""Concatenates packed rows along the channels: :obj:`parts` are
     :obj:`(bits [M, ceil(K_i / 64)], K_i)`. Word-aligned parts (every
@@ -75,141 +73,6 @@ def cat_bits(parts: Sequence[Tuple[Tensor, int]]) -> Tensor:
         return torch.cat([b for b, _ in parts], dim=-1)
     bools = [_unpack_bool(b, K) for b, K in parts]
     return _pack_bool(torch.cat(bools, dim=-1))
-
-
-class Segment:
-    r"""Layers of consecutive packed MLPs run as one
-    :class:`BinaryChain`: an optional full-precision first layer, binary
-    layers, an optional max pooling after the last layer of :obj:`pre`, the
-    binary layers of :obj:`post` and an optional full-precision last
-    layer (computed inside the chain operation with :obj:`fuse_last`: for
-    classifiers, not for outputs that are binarized later, like T-Net
-    transforms, which keep the trained layer's exact operation)."""
-    def __init__(self, pre: Sequence[PackedMLP],
-                 post: Sequence[PackedMLP] = (), pool: bool = False,
-                 ema: bool = False, pool_act: Optional[torch.nn.Module] = None,
-                 out: Optional[str] = None, fuse_last: bool = False,
-                 pool_size: Optional[int] = None,
-                 pool_theta: Optional[Tensor] = None):
-        pre_lins = [(m, i) for m in pre for i in range(len(m.lins))]
-        post_lins = [(m, i) for m in post for i in range(len(m.lins))]
-        self.first = self.last = None
-        if pre_lins and not pre_lins[0][0].is_binary(pre_lins[0][1]):
-            self.first = pre_lins.pop(0)
-        if post_lins and not post_lins[-1][0].is_binary(post_lins[-1][1]):
-            self.last = post_lins.pop()
-        if not pre_lins or any(not m.is_binary(i)
-                               for m, i in pre_lins + post_lins):
-            raise NotFusable
-        if pool and self.last is not None and not post_lins:
-            raise NotFusable  # A float layer right after the pooling.
-        if out is None:
-            out = 'float' if post_lins else 'bits'
-        layers = [m.lins[i] for m, i in pre_lins + post_lins]
-        self.chain = BinaryChain(layers, out,
-                                 len(pre_lins) - 1 if pool else None, ema,
-                                 pool_act, pool_size, pool_theta)
-        # The learned input threshold of the first binary layer (RSign).
-        self.theta = layers[0].input_threshold
-        self.first_threshold = self.first_lin = None
-        if self.first is not None:
-            # The normalization and activation of the first layer, and the
-            # next layer's sign, folded into per-channel float thresholds
-            # on its linear output.
-            m, i = self.first
-            self.first_lin = m.lins[i]
-            self.first_threshold = sign_thresholds(
-                lambda z: self._shift(m.fp_tail(i, z)),
-                m.lins[i].out_channels)
-        # With fuse_last, a plain full-precision last layer (a classifier,
-        # nothing binarized after it) runs inside the chain operation
-        # (float64 accumulation: its outputs agree up to rounding).
-        self.final = None
-        if fuse_last and self.last is not None and out == 'float':
-            m, i = self.last
-            plain = i == len(m.lins) - 1 and m.plain_last \
-                and m.last_norm is None
-            if plain:
-                lin = m.lins[i]
-                self.final = (lin.weight32, lin.bias32)
-        # The fast path of one group (see _one_group): where the chain's
-        # operation alone gives the segment's output.
-        self._one_group_ok = self.chain.pool is not None and \
-            self.chain.one_op(self.final) and \
-            (self.last is None or self.final is not None)
-        self._group_args: Dict[int, tuple] = {}
-
-    def __getstate__(self) -> Dict[str, Any]:
-        # The C++ plans (in the cached arguments) are rebuilt on use.
-        state = self.__dict__.copy()
-        state['_group_args'] = {}
-        return state
-
-    def _shift(self, x: Tensor) -> Tensor:
-        # The binary layer's input x - theta (RSign), as it computes it.
-        return x if self.theta is None else x - self.theta.to(x.dtype)
-
-    def __call__(self, x: Tensor, counts: Union[Tensor, int, None] = None
-                 ) -> Tensor:
-        if self.first_lin is None and x.is_floating_point():
-            x = self._shift(x)
-        if isinstance(counts, int) and self._one_group_ok:
-            out = self._one_group(x, counts)
-            if out is not None:
-                return out
-        thr, x_in = None, x
-        if self.first_lin is not None:
-            x = self.first_lin(x)
-            thr = self.first_threshold
-        try:
-            out = self.chain(x, counts, in_threshold=thr, final=self.final)
-        except NonFiniteInput:
-            if not bool(torch.isfinite(x_in).all()):
-                raise  # Non-finite inputs: the caller reports them.
-            # A finite input whose linear map overflows: the thresholds hold
-            # for finite values only, so take the layer's own operations.
-            m, i = self.first
-            tail = m.fp_tail(i, x, sign_only=self.theta is None)
-            out = self.chain(self._shift(tail), counts, final=self.final)
-        if self.last is not None and self.final is None:
-            m, i = self.last
-            out = m.fp_layer(i, out)
-        return out
-
-    def _one_group(self, x: Tensor, n: int) -> Optional[Tensor]:
-        # One group (one cloud) straight through the C++ operation: the
-        # general path costs tens of microseconds of Python per call, a
-        # fifth of a PointNet at batch 1. None where the input is not one
-        # the operation takes as it is (another backend or device, dtype or
-        # shape: the general path converts or reports it), or where its
-        # float input is not finite (the general path tells an overflow of
-        # the first layer from a bad input).
-        if kernels.backend() != 'cpp' or x.device.type != 'cpu' \
-                or x.dim() != 2 or x.size(0) != n:
-            return None
-        K = self.chain.in_channels
-        if self.first_lin is not None:
-            width, dtype = self.first_lin.in_channels, torch.float32
-        elif x.is_floating_point():
-            width, dtype = K, torch.float32
-        else:
-            width, dtype = kernels.num_words(K), torch.int64
-        if x.dtype != dtype or x.size(1) != width:
-            return None
-        args = self._group_args.get(n)
-        if args is None:
-            lin = self.first_lin  # Its operation runs inside the chain's.
-            first = None if lin is None else (lin.weight32, lin.bias32)
-            # A group size that the pooling does not take raises here as
-            # on the general path.
-            args = self.chain.one_group_args(n, self.first_threshold,
-                                             self.final, first)
-            if len(self._group_args) < 64:
-                self._group_args[n] = args
-        try:
-            return BinaryChain.run_one_group(x, args)
-        except NonFiniteInput:
-            return None
 
 
 def _check_children(model: torch.nn.Module, known: Sequence[str]):
@@ -239,14 +102,8 @@ def _bits_between(first: PackedMLP, second: PackedMLP):
     r"""Where a binary layer ends :obj:`first` and only the binary first
     layer of :obj:`second` reads it, it outputs packed bits (and keeps no
     float tail); its thresholds fold the second's input threshold."""
-    last = first.lins[-1]
-    if isinstance(last, PackedBiLinear) and second.is_binary(0):
-        theta = theta_of(second)
-        if theta is not None:
-            last.threshold, last.flip = fold_epilogue(
-                last.epilogue, last.in_channels, theta)
-        last.output = 'bits'
-        last.epilogue = None
+    if isinstance(first.lins[-1], PackedBiLinear) and second.is_binary(0):
+        first.lins[-1] = bits_layer(first.lins[-1], theta_of(second))
 
 
 def theta_of(mlp: PackedMLP, start: int = 0,

@@ -25,6 +25,7 @@ from torch_geometric_binary.deploy.chain import (PoolTable, pooled_floats,
                                                  wrong_size)
 from torch_geometric_binary.deploy.epilogue import AffineEpilogue
 from torch_geometric_binary.deploy.fold import _unwrap_norm
+from torch_geometric_binary.deploy.fusion import Pending, fuse
 from torch_geometric_binary.deploy.kernels import unpack_bits, xnor_gemm
 from torch_geometric_binary.deploy.linear import (PackedBiLinear,
                                                   binarize_floats,
@@ -217,8 +218,12 @@ class PackedMLP(torch.nn.Module):
     normalized layer), layer :obj:`i` uses :obj:`acts[i]` instead of
     :obj:`act`.
 
-    :meth:`forward` runs the layers one by one and returns what the
-    trained MLP returns (in inference mode).
+    :meth:`forward` returns what the trained MLP returns (in inference
+    mode): with :attr:`fuse` on (:class:`~torch_geometric_binary.deploy.
+    PackedModel` sets it), as a :class:`~torch_geometric_binary.deploy.
+    fusion.Pending` value that the next packed modules extend into one
+    chain where they can, else from the layers one by one
+    (:meth:`forward_layers`).
     """
     def __init__(self, channel_list: List[int], lins: List[torch.nn.Module],
                  norms: List[torch.nn.Module],
@@ -237,6 +242,19 @@ class PackedMLP(torch.nn.Module):
         self.acts = None if acts is None else torch.nn.ModuleList(acts)
         # The falling channels of the pooled last layer, by EMA (pool).
         self._flips: Dict[bool, Tensor] = {}
+        #: Whether forward and pool fuse with the next packed modules.
+        self.fuse = False
+        #: The fused segments that begin with this MLP (deploy.fusion).
+        self.fusions: Dict[Any, Any] = {}
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = super().__getstate__()
+        state['fusions'] = {}  # C++ plans, rebuilt on use.
+        return state
+
+    def _apply(self, fn, *args, **kwargs):
+        self.fusions = {}  # Derived tensors follow the module.
+        return super()._apply(fn, *args, **kwargs)
 
     def act_at(self, i: int) -> Optional[torch.nn.Module]:
         r"""The activation after layer :obj:`i`'s normalization."""
@@ -357,6 +375,17 @@ class PackedMLP(torch.nn.Module):
         r"""The MLP's output (:obj:`batch` and :obj:`batch_size`, the
         trained MLP's arguments for batch-aware normalizations, are not
         needed in inference mode)."""
+        if self.fuse or isinstance(x, Pending):
+            self._check_input(x)
+            out = fuse(self, x)
+            if out is not None:
+                return out
+        return self.forward_layers(x)
+
+    def forward_layers(self, x: Tensor) -> Tensor:
+        r"""The MLP's output, from its layers one by one."""
+        if isinstance(x, Pending):
+            x = x.value()
         self._check_input(x)
         for i, lin in enumerate(self.lins):
             if isinstance(lin, PackedBiLinear):
@@ -417,7 +446,25 @@ class PackedMLP(torch.nn.Module):
         of its integer dot product in every channel, so the max is taken
         over the dot products and only the pooled ones are turned into
         floats (:func:`~torch_geometric_binary.deploy.pooled_floats`): the
-        same values, without the float output of every row."""
+        same values, without the float output of every row.
+
+        With :attr:`fuse` on, the pooled value is pending where the
+        layers fuse (see :meth:`forward`)."""
+        if (self.fuse or isinstance(x, Pending)) and not (
+                isinstance(x, Pending) and x.pool is not None):
+            self._check_input(x)
+            out = fuse(self, x)
+            if isinstance(out, Pending):
+                out = out.pooled(index, num_groups, ema)
+                if out is not None:
+                    return out
+        return self.pool_layers(x, index, num_groups, ema)
+
+    def pool_layers(self, x: Tensor, index: Tensor, num_groups: int,
+                    ema: bool) -> Tensor:
+        r""":meth:`pool` from the layers one by one."""
+        if isinstance(x, Pending):
+            x = x.value()
         last = self.lins[-1]
         if isinstance(last, PackedBiLinear) and last.output == 'float' \
                 and last.epilogue is not None:

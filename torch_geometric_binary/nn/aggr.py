@@ -76,11 +76,29 @@ def segment_max(x: Tensor, index: Tensor, dim_size: int, dim: int,
     return scatter(x, index, dim, dim_size, reduce='max')
 
 
+def deferred_pool(x: Tensor, batch: Optional[Tensor], size: Optional[int],
+                  ema: bool) -> Optional[Tensor]:
+    r"""The pooling of a value whose computation is deferred (a packed
+    model's :class:`~torch_geometric_binary.deploy.fusion.Pending`, which
+    pools inside its fused chain through its :obj:`pooled` method), or
+    :obj:`None` for any other tensor (or groups it does not take)."""
+    pooled = getattr(x, 'pooled', None)
+    if pooled is None or x.dim() != 2:
+        return None
+    if batch is None:
+        batch = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
+    size = int(batch.max()) + 1 if size is None and batch.numel() else size
+    return None if size is None else pooled(batch, size, ema)
+
+
 def global_max_pool(x: Tensor, batch: Optional[Tensor],
                     size: Optional[int] = None) -> Tensor:
     r""":func:`torch_geometric.nn.global_max_pool` with the fast path of
     :func:`segment_max` for clouds of equal size; the full-precision pooling
     of the package's models."""
+    deferred = deferred_pool(x, batch, size, ema=False)
+    if deferred is not None:
+        return deferred
     if batch is None:
         return x.max(dim=-2, keepdim=True)[0]
     size = int(batch.max()) + 1 if size is None else size
@@ -186,6 +204,9 @@ def global_ema_max_pool(x: Tensor, batch: Optional[Tensor],
         ValueError: for mismatched :obj:`x`/:obj:`batch` lengths, an empty
             input or an empty cloud, and non-finite features.
     """
+    deferred = deferred_pool(x, batch, size, ema=True)
+    if deferred is not None:
+        return deferred
     dim = -1 if x.dim() == 1 else -2
     if batch is None and x.dim() == 3:  # Dense [B, N, F], as PyG's pool.
         if not torch.compiler.is_compiling() and x.size(1) == 0:

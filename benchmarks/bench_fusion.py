@@ -1,0 +1,121 @@
+r"""Models packed module by module (:class:`~torch_geometric_binary.deploy.
+PackedModel`): their own forward with fusion (:mod:`~torch_geometric_binary.
+deploy.fusion`: consecutive packed MLPs, the pooling and the activation run
+as one chain) against the same modules one by one
+(:meth:`PackedModel.forward_layers`), and, for PointNet, against its
+hand-fused packed class (:class:`~torch_geometric_binary.deploy.
+PackedPointNet`) and FP32.
+
+Medians of alternating runs in one process, random weights with calibrated
+normalization statistics, points uniform in the unit ball.
+
+Usage::
+
+    python3 benchmarks/bench_fusion.py --note "..."  # results/fusion.{json,md}
+    python3 benchmarks/bench_fusion.py --quick       # a check, no files
+"""
+import argparse
+import json
+import os
+import sys
+from typing import Dict, List, Optional
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+from benchmarks.bench_deploy import (clouds, median_times, ms,  # noqa
+                                     prepare, report_head, run_meta)
+from torch_geometric_binary.deploy import pack, pack_modules  # noqa
+from torch_geometric_binary.nn.models import PointNet, PointNetSeg  # noqa
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                       'results')
+
+MODELS = {
+    'PointNet': lambda: PointNet(40, method='bipointnet'),
+    'PointNet, T-Nets': lambda: PointNet(
+        40, method='bipointnet', input_transform=True,
+        feature_transform=True),
+    'PointNetSeg': lambda: PointNetSeg(50, method='bipointnet'),
+}
+
+
+def bench(name: str, batch_size: int, num_points: int, reps: int) -> Dict:
+    torch.manual_seed(0)
+    model = prepare(MODELS[name](), num_points)
+    packed = pack_modules(model)
+    pos, batch = clouds(batch_size, num_points)
+    fns = {'fused': lambda: packed(pos, batch),
+           'layers': lambda: packed.forward_layers(pos, batch)}
+    if name == 'PointNet':
+        twin = pack(model)
+        fp = prepare(PointNet(40, method='fp'), num_points)
+        fns['PackedPointNet'] = lambda: twin(pos, batch)
+        fns['FP32'] = lambda: fp(pos, batch)
+    with torch.no_grad():
+        out, ref = packed(pos, batch), packed.forward_layers(pos, batch)
+    t = median_times(fns, reps)
+    row = {k: ms(v) for k, v in t.items()}
+    row['layers_over_fused'] = round(t['layers'] / t['fused'], 2)
+    if 'PackedPointNet' in t:
+        row['fused_over_packed_pointnet'] = round(
+            t['fused'] / t['PackedPointNet'], 2)
+    row['same_argmax'] = bool(torch.equal(out.argmax(-1), ref.argmax(-1)))
+    row['max_abs_diff'] = float((out - ref).abs().max())
+    return row
+
+
+def markdown(res: Dict) -> str:
+    lines = report_head('Fusion in models packed module by module',
+                        res['meta'], f"{res['num_points']} points per "
+                        f"cloud; ") + [
+        'Times in ms (medians of alternating runs). *fused*: '
+        '`PackedModel.forward` (fusion on); *layers*: '
+        '`PackedModel.forward_layers` (each packed module on its own).', '',
+        '| model | batch | fused | layers | layers / fused | '
+        'PackedPointNet | FP32 | same argmax | max abs diff |',
+        '|---|---|---|---|---|---|---|---|---|']
+    for r in res['rows']:
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['fused']} | {r['layers']} "
+            f"| {r['layers_over_fused']}x | {r.get('PackedPointNet', '-')} "
+            f"| {r.get('FP32', '-')} | {r['same_argmax']} | "
+            f"{r['max_abs_diff']:.2g} |")
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv: Optional[List[str]] = None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 32])
+    parser.add_argument('--num-points', type=int, default=1024)
+    parser.add_argument('--reps', type=int, default=40)
+    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--quick', action='store_true',
+                        help='small sizes, few repetitions, no files')
+    parser.add_argument('--note', default=None)
+    parser.add_argument('--out', default=os.path.join(RESULTS, 'fusion'))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch_sizes, args.num_points, args.reps = [1, 4], 128, 3
+    torch.set_num_threads(args.threads)
+    res = {'meta': run_meta(argv, args.threads, args.note),
+           'num_points': args.num_points, 'rows': []}
+    for name in MODELS:
+        for b in args.batch_sizes:
+            row = {'model': name, 'batch': b,
+                   **bench(name, b, args.num_points, args.reps)}
+            print(json.dumps(row), flush=True)
+            res['rows'].append(row)
+    if not args.quick:
+        with open(args.out + '.json', 'w') as f:
+            json.dump(res, f, indent=1)
+        with open(args.out + '.md', 'w') as f:
+            f.write(markdown(res))
+    pn = {r['batch']: r for r in res['rows'] if r['model'] == 'PointNet'}
+    print(json.dumps({f'pointnet_layers_over_fused_b{b}':
+                      r['layers_over_fused'] for b, r in pn.items()}))
+
+
+if __name__ == '__main__':
+    main()

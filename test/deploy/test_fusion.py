@@ -1,0 +1,147 @@
+r"""deploy.fusion: a model packed module by module (PackedModel) runs its own
+forward, and consecutive packed MLPs, a max pooling and the activation after
+it run as one chain (Pending values); any other use of a pending value
+computes it module by module, with the same results."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from torch_geometric_binary.deploy import PackedModel, pack_modules
+from torch_geometric_binary.deploy.fusion import Pending, Segment
+from torch_geometric_binary.deploy.modules import PackedMLP
+from torch_geometric_binary.nn import BiMLP, global_ema_max_pool
+from torch_geometric_binary.nn.models import PointNet
+
+
+def calibrated(model: torch.nn.Module, n: int = 256) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model.train()
+    with torch.no_grad():  # BatchNorm statistics and LSR scales from data.
+        for _ in range(2):
+            model(torch.randn(2 * n, 3), torch.arange(2).repeat_interleave(n))
+    return model.eval()
+
+
+def count_calls(monkeypatch, cls, name):
+    calls = []
+    original = getattr(cls, name)
+
+    def counted(self, *args, **kwargs):
+        calls.append(self)
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(cls, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize('method,kwargs', [
+    ('bipointnet', {}), ('bnn', {}), ('react+ema', {}),
+    ('bipointnet', {'input_transform': True, 'feature_transform': True})],
+    ids=['bipointnet', 'bnn', 'react+ema', 'tnets'])
+def test_fused_forward_matches_the_layers_and_the_trained_model(method,
+                                                                 kwargs):
+    model = calibrated(PointNet(10, method=method, **kwargs))
+    packed = pack_modules(model)
+    assert isinstance(packed, PackedModel)
+    torch.manual_seed(1)
+    pos = torch.randn(300, 3)
+    # Clouds of different sizes, unsorted: the chain groups the rows.
+    batch = torch.tensor([1] * 90 + [0] * 130 + [2] * 80)
+    for b in (batch, None):
+        out = packed(pos, b)
+        assert type(out) is torch.Tensor
+        assert torch.allclose(out, packed.forward_layers(pos, b),
+                              atol=1e-5, rtol=1e-5)
+        with torch.no_grad():
+            ref = model(pos, b)
+        assert torch.equal(out.argmax(-1), ref.argmax(-1))
+        assert torch.allclose(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_one_chain_and_no_layer_by_layer_work(monkeypatch):
+    # A PointNet without T-Nets is one segment: MLPs, pooling, activation
+    # and head; no MLP runs its layers one by one.
+    packed = pack_modules(calibrated(PointNet(10, method='bipointnet')))
+    segments = count_calls(monkeypatch, Segment, '__call__')
+    layers = count_calls(monkeypatch, PackedMLP, 'forward_layers')
+    pools = count_calls(monkeypatch, PackedMLP, 'pool_layers')
+    pos = torch.randn(200, 3)
+    packed(pos)
+    packed(pos, torch.arange(2).repeat_interleave(100))
+    assert len(segments) == 2 and layers == [] and pools == []
+    # The reference path runs the layers and no segment.
+    packed.forward_layers(pos)
+    model = packed.model
+    assert len(segments) == 2 and layers == [model.mlp1, model.head]
+    assert pools == [model.mlp2]
+
+
+def small_mlps(method='bipointnet'):
+    torch.manual_seed(0)
+    first = BiMLP([3, 16, 32], method, first_fp=True, norm_last=True)
+    head = BiMLP([32, 16, 5], method, last_fp=True)
+    pos = torch.randn(120, 3)
+    first.train(), head.train()
+    with torch.no_grad():
+        head(first(pos))
+    model = torch.nn.ModuleDict({'first': first, 'head': head}).eval()
+    packed = pack_modules(model).model
+    return packed['first'], packed['head'], pos
+
+
+def test_pending_values_compute_on_any_other_use():
+    first, head, pos = small_mlps()
+    x = first(pos)
+    assert isinstance(x, Pending)
+    # Shape queries do not compute it.
+    assert x.shape == (120, 32) and x.size(-1) == 32 and x.dim() == 2
+    assert x.dtype == torch.float32 and x._value is None
+    ref = first.forward_layers(pos)
+    # Any torch function or method does, once.
+    assert torch.equal(x + 0, ref)
+    assert torch.equal(torch.cat([x, x], dim=-1), torch.cat([ref, ref], -1))
+    assert torch.equal(x.sum(0), ref.sum(0))
+    assert type(x * 2) is torch.Tensor
+    assert 'Pending(shape=(120, 32)' in repr(x)
+
+
+@pytest.mark.parametrize('act,fused', [
+    (torch.nn.Hardtanh(), True), (torch.nn.ReLU(), True),
+    (torch.nn.LeakyReLU(0.1), True), (torch.nn.LeakyReLU(-0.5), False),
+    (torch.nn.Sigmoid(), False)])
+def test_activations_after_a_pending_pooling(monkeypatch, act, fused):
+    # A non-decreasing activation joins the chain; any other computes the
+    # pooled values first. The results are those of the layers.
+    first, head, pos = small_mlps()
+    batch = torch.tensor([0] * 50 + [1] * 70)
+    segments = count_calls(monkeypatch, Segment, '__call__')
+    g = act(global_ema_max_pool(first(pos), batch))
+    assert isinstance(g, Pending) == fused
+    out = head(g)
+    ref = head.forward_layers(act(global_ema_max_pool(
+        first.forward_layers(pos), batch)))
+    assert len(segments) == int(fused)
+    assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_groups_the_chain_does_not_take_pool_layer_by_layer():
+    # An empty group (a batch vector that skips a cloud): the pooling
+    # gives zeros there, as the trained pooling does.
+    first, head, pos = small_mlps()
+    batch = torch.tensor([0] * 60 + [2] * 60)
+    pooled = first.max_pool(pos, batch, 3, ema=True)
+    assert not isinstance(pooled, Pending)
+    assert torch.equal(pooled, first.pool_layers(pos, batch, 3, True))
+    assert torch.equal(pooled[1], torch.zeros(32))
+    # A float index is refused as before.
+    with pytest.raises(RuntimeError):
+        first.max_pool(pos, batch.float(), 3, ema=True)
+
+
+def test_fusion_is_off_outside_packed_models():
+    # A packed MLP on its own (as in the fused classifiers) runs its
+    # layers; only PackedModel turns fusion on.
+    first, head, pos = small_mlps()
+    first.fuse = False
+    assert type(first(pos)) is torch.Tensor
+    assert isinstance(head(F.hardtanh(first.max_pool(
+        pos, None, 1, ema=True))), torch.Tensor)

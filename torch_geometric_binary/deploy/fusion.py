@@ -1,0 +1,463 @@
+r"""Fusion of consecutive packed modules into one
+:class:`~torch_geometric_binary.deploy.BinaryChain` operation.
+
+:class:`Segment` runs the layers of consecutive packed MLPs, with a max
+pooling between two of them, as one chain: the bits between binary layers
+never leave the kernels. The fused classifiers build their segments by
+hand; :class:`Pending` finds them in any model's own :meth:`forward`:
+
+With fusion on (:meth:`PackedModel <torch_geometric_binary.deploy.
+PackedModel>` turns it on for its MLPs), a
+:class:`~torch_geometric_binary.deploy.PackedMLP` returns a
+:class:`Pending` value instead of its float output: a tensor of that
+shape whose values are not computed yet, recording the MLPs that produce
+it. The next packed module extends it (an MLP of binary layers, a global or
+per-group max pooling, a non-decreasing activation after the pooling), and
+an MLP that reads the pooled features runs the whole sequence as one
+:class:`Segment`. Any other use of a pending value (any torch function or
+tensor method besides shape queries) computes it module by module first, so
+the model's forward runs unchanged and gives the same outputs.
+"""
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils._pytree import tree_map
+
+from torch_geometric_binary.deploy import kernels
+from torch_geometric_binary.deploy.chain import (BinaryChain,
+                                                 NonFiniteInput,
+                                                 sign_thresholds)
+from torch_geometric_binary.deploy.fold import fold_epilogue
+from torch_geometric_binary.deploy.linear import PackedBiLinear
+
+
+class NotFusable(Exception):
+    r"""A layer sequence that :class:`Segment` cannot run as one chain."""
+
+
+class Segment:
+    r"""Layers of consecutive packed MLPs run as one
+    :class:`BinaryChain`: an optional full-precision first layer, binary
+    layers, an optional max pooling after the last layer of :obj:`pre`, the
+    binary layers of :obj:`post` and an optional full-precision last
+    layer (computed inside the chain operation with :obj:`fuse_last`: for
+    classifiers, not for outputs that are binarized later, like T-Net
+    transforms, which keep the trained layer's exact operation)."""
+    def __init__(self, pre: Sequence[torch.nn.Module],
+                 post: Sequence[torch.nn.Module] = (), pool: bool = False,
+                 ema: bool = False, pool_act: Optional[torch.nn.Module] = None,
+                 out: Optional[str] = None, fuse_last: bool = False,
+                 pool_size: Optional[int] = None,
+                 pool_theta: Optional[Tensor] = None):
+        pre_lins = [(m, i) for m in pre for i in range(len(m.lins))]
+        post_lins = [(m, i) for m in post for i in range(len(m.lins))]
+        self.first = self.last = None
+        if pre_lins and not pre_lins[0][0].is_binary(pre_lins[0][1]):
+            self.first = pre_lins.pop(0)
+        if post_lins and not post_lins[-1][0].is_binary(post_lins[-1][1]):
+            self.last = post_lins.pop()
+        if not pre_lins or any(not m.is_binary(i)
+                               for m, i in pre_lins + post_lins):
+            raise NotFusable
+        if pool and self.last is not None and not post_lins:
+            raise NotFusable  # A float layer right after the pooling.
+        if out is None:
+            out = 'float' if post_lins else 'bits'
+        layers = [m.lins[i] for m, i in pre_lins + post_lins]
+        self.chain = BinaryChain(layers, out,
+                                 len(pre_lins) - 1 if pool else None, ema,
+                                 pool_act, pool_size, pool_theta)
+        # The learned input threshold of the first binary layer (RSign).
+        self.theta = layers[0].input_threshold
+        self.first_threshold = self.first_lin = None
+        if self.first is not None:
+            # The normalization and activation of the first layer, and the
+            # next layer's sign, folded into per-channel float thresholds
+            # on its linear output.
+            m, i = self.first
+            self.first_lin = m.lins[i]
+            self.first_threshold = sign_thresholds(
+                lambda z: self._shift(m.fp_tail(i, z)),
+                m.lins[i].out_channels)
+        # With fuse_last, a plain full-precision last layer (a classifier,
+        # nothing binarized after it) runs inside the chain operation
+        # (float64 accumulation: its outputs agree up to rounding).
+        self.final = None
+        if fuse_last and self.last is not None and out == 'float':
+            m, i = self.last
+            plain = i == len(m.lins) - 1 and m.plain_last \
+                and m.last_norm is None
+            if plain:
+                lin = m.lins[i]
+                self.final = (lin.weight32, lin.bias32)
+        # The fast path of one group (see _one_group): where the chain's
+        # operation alone gives the segment's output.
+        # (A full-precision last layer left out of the chain runs after
+        # it.)
+        self._one_group_ok = self.chain.pool is not None and \
+            self.chain.one_op(self.final)
+        self._group_args: Dict[int, tuple] = {}
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # The C++ plans (in the cached arguments) are rebuilt on use.
+        state = self.__dict__.copy()
+        state['_group_args'] = {}
+        return state
+
+    def _shift(self, x: Tensor) -> Tensor:
+        # The binary layer's input x - theta (RSign), as it computes it.
+        return x if self.theta is None else x - self.theta.to(x.dtype)
+
+    def __call__(self, x: Tensor, counts: Union[Tensor, int, None] = None
+                 ) -> Tensor:
+        if self.first_lin is None and x.is_floating_point():
+            x = self._shift(x)
+        if isinstance(counts, int) and self._one_group_ok:
+            out = self._one_group(x, counts)
+            if out is not None:
+                return self._last(out)
+        thr, x_in = None, x
+        if self.first_lin is not None:
+            x = self.first_lin(x)
+            thr = self.first_threshold
+        try:
+            out = self.chain(x, counts, in_threshold=thr, final=self.final)
+        except NonFiniteInput:
+            if not bool(torch.isfinite(x_in).all()):
+                raise  # Non-finite inputs: the caller reports them.
+            # A finite input whose linear map overflows: the thresholds hold
+            # for finite values only, so take the layer's own operations.
+            m, i = self.first
+            tail = m.fp_tail(i, x, sign_only=self.theta is None)
+            out = self.chain(self._shift(tail), counts, final=self.final)
+        return self._last(out)
+
+    def _last(self, out: Tensor) -> Tensor:
+        # The full-precision last layer, where it is not in the chain.
+        if self.last is not None and self.final is None:
+            m, i = self.last
+            out = m.fp_layer(i, out)
+        return out
+
+    def _one_group(self, x: Tensor, n: int) -> Optional[Tensor]:
+        # One group (one cloud) straight through the C++ operation: the
+        # general path costs tens of microseconds of Python per call, a
+        # fifth of a PointNet at batch 1. None where the input is not one
+        # the operation takes as it is (another backend or device, dtype or
+        # shape: the general path converts or reports it), or where its
+        # float input is not finite (the general path tells an overflow of
+        # the first layer from a bad input).
+        if kernels.backend() != 'cpp' or x.device.type != 'cpu' \
+                or x.dim() != 2 or x.size(0) != n:
+            return None
+        K = self.chain.in_channels
+        if self.first_lin is not None:
+            width, dtype = self.first_lin.in_channels, torch.float32
+        elif x.is_floating_point():
+            width, dtype = K, torch.float32
+        else:
+            width, dtype = kernels.num_words(K), torch.int64
+        if x.dtype != dtype or x.size(1) != width:
+            return None
+        args = self._group_args.get(n)
+        if args is None:
+            lin = self.first_lin  # Its operation runs inside the chain's.
+            first = None if lin is None else (lin.weight32, lin.bias32)
+            # A group size that the pooling does not take raises here as
+            # on the general path.
+            args = self.chain.one_group_args(n, self.first_threshold,
+                                             self.final, first)
+            if len(self._group_args) < 64:
+                self._group_args[n] = args
+        try:
+            return BinaryChain.run_one_group(x, args)
+        except NonFiniteInput:
+            return None
+
+
+def bits_layer(layer: PackedBiLinear, theta: Optional[Tensor]
+               ) -> PackedBiLinear:
+    r""":obj:`layer` with packed-bit output for a binary layer that reads
+    it (with the learned input threshold :obj:`theta`, if any): its
+    thresholds then fold :obj:`theta`, and it keeps no float epilogue."""
+    threshold, flip = layer.threshold, layer.flip
+    if theta is not None:
+        threshold, flip = fold_epilogue(layer.epilogue, layer.in_channels,
+                                        theta)
+    return PackedBiLinear(layer.weight, layer.in_channels, threshold, flip,
+                          None, 'bits', layer.input_threshold)
+
+
+def _bits_out(mlp, nxt):
+    r"""A copy of the packed MLP :obj:`mlp` whose binary last layer gives
+    the bits that the packed MLP :obj:`nxt` reads."""
+    lins = list(mlp.lins)
+    lins[-1] = bits_layer(lins[-1], nxt.lins[0].input_threshold)
+    return type(mlp)(mlp.channel_list, lins, list(mlp.norms), mlp.act,
+                     mlp.plain_last, mlp.last_norm,
+                     None if mlp.acts is None else list(mlp.acts))
+
+
+def _float_last(mlp) -> bool:
+    last = mlp.lins[-1]
+    return isinstance(last, PackedBiLinear) and last.output == 'float' \
+        and last.epilogue is not None
+
+
+def starts_chain(mlp) -> bool:
+    r"""Whether the packed MLP :obj:`mlp` can begin a fused sequence: an
+    optional full-precision first layer, then binary layers only, the
+    last with float output."""
+    first_fp = not mlp.is_binary(0)
+    if first_fp and getattr(mlp.lins[0], 'weight32', None) is None:
+        return False
+    return len(mlp.lins) > first_fp and _float_last(mlp) and all(
+        mlp.is_binary(i) for i in range(int(first_fp), len(mlp.lins)))
+
+
+def continues_chain(mlp) -> bool:
+    r"""Whether the packed MLP :obj:`mlp` can extend a fused sequence:
+    binary layers only, the last with float output."""
+    return _float_last(mlp) and all(
+        mlp.is_binary(i) for i in range(len(mlp.lins)))
+
+
+#: Activations that may follow a pending pooling (each non-decreasing;
+#: the value says whether these arguments keep it so).
+_MONOTONE: Dict[Callable, Callable[[tuple, dict], bool]] = {
+    F.hardtanh: lambda a, k: True,
+    F.relu: lambda a, k: True,
+    torch.relu: lambda a, k: True,
+    F.relu6: lambda a, k: True,
+    torch.tanh: lambda a, k: True,
+    F.tanh: lambda a, k: True,
+    F.leaky_relu: lambda a, k: k.get(
+        'negative_slope', a[1] if len(a) > 1 else 0.01) >= 0,
+}
+
+#: Tensor functions that a pending value answers from its shape.
+_SHAPE_QUERIES = frozenset([
+    Tensor.size, Tensor.dim, Tensor.numel, Tensor.is_floating_point,
+    Tensor.__len__, Tensor.shape.__get__, Tensor.dtype.__get__,
+    Tensor.device.__get__, Tensor.ndim.__get__,
+    Tensor.requires_grad.__get__, Tensor.layout.__get__,
+    Tensor.is_sparse.__get__, Tensor.is_cuda.__get__,
+    Tensor.is_meta.__get__, Tensor.is_quantized.__get__,
+    Tensor.is_nested.__get__, Tensor.grad_fn.__get__,
+])
+
+
+def _value(x: Any) -> Any:
+    return x.value() if isinstance(x, Pending) else x
+
+
+def _function_act(func: Callable, args: tuple, kwargs: dict):
+    kwargs = {k: v for k, v in kwargs.items() if k != 'inplace'}
+    rest = args[1:]
+    if func in (F.hardtanh, F.relu, F.relu6, F.leaky_relu) and \
+            len(rest) and isinstance(rest[-1], bool):
+        rest = rest[:-1]  # The positional inplace flag.
+
+    def act(v: Tensor) -> Tensor:
+        return func(v, *rest, **kwargs)
+    return (func, rest, tuple(sorted(kwargs.items()))), act
+
+
+class Pending(Tensor):
+    r"""The float output of packed modules, not computed yet (see the
+    module documentation): :obj:`[rows, channels]` float32, from the input
+    :obj:`source` of the packed MLPs :obj:`mlps`, optionally max-pooled
+    over groups after the last one (:obj:`pool`) and passed through a
+    non-decreasing activation (:obj:`act`).
+
+    Each value is one step from its :obj:`parent` (the value it extends):
+    computing it (:meth:`value`) computes the parent first, so a value
+    that is also used on its own is computed once.
+
+    Args:
+        source (torch.Tensor): The float input of :obj:`mlps[0]` (its rows
+            grouped by pooling group when pooled).
+        mlps (Tuple[PackedMLP]): Consecutive MLPs
+            (:func:`starts_chain`, then :func:`continues_chain`).
+        rows (int): The rows of the output.
+        pool (tuple, optional): :obj:`(counts, ema, index)`: the rows of
+            each group of :obj:`source` (a tensor, or an :obj:`int` for one
+            group), whether the pooling subtracts :math:`\delta(n)`, and
+            the group of each row of the parent.
+        act (tuple, optional): :obj:`(key, act)`: the activation after the
+            pooling and a key that identifies it.
+        parent (Pending, optional): The value this one extends.
+    """
+    @staticmethod
+    def __new__(cls, source: Tensor, mlps: Sequence[torch.nn.Module],
+                rows: int, pool: Optional[tuple] = None,
+                act: Optional[tuple] = None,
+                parent: Optional['Pending'] = None):
+        return Tensor._make_wrapper_subclass(
+            cls, (rows, mlps[-1].out_channels), dtype=torch.float32,
+            device=source.device)
+
+    def __init__(self, source: Tensor, mlps: Sequence[torch.nn.Module],
+                 rows: int, pool: Optional[tuple] = None,
+                 act: Optional[tuple] = None,
+                 parent: Optional['Pending'] = None):
+        self.source = source
+        self.mlps = tuple(mlps)
+        self.pool = pool
+        self.act = act
+        self.parent = parent
+        self.rows = rows  # (size(0) goes through __torch_function__.)
+        self._value: Optional[Tensor] = None
+
+    def __repr__(self, *args, **kwargs) -> str:
+        names = '-'.join(str(m.channel_list) for m in self.mlps)
+        return (f'Pending(shape={tuple(self.shape)}, mlps={names}, '
+                f'pooled={self.pool is not None})')
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _SHAPE_QUERIES:
+            with torch._C.DisableTorchFunctionSubclass():
+                return func(*args, **kwargs)
+        x = args[0] if args else None
+        if isinstance(x, Pending) and func in _MONOTONE and \
+                _MONOTONE[func](args, kwargs):
+            out = x.activated(*_function_act(func, args, kwargs))
+            if out is not None:
+                return out
+        args, kwargs = tree_map(_value, (args, kwargs))
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **kwargs)
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        args, kwargs = tree_map(_value, (args, kwargs or {}))
+        return func(*args, **kwargs)
+
+    # The extensions -----------------------------------------------------
+
+    def extend(self, mlp: torch.nn.Module) -> Optional['Pending']:
+        r"""The output of :obj:`mlp` on this value, pending, or
+        :obj:`None` if it does not extend the sequence."""
+        if self.pool is not None or not _roles(mlp)[1]:
+            return None
+        return Pending(self.source, self.mlps + (mlp, ), self.rows,
+                       parent=self)
+
+    def pooled(self, index: Tensor, num_groups: int,
+               ema: bool) -> Optional['Pending']:
+        r"""The max over the rows of each group (:obj:`index`, minus
+        :math:`\delta(n)` with :obj:`ema`), pending; :obj:`None` where the
+        fused chain does not take these groups (empty groups, a bad
+        index: the modules then pool, or report them)."""
+        if self.pool is not None or index.dim() != 1 or \
+                index.numel() != self.rows or index.numel() == 0 or \
+                index.is_floating_point():
+            return None
+        source, rows = self.source, index
+        if num_groups == 1:  # One group: every index 0.
+            if bool(index.any()):
+                return None
+            n: Union[int, Tensor] = index.numel()
+        else:
+            if bool(index.min() < 0):
+                return None
+            counts = torch.bincount(index, minlength=num_groups)
+            if counts.numel() != num_groups or bool((counts == 0).any()):
+                return None
+            if bool((index[1:] < index[:-1]).any()):
+                # Rows are independent up to the pooling: group them.
+                perm = torch.argsort(index, stable=True)
+                source, index = source[perm], index[perm]
+            n = counts
+        return Pending(source, self.mlps, num_groups, (n, ema, rows),
+                       parent=self)
+
+    def activated(self, key: Any, act: Callable[[Tensor], Tensor]
+                  ) -> Optional['Pending']:
+        r"""The non-decreasing :obj:`act` of this pooled value, pending
+        (:obj:`None` if the value is not pooled or already activated)."""
+        if self.pool is None or self.act is not None:
+            return None
+        return Pending(self.source, self.mlps, self.rows, self.pool,
+                       (key, act), self)
+
+    def into(self, mlp: torch.nn.Module) -> Optional[Tensor]:
+        r"""The output of :obj:`mlp` on this pooled value, computed as one
+        chain with the layers before the pooling; :obj:`None` where they
+        do not fuse."""
+        if self.pool is None or not mlp.is_binary(0):
+            return None
+        counts, ema, _ = self.pool
+        seg = _segment(self.mlps, mlp, ema, self.act)
+        return None if seg is None else seg(self.source, counts)
+
+    # The value ----------------------------------------------------------
+
+    def value(self) -> Tensor:
+        r"""The values, computed module by module (once)."""
+        if self._value is None:
+            parent = self.parent
+            if self.act is not None:
+                x = self.act[1](parent.value())
+            elif self.pool is not None:
+                # The last MLP pools its own output (on dot products).
+                counts, ema, index = self.pool
+                x = parent.source if parent.parent is None \
+                    else parent.parent.value()
+                x = self.mlps[-1].pool_layers(x, index, self.rows, ema)
+            else:
+                x = self.source if parent is None else parent.value()
+                x = self.mlps[-1].forward_layers(x)
+            self._value = x
+        return self._value
+
+
+def _segment(mlps: Tuple[torch.nn.Module, ...], post: torch.nn.Module,
+             ema: bool, act: Optional[tuple]) -> Optional[Segment]:
+    r"""The segment of :obj:`mlps`, a max pooling (with :obj:`ema` and the
+    activation :obj:`act`) and :obj:`post`, kept by the first MLP;
+    :obj:`None` where they do not fuse."""
+    cache = mlps[0].fusions
+    key = (mlps, post, ema, None if act is None else act[0])
+    seg = cache.get(key)
+    if seg is None:
+        pre = [_bits_out(m, nxt) for m, nxt in zip(mlps, mlps[1:])]
+        try:
+            # The last layer of post stays the module's own operation:
+            # its output may be binarized later (see Segment).
+            seg = Segment(pre + [mlps[-1]], [post], True, ema,
+                          None if act is None else act[1])
+        except NotFusable:
+            seg = False
+        if len(cache) < 64:
+            cache[key] = seg
+    return seg or None
+
+
+def fuse(mlp: torch.nn.Module, x: Tensor) -> Optional[Tensor]:
+    r"""The output of the packed MLP :obj:`mlp` (with fusion on) on
+    :obj:`x`: pending where it starts or extends a fused sequence, computed
+    as one chain where it reads a pending pooling; :obj:`None` where the
+    MLP runs on its own."""
+    if isinstance(x, Pending):
+        return x.into(mlp) if x.pool is not None else x.extend(mlp)
+    if x.dtype == torch.float32 and x.dim() == 2 and _roles(mlp)[0]:
+        return Pending(x, (mlp, ), x.size(0))
+    return None
+
+
+def _roles(mlp: torch.nn.Module) -> Tuple[bool, bool]:
+    # (starts_chain, continues_chain), kept with the MLP's segments.
+    roles = mlp.fusions.get(None)
+    if roles is None:
+        roles = mlp.fusions[None] = (starts_chain(mlp),
+                                     continues_chain(mlp))
+    return roles
+
+
+__all__ = ['Segment', 'NotFusable', 'Pending', 'fuse', 'bits_layer',
+           'starts_chain', 'continues_chain']
