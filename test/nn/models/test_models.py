@@ -235,3 +235,17 @@ def test_nan_features_are_refused():
     x[5, 1] = float('nan')
     with pytest.raises(ValueError, match="'x' has 1 point"):
         model(pos, torch.zeros(64, dtype=torch.long), x)
+
+
+@pytest.mark.parametrize('batch', [
+    [0] * 5, [0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 1, 2], [1, 1, 0, 0, 2, 2]],
+    ids=['one', 'equal', 'unequal', 'unsorted'])
+def test_apply_transform_multiplies_each_point_by_its_clouds_matrix(batch):
+    from torch_geometric_binary.nn.models.pointnet import apply_transform
+    torch.manual_seed(0)
+    batch = torch.tensor(batch)
+    B = int(batch.max()) + 1
+    h, transform = torch.randn(batch.numel(), 4), torch.randn(B, 4, 4)
+    out = apply_transform(h, transform, batch)
+    ref = torch.stack([h[i] @ transform[b] for i, b in enumerate(batch)])
+    assert torch.allclose(out, ref, atol=1e-6)
