@@ -1,0 +1,90 @@
+r"""An experiment on the binary PointNet part-segmentation head (issue 21):
+its first layer reads :obj:`[h_i, g]`, 64 per-point channels and the
+cloud's 1,024 pooled (EMA) channels. Its output is
+:math:`\alpha\,(\mathbf{W}_h \mathrm{sign}(h_i) + \mathbf{W}_g
+\mathrm{sign}(g))` with one LSR scale, so the per-cloud sum of 1,024 signs
+outweighs the per-point sum of 64 (its spread is about 4x larger), and the
+sign after the normalization mostly tells the clouds apart, not the
+points of a cloud. Here the two sums get a scale each,
+:math:`\alpha_h \mathbf{W}_h \mathrm{sign}(h_i) + \alpha_g \mathbf{W}_g
+\mathrm{sign}(g)`, both initialized from data as LSR is.
+
+Trains :class:`PointNetSeg` with that head through
+:obj:`examples/segmentation.py` (every argument is passed on), e.g.::
+
+    python3 benchmarks/seg_split_scale.py --method bipointnet \
+        --synthetic-per-category 40 --num-points 512 --epochs 30 \
+        --batch-size 16 --lr 0.002 --threads 1 --quiet --out ../runs/split
+
+An experiment, not a package feature: :func:`deploy.pack` does not know
+the layer, and :obj:`--eval` of the checkpoint needs this script.
+"""
+import math
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, 'examples'))
+from torch_geometric_binary.nn import BiLinear  # noqa: E402
+from torch_geometric_binary.nn.models import (SEG_MODELS,  # noqa: E402
+                                              PointNetSeg)
+
+
+class SplitScaleBiLinear(BiLinear):
+    r"""A :class:`BiLinear` whose first :obj:`split` input channels and the
+    rest each have their own LSR scale."""
+    def __init__(self, lin: BiLinear, split: int):
+        super().__init__(lin.in_channels, lin.out_channels,
+                         bias=lin.bias is not None, method=lin.method)
+        self.split = split
+        self.log_scale = torch.nn.Parameter(torch.zeros(2))
+
+    def parts(self, x: Tensor):
+        xb, wb, s = self.binary_input(x), self.binary_weight(), self.split
+        return F.linear(xb[..., :s], wb[:, :s].to(xb.dtype)), \
+            F.linear(xb[..., s:], wb[:, s:].to(xb.dtype))
+
+    @torch.no_grad()
+    def init_scale(self, x: Tensor):
+        x, s = x.detach(), self.split
+        for i, (part, sl) in enumerate(zip(self.parts(x), (
+                slice(0, s), slice(s, None)))):
+            fp = F.linear(x[..., sl], self.weight[:, sl].to(x.dtype)).std()
+            b = part.float().std()
+            self.log_scale[i] = math.log(float(fp / b)) if b > 0 else 0.0
+        self.scale_initialized = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        if self.training and not self.scale_initialized:
+            self.init_scale(x)
+        a, b = self.parts(x)
+        scale = self.log_scale.exp()
+        out = a * scale[0].to(a.dtype) + b * scale[1].to(b.dtype)
+        if self.bias is not None:
+            out = out + self.bias.to(out.dtype)
+        return out
+
+
+class PointNetSegSplit(PointNetSeg):
+    def __init__(self, num_classes: int, method='bipointnet',
+                 num_categories: int = 0, in_channels: int = 0,
+                 input_transform: bool = False,
+                 feature_transform: bool = False, dropout: float = 0.3,
+                 ema=None, lsr=None):
+        super().__init__(num_classes, method, num_categories, in_channels,
+                         input_transform, feature_transform, dropout, ema,
+                         lsr)
+        if isinstance(self.head.lins[0], BiLinear):
+            self.head.lins[0] = SplitScaleBiLinear(self.head.lins[0], 64)
+
+
+if __name__ == '__main__':
+    SEG_MODELS['pointnet'] = PointNetSegSplit
+    import segmentation  # examples/segmentation.py
+    segmentation.main(['--model', 'pointnet'] + sys.argv[1:])
