@@ -16,6 +16,9 @@ Trains :class:`PointNetSeg` with that head through
         --synthetic-per-category 40 --num-points 512 --epochs 30 \
         --batch-size 16 --lr 0.002 --threads 1 --quiet --out ../runs/split
 
+With :obj:`SPLIT_INIT=balanced` in the environment, the pooled channels'
+scale starts where both sums spread alike (instead of at LSR's ratio).
+
 An experiment, not a package feature: :func:`deploy.pack` does not know
 the layer, and :obj:`--eval` of the checkpoint needs this script.
 """
@@ -57,6 +60,10 @@ class SplitScaleBiLinear(BiLinear):
             fp = F.linear(x[..., sl], self.weight[:, sl].to(x.dtype)).std()
             b = part.float().std()
             self.log_scale[i] = math.log(float(fp / b)) if b > 0 else 0.0
+        if os.environ.get('SPLIT_INIT') == 'balanced':
+            a, b = (p.float().std() for p in self.parts(x))
+            if b > 0:
+                self.log_scale[1] = self.log_scale[0] + math.log(float(a / b))
         self.scale_initialized = True
 
     def forward(self, x: Tensor) -> Tensor:
