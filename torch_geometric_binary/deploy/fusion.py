@@ -58,13 +58,16 @@ class Segment:
             self.first = pre_lins.pop(0)
         if post_lins and not post_lins[-1][0].is_binary(post_lins[-1][1]):
             self.last = post_lins.pop()
+        elif not post and not pool and len(pre_lins) > 1 and \
+                not pre_lins[-1][0].is_binary(pre_lins[-1][1]):
+            self.last = pre_lins.pop()  # An MLP's full-precision last layer.
         if not pre_lins or any(not m.is_binary(i)
                                for m, i in pre_lins + post_lins):
             raise NotFusable
         if pool and self.last is not None and not post_lins:
             raise NotFusable  # A float layer right after the pooling.
         if out is None:
-            out = 'float' if post_lins else 'bits'
+            out = 'float' if post_lins or self.last is not None else 'bits'
         layers = [m.lins[i] for m, i in pre_lins + post_lins]
         self.chain = BinaryChain(layers, out,
                                  len(pre_lins) - 1 if pool else None, ema,
@@ -409,9 +412,10 @@ class Pending(Tensor):
                 x = parent.source if parent.parent is None \
                     else parent.parent.value()
                 x = self.mlps[-1].pool_layers(x, index, self.rows, ema)
+            elif parent is not None and parent._value is not None:
+                x = run_mlps((self.mlps[-1], ), parent._value)
             else:
-                x = self.source if parent is None else parent.value()
-                x = self.mlps[-1].forward_layers(x)
+                x = run_mlps(self.mlps, self.source)
             self._value = x
         return self._value
 
@@ -438,6 +442,28 @@ def _segment(mlps: Tuple[torch.nn.Module, ...], post: torch.nn.Module,
     return seg or None
 
 
+def run_mlps(mlps: Tuple[torch.nn.Module, ...], x: Tensor) -> Tensor:
+    r"""The output of the consecutive packed MLPs :obj:`mlps` on the float
+    rows :obj:`x`: one segment where they form one (kept by the first
+    MLP), else module by module."""
+    cache = mlps[0].fusions
+    key = (mlps, None)
+    seg = cache.get(key)
+    if seg is None:
+        pre = [_bits_out(m, nxt) for m, nxt in zip(mlps, mlps[1:])]
+        try:
+            seg = Segment(pre + [mlps[-1]], out='float')
+        except NotFusable:
+            seg = False
+        if len(cache) < 64:
+            cache[key] = seg
+    if seg and x.dtype == torch.float32 and x.dim() == 2:
+        return seg(x)
+    for mlp in mlps:
+        x = mlp.forward_layers(x)
+    return x
+
+
 def fuse(mlp: torch.nn.Module, x: Tensor) -> Optional[Tensor]:
     r"""The output of the packed MLP :obj:`mlp` (with fusion on) on
     :obj:`x`: pending where it starts or extends a fused sequence, computed
@@ -445,8 +471,12 @@ def fuse(mlp: torch.nn.Module, x: Tensor) -> Optional[Tensor]:
     MLP runs on its own."""
     if isinstance(x, Pending):
         return x.into(mlp) if x.pool is not None else x.extend(mlp)
-    if x.dtype == torch.float32 and x.dim() == 2 and _roles(mlp)[0]:
-        return Pending(x, (mlp, ), x.size(0))
+    if x.dtype == torch.float32 and x.dim() == 2:
+        if _roles(mlp)[0]:
+            return Pending(x, (mlp, ), x.size(0))
+        # Nothing extends it (e.g. it ends in a full-precision layer):
+        # its layers as one segment, where they form one.
+        return run_mlps((mlp, ), x)
     return None
 
 
