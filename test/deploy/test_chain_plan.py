@@ -78,6 +78,17 @@ def test_plan_checks_what_it_is_given():
     with pytest.raises(RuntimeError, match='groups given to a chain without '
                        'pooling'):
         ops().xnor_chain_run(flat, x, torch.tensor([10]), None, None)
+    thr = torch.zeros(2, 64)
+    with pytest.raises(RuntimeError, match=r"the first layer's bias must be "
+                       r"a float32 \[64\] tensor"):
+        flat.set_input(thr, torch.zeros(64, 3), torch.zeros(63))
+    with pytest.raises(RuntimeError, match='bias needs its weight'):
+        flat.set_input(thr, None, torch.zeros(64))
+    floats = Plan(w, 64, t[:-1] + [torch.empty(0, dtype=torch.int64)], -1, 2)
+    with pytest.raises(RuntimeError, match=r'the final bias must be a '
+                       r'float32 \[5\] tensor'):
+        floats.set_final(torch.zeros(5, w[-1].size(0)),
+                         torch.zeros(5, dtype=torch.float64))
 
 
 def test_one_group_fast_path_surfaces_errors(monkeypatch):

@@ -287,6 +287,18 @@ void ChainPlan::set_epilogue(const at::Tensor& rows, double scale, double lo,
   hi_ = static_cast<float>(hi);
 }
 
+// A copy of an optional float32 bias of n entries (undefined if absent).
+static at::Tensor bias_copy(const std::optional<at::Tensor>& bias, int64_t n,
+                            const char* what) {
+  if (!bias.has_value()) return at::Tensor();
+  TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->dim() == 1 &&
+                  bias->size(0) == n,
+              "ChainPlan: ", what, " must be a float32 [", n,
+              "] tensor (got ", bias->scalar_type(), " of shape ",
+              bias->sizes(), ")");
+  return bias->contiguous().clone();
+}
+
 void ChainPlan::set_input(const at::Tensor& in_threshold,
                           const std::optional<at::Tensor>& weight,
                           const std::optional<at::Tensor>& bias) {
@@ -314,14 +326,7 @@ void ChainPlan::set_input(const at::Tensor& in_threshold,
               ", C] tensor (got ", weight->scalar_type(), " of shape ",
               weight->sizes(), ")");
   first_w_ = weight->contiguous().clone();
-  if (bias.has_value()) {
-    TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->dim() == 1 &&
-                    bias->size(0) == K,
-                "ChainPlan: the first layer's bias must be a float32 [", K,
-                "] tensor (got ", bias->scalar_type(), " of shape ",
-                bias->sizes(), ")");
-    first_b_ = bias->contiguous().clone();
-  }
+  first_b_ = bias_copy(bias, K, "the first layer's bias");
   // The weights for the rounding-bound kernel: transposed, padded to 8.
   const int64_t Kin = first_w_.size(1), Kp = (K + 7) / 8 * 8;
   const float* wp = first_w_.data_ptr<float>();
@@ -352,15 +357,7 @@ void ChainPlan::set_final(const at::Tensor& weight,
               "] (got ", weight.scalar_type(), " of shape ", weight.sizes(),
               ")");
   final_w_ = weight.contiguous().clone();
-  final_b_ = at::Tensor();
-  if (bias.has_value()) {
-    TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->dim() == 1 &&
-                    bias->size(0) == weight.size(0),
-                "ChainPlan: the final bias must be float32 [",
-                weight.size(0), "] (got ", bias->scalar_type(), " of shape ",
-                bias->sizes(), ")");
-    final_b_ = bias->contiguous().clone();
-  }
+  final_b_ = bias_copy(bias, weight.size(0), "the final bias");
 }
 
 // ---------------------------------------------------------------------------
