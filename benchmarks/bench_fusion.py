@@ -27,7 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 from benchmarks.bench_deploy import (clouds, median_times, ms,  # noqa
                                      prepare, report_head, run_meta)
 from torch_geometric_binary.deploy import pack, pack_modules  # noqa
-from torch_geometric_binary.nn.models import PointNet, PointNetSeg  # noqa
+from torch_geometric_binary.nn.models import (DGCNNSeg, PointNet,  # noqa
+                                              PointNet2Seg, PointNetSeg)
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                        'results')
@@ -38,7 +39,10 @@ MODELS = {
         40, method='bipointnet', input_transform=True,
         feature_transform=True),
     'PointNetSeg': lambda: PointNetSeg(50, method='bipointnet'),
+    'PointNet2Seg': lambda: PointNet2Seg(50, method='bipointnet'),
+    'DGCNNSeg': lambda: DGCNNSeg(50, method='bipointnet'),
 }
+SEGMENTATION = ('PointNetSeg', 'PointNet2Seg', 'DGCNNSeg')
 
 
 def bench(name: str, batch_size: int, num_points: int, reps: int) -> Dict:
@@ -88,6 +92,9 @@ def markdown(res: Dict) -> str:
 def main(argv: Optional[List[str]] = None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 32])
+    parser.add_argument('--seg-batch-sizes', type=int, nargs='+',
+                        default=[1, 8],
+                        help='batch sizes of the segmentation networks')
     parser.add_argument('--num-points', type=int, default=1024)
     parser.add_argument('--reps', type=int, default=40)
     parser.add_argument('--threads', type=int, default=1)
@@ -98,11 +105,14 @@ def main(argv: Optional[List[str]] = None):
     args = parser.parse_args(argv)
     if args.quick:
         args.batch_sizes, args.num_points, args.reps = [1, 4], 128, 3
+        args.seg_batch_sizes = [2]
     torch.set_num_threads(args.threads)
     res = {'meta': run_meta(argv, args.threads, args.note),
            'num_points': args.num_points, 'rows': []}
     for name in MODELS:
-        for b in args.batch_sizes:
+        sizes = args.seg_batch_sizes if name in SEGMENTATION \
+            else args.batch_sizes
+        for b in sizes:
             row = {'model': name, 'batch': b,
                    **bench(name, b, args.num_points, args.reps)}
             print(json.dumps(row), flush=True)

@@ -18,8 +18,9 @@ def test_quick_mode_compares_fused_and_module_by_module():
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     rows = [json.loads(line) for line in lines[:-1]]
-    assert {r['model'] for r in rows} == {'PointNet', 'PointNet, T-Nets',
-                                          'PointNetSeg'}
+    assert {r['model'] for r in rows} == {
+        'PointNet', 'PointNet, T-Nets', 'PointNetSeg', 'PointNet2Seg',
+        'DGCNNSeg'}
     # The fused forward gives the module-by-module predictions.
     assert all(r['same_argmax'] and r['max_abs_diff'] < 1e-4 for r in rows)
     summary = json.loads(lines[-1])
