@@ -1,9 +1,11 @@
 r"""Bit-packed inference for trained binary layers and models: XNOR-popcount
 kernels (C++ with a pure-PyTorch fallback), packed layers whose batch
 normalization is folded into integer thresholds, :func:`pack` for whole
-binary models (fused for PointNet, PointNet++ and DGCNN; module by module
-for the segmentation networks and other models), and :func:`save` /
-:func:`load` of packed models."""
+binary models (hand-fused for PointNet, PointNet++ and DGCNN; module by
+module, with consecutive packed MLPs fused at run time
+(:mod:`~torch_geometric_binary.deploy.fusion`), for the segmentation
+networks and other models), and :func:`save` / :func:`load` of packed
+models."""
 from .kernels import (
     backend,
     cpp_available,
