@@ -1,5 +1,6 @@
-r"""Checks a trained binary PointNet checkpoint against its packed model on
-the test split, and counts the distinct binary rows its pooling sees.
+r"""Checks a trained binary classifier checkpoint (PointNet, PointNet++,
+DGCNN) against its packed model on the test split, and for PointNet counts
+the distinct binary rows its pooling sees.
 
     python3 benchmarks/packed_checkpoint_stats.py \
         benchmarks/results/pointnet_bipointnet.pt --root ../shared/data/ModelNet40
@@ -7,10 +8,10 @@ the test split, and counts the distinct binary rows its pooling sees.
 Prints (1) on how many test clouds the packed model gives the binary
 model's argmax, with the inputs of ``examples/modelnet.py --eval`` (the
 checkpoint's first ``num_points`` points, normalized), and the packed
-model's accuracy, and on how many the model packed for clouds of that
-size (``pack(..., num_points=n)``) gives the same logits, and on how
+model's accuracy, and (PointNet) on how many the model packed for clouds
+of that size (``pack(..., num_points=n)``) gives the same logits, and on how
 many one cloud at a time without a batch vector (the batch-1 path of
-deployment) gives the logits of the batched call; (2) the number
+deployment) gives the logits of the batched call; (2) (PointNet) the number
 of distinct 64-bit codes that the first binary layer receives per test
 cloud of 1,024 points (every 100th cloud), which is the number of rows the
 packed chain pools.
@@ -25,6 +26,7 @@ import torch_geometric.transforms as T
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 from torch_geometric_binary.datasets import PreSampledModelNet  # noqa: E402
 from torch_geometric_binary.deploy import pack  # noqa: E402
+from torch_geometric_binary.nn.models import PointNet  # noqa: E402
 from torch_geometric_binary.train import (load_checkpoint,  # noqa: E402
                                           model_from_checkpoint)
 from torch_geometric_binary.train.transforms import (  # noqa: E402
@@ -41,7 +43,8 @@ def main():
     model = model_from_checkpoint(state)
     packed = pack(model)
     n = int(state['config']['num_points'])
-    fixed = pack(model, num_points=n)
+    pointnet = isinstance(model, PointNet)
+    fixed = pack(model, num_points=n) if pointnet else None
     data = PreSampledModelNet(args.root, train=False, log=False,
                               transform=T.Compose([FirstPoints(n),
                                                    NormalizeUnitSphere()]))
@@ -55,16 +58,20 @@ def main():
         logits = packed(pos, batch)
         got = logits.argmax(1)
         same += int((ref == got).sum())
-        same_fixed += int((fixed(pos, batch) == logits).all(1).sum())
+        if fixed is not None:
+            same_fixed += int((fixed(pos, batch) == logits).all(1).sum())
         correct += int((got == torch.cat([d.y for d in ds])).sum())
         same_single += sum(int(torch.equal(packed(d.pos)[0], logits[k]))
                            for k, d in enumerate(ds))
     print(f'packed vs binary model: same argmax on {same} of {len(data)} '
           f'test clouds; packed accuracy {correct / len(data):.5f}')
-    print(f'packed for {n}-point clouds vs packed: same logits on '
-          f'{same_fixed} of {len(data)} test clouds')
+    if fixed is not None:
+        print(f'packed for {n}-point clouds vs packed: same logits on '
+              f'{same_fixed} of {len(data)} test clouds')
     print(f'one cloud without a batch vector vs batched: same logits on '
           f'{same_single} of {len(data)} test clouds')
+    if not pointnet:
+        return
 
     codes = {}
     hook = model.mlp1.lins[1].register_forward_hook(

@@ -13,11 +13,9 @@ PYTHON="${PYTHON:-python3}"
 EPOCHS="${EPOCHS:-30}"
 PER_CATEGORY="${PER_CATEGORY:-40}"
 RUNS="${RUNS:-../runs/segsyn_e${EPOCHS}_c${PER_CATEGORY}}"
-folders=()
 for model in ${MODELS:-pointnet pointnet2 dgcnn}; do
   for method in ${METHODS:-fp bnn bipointnet}; do
     out="$RUNS/${model}_${method}"
-    folders+=("$out")
     if [ -f "$out/results.json" ] && "$PYTHON" -c "import json, sys; \
 sys.exit(not json.load(open(sys.argv[1]))['finished'])" "$out/results.json"
     then
@@ -27,6 +25,19 @@ sys.exit(not json.load(open(sys.argv[1]))['finished'])" "$out/results.json"
       --synthetic-per-category "$PER_CATEGORY" --num-points 512 \
       --epochs "$EPOCHS" --batch-size 16 --lr 0.002 --threads 1 --quiet \
       --out "$out" --resume
+  done
+done
+# The table holds every run of this protocol in $RUNS, also those of
+# earlier calls with other MODELS or METHODS.
+folders=()
+declare -A seen
+for model in pointnet pointnet2 dgcnn; do
+  for method in fp bnn bnn+ema bnn+lsr bipointnet ${METHODS:-}; do
+    out="$RUNS/${model}_${method}"
+    if [ -f "$out/results.json" ] && [ -z "${seen[$out]:-}" ]; then
+      seen[$out]=1
+      folders+=("$out")
+    fi
   done
 done
 "$PYTHON" benchmarks/segmentation_table.py "${folders[@]}" \
