@@ -1,7 +1,5 @@
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -58,11 +56,7 @@ def test_onnx_peers_skipped_without_onnxruntime(bench, monkeypatch,
 
 
 @pytest.mark.slow
-def test_quick_mode_prints_the_four_ratios():
-    out = subprocess.run([sys.executable, str(SCRIPT), '--quick'],
-                         capture_output=True, text=True, timeout=300,
-                         cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS='1'))
-    assert out.returncode == 0, out.stderr[-2000:]
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
+def test_quick_mode_prints_the_four_ratios(run_quick):
+    summary = json.loads(run_quick('bench_peers')[-1])
     assert set(summary) == KEYS
     assert all(isinstance(v, float) and v > 0 for v in summary.values())
