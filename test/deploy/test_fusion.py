@@ -146,3 +146,17 @@ def test_fusion_is_off_outside_packed_models():
     assert type(first(pos)) is torch.Tensor
     assert isinstance(head(F.hardtanh(first.max_pool(
         pos, None, 1, ema=True))), torch.Tensor)
+
+
+@pytest.mark.parametrize('pool', ['global_max_pool', 'global_ema_max_pool'])
+def test_the_package_poolings_defer_to_pending_values(pool):
+    from torch_geometric_binary.nn import aggr
+    first, head, pos = small_mlps()
+    batch = torch.tensor([0] * 70 + [1] * 50)
+    fn = getattr(aggr, pool)
+    pooled = fn(first(pos), batch)
+    assert isinstance(pooled, Pending) and pooled.shape == (2, 32)
+    ref = fn(first.forward_layers(pos), batch)
+    assert torch.allclose(pooled + 0, ref, atol=1e-6)
+    assert torch.allclose(head(pooled), head.forward_layers(ref),
+                          atol=1e-5, rtol=1e-5)
