@@ -494,7 +494,7 @@ def markdown(res: Dict) -> str:
     lines = report_head(
         'Packed binary inference vs. its peers', m,
         f"graph construction: {m['graph']}; {m['num_points']} points per "
-        f"cloud; ") + [
+        f"cloud; pinned to CPU {m.get('pinned_cpu')}; ") + [
         'Medians of alternating runs in one process, same inputs '
         f"({m.get('inputs', 'points uniform in the unit ball')}), "
         'random weights with calibrated BatchNorm statistics unless a '
@@ -573,6 +573,18 @@ def summary(res: Dict) -> Dict:
     }
 
 
+def pin_one_cpu() -> Optional[int]:
+    r"""Pins this process to one of its CPUs (the last) for one-thread
+    timings, and returns it: unpinned, the scheduler of a 2-core VM moved
+    the process between cores and the packed batch-1 time was bimodal
+    (0.11 or 0.20 ms, quiet machine); pinned, 0.11-0.13 ms."""
+    if not hasattr(os, 'sched_setaffinity'):
+        return None
+    cpu = max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
 def main(argv: Optional[List[str]] = None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--threads', type=int, default=1,
@@ -612,6 +624,9 @@ def main(argv: Optional[List[str]] = None):
     parser.add_argument('--out', default=None,
                         help='results prefix (default: benchmarks/results/'
                         'peers; none with --quick)')
+    parser.add_argument('--no-pin', action='store_true',
+                        help='with --threads 1, do not pin the process to '
+                        'one CPU')
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error('--threads must be >= 1')
@@ -628,9 +643,12 @@ def main(argv: Optional[List[str]] = None):
     if args.thread_check:
         print(json.dumps(thread_check(args)))
         return
+    pinned = pin_one_cpu() if args.threads == 1 and not args.no_pin \
+        else None
 
     res: Dict = {'meta': run_meta(
         argv, args.threads, args.note, graph=neighbors.backend(),
+        pinned_cpu=pinned,
         num_points=args.num_points, batch_sizes=args.batch_sizes,
         inputs=(f'test clouds of {args.data}' if args.data
                 else 'points uniform in the unit ball'))}
