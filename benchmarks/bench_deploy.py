@@ -424,6 +424,18 @@ def bench_other(args, name: str, cls, kwargs) -> Dict:
     return res
 
 
+def pin_one_cpu() -> Optional[int]:
+    r"""Pins this process to one of its CPUs (the last) for one-thread
+    timings, and returns it: unpinned, the scheduler of a 2-core VM moved
+    the process between cores and the packed batch-1 time was bimodal
+    (0.11 or 0.20 ms, quiet machine); pinned, 0.11-0.13 ms."""
+    if not hasattr(os, 'sched_setaffinity'):
+        return None
+    cpu = max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
 def run_meta(argv: Optional[List[str]], threads: int, note: Optional[str],
              **extra) -> Dict:
     r"""What a benchmark report records of its run: the exact command, the

@@ -25,7 +25,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 from benchmarks.bench_deploy import (clouds, median_times, ms,  # noqa
-                                     prepare, report_head, run_meta)
+                                     pin_one_cpu, prepare, report_head,
+                                     run_meta)
 from torch_geometric_binary.deploy import pack, pack_modules  # noqa
 from torch_geometric_binary.nn.models import (DGCNNSeg, PointNet,  # noqa
                                               PointNet2Seg, PointNetSeg)
@@ -73,7 +74,8 @@ def bench(name: str, batch_size: int, num_points: int, reps: int) -> Dict:
 def markdown(res: Dict) -> str:
     lines = report_head('Fusion in models packed module by module',
                         res['meta'], f"{res['num_points']} points per "
-                        f"cloud; ") + [
+                        f"cloud; pinned to CPU {res['meta']['pinned_cpu']}; "
+                        ) + [
         'Times in ms (medians of alternating runs). *fused*: '
         '`PackedModel.forward` (fusion on); *layers*: '
         '`PackedModel.forward_layers` (each packed module on its own).', '',
@@ -107,7 +109,9 @@ def main(argv: Optional[List[str]] = None):
         args.batch_sizes, args.num_points, args.reps = [1, 4], 128, 3
         args.seg_batch_sizes = [2]
     torch.set_num_threads(args.threads)
-    res = {'meta': run_meta(argv, args.threads, args.note),
+    pinned = pin_one_cpu() if args.threads == 1 else None
+    res = {'meta': run_meta(argv, args.threads, args.note,
+                            pinned_cpu=pinned),
            'num_points': args.num_points, 'rows': []}
     for name in MODELS:
         sizes = args.seg_batch_sizes if name in SEGMENTATION \

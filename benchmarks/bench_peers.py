@@ -79,7 +79,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 sys.path.insert(0, os.path.dirname(__file__))
 import bench_deploy  # noqa: E402
 from bench_deploy import (clouds, graph_fn, median_times, ms,  # noqa: E402
-                          report_head, run_meta)
+                          pin_one_cpu, report_head, run_meta)
 from torch_geometric_binary.deploy import kernels, pack  # noqa: E402
 from torch_geometric_binary.nn import neighbors  # noqa: E402
 from torch_geometric_binary.nn.models import (DGCNN, PointNet,  # noqa: E402
@@ -571,18 +571,6 @@ def summary(res: Dict) -> Dict:
                                     'torch_fp32'),
         'dgcnn_vs_fp32_b1': get('dgcnn', 1, 'speedup_over', 'torch_fp32'),
     }
-
-
-def pin_one_cpu() -> Optional[int]:
-    r"""Pins this process to one of its CPUs (the last) for one-thread
-    timings, and returns it: unpinned, the scheduler of a 2-core VM moved
-    the process between cores and the packed batch-1 time was bimodal
-    (0.11 or 0.20 ms, quiet machine); pinned, 0.11-0.13 ms."""
-    if not hasattr(os, 'sched_setaffinity'):
-        return None
-    cpu = max(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpu})
-    return cpu
 
 
 def main(argv: Optional[List[str]] = None):
