@@ -55,15 +55,14 @@ class SplitScaleBiLinear(BiLinear):
     @torch.no_grad()
     def init_scale(self, x: Tensor):
         x, s = x.detach(), self.split
-        for i, (part, sl) in enumerate(zip(self.parts(x), (
-                slice(0, s), slice(s, None)))):
+        spread = [part.float().std() for part in self.parts(x)]
+        for i, sl in enumerate((slice(0, s), slice(s, None))):
             fp = F.linear(x[..., sl], self.weight[:, sl].to(x.dtype)).std()
-            b = part.float().std()
+            b = spread[i]
             self.log_scale[i] = math.log(float(fp / b)) if b > 0 else 0.0
-        if os.environ.get('SPLIT_INIT') == 'balanced':
-            a, b = (p.float().std() for p in self.parts(x))
-            if b > 0:
-                self.log_scale[1] = self.log_scale[0] + math.log(float(a / b))
+        if os.environ.get('SPLIT_INIT') == 'balanced' and spread[1] > 0:
+            self.log_scale[1] = self.log_scale[0] + math.log(
+                float(spread[0] / spread[1]))
         self.scale_initialized = True
 
     def forward(self, x: Tensor) -> Tensor:

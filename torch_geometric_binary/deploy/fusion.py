@@ -401,7 +401,9 @@ class Pending(Tensor):
     # The value ----------------------------------------------------------
 
     def value(self) -> Tensor:
-        r"""The values, computed module by module (once)."""
+        r"""The values (once), from the parent's: each MLP as one segment
+        where it forms one, the pooling and the activation as the modules
+        compute them."""
         if self._value is None:
             parent = self.parent
             if self.act is not None:
@@ -420,21 +422,17 @@ class Pending(Tensor):
         return self._value
 
 
-def _segment(mlps: Tuple[torch.nn.Module, ...], post: torch.nn.Module,
-             ema: bool, act: Optional[tuple]) -> Optional[Segment]:
-    r"""The segment of :obj:`mlps`, a max pooling (with :obj:`ema` and the
-    activation :obj:`act`) and :obj:`post`, kept by the first MLP;
-    :obj:`None` where they do not fuse."""
+def _cached_segment(mlps: Tuple[torch.nn.Module, ...], key: Any,
+                    **kwargs) -> Optional[Segment]:
+    r"""The :class:`Segment` of the consecutive packed MLPs :obj:`mlps` (each
+    giving the next its bits) with :obj:`kwargs`, kept by the first MLP
+    under :obj:`key`; :obj:`None` where they do not fuse."""
     cache = mlps[0].fusions
-    key = (mlps, post, ema, None if act is None else act[0])
     seg = cache.get(key)
     if seg is None:
         pre = [_bits_out(m, nxt) for m, nxt in zip(mlps, mlps[1:])]
         try:
-            # The last layer of post stays the module's own operation:
-            # its output may be binarized later (see Segment).
-            seg = Segment(pre + [mlps[-1]], [post], True, ema,
-                          None if act is None else act[1])
+            seg = Segment(pre + [mlps[-1]], **kwargs)
         except NotFusable:
             seg = False
         if len(cache) < 64:
@@ -442,42 +440,54 @@ def _segment(mlps: Tuple[torch.nn.Module, ...], post: torch.nn.Module,
     return seg or None
 
 
+def _segment(mlps: Tuple[torch.nn.Module, ...], post: torch.nn.Module,
+             ema: bool, act: Optional[tuple]) -> Optional[Segment]:
+    r"""The segment of :obj:`mlps`, a max pooling (with :obj:`ema` and the
+    activation :obj:`act`) and :obj:`post`."""
+    # The last layer of post stays the module's own operation: its output
+    # may be binarized later (see Segment).
+    return _cached_segment(mlps, (mlps, post, ema,
+                                  None if act is None else act[0]),
+                           post=[post], pool=True, ema=ema,
+                           pool_act=None if act is None else act[1])
+
+
 def run_mlps(mlps: Tuple[torch.nn.Module, ...], x: Tensor) -> Tensor:
     r"""The output of the consecutive packed MLPs :obj:`mlps` on the float
-    rows :obj:`x`: one segment where they form one (kept by the first
-    MLP), else module by module."""
-    cache = mlps[0].fusions
-    key = (mlps, None)
-    seg = cache.get(key)
-    if seg is None:
-        pre = [_bits_out(m, nxt) for m, nxt in zip(mlps, mlps[1:])]
-        try:
-            seg = Segment(pre + [mlps[-1]], out='float')
-        except NotFusable:
-            seg = False
-        if len(cache) < 64:
-            cache[key] = seg
-    if seg and x.dtype == torch.float32 and x.dim() == 2:
+    rows :obj:`x`: one segment where they form one, else module by
+    module."""
+    seg = _cached_segment(mlps, (mlps, None), out='float')
+    if seg is not None and x.dtype == torch.float32 and x.dim() == 2:
         return seg(x)
     for mlp in mlps:
         x = mlp.forward_layers(x)
     return x
 
 
+def pending(mlp: torch.nn.Module, x: Tensor) -> Optional[Pending]:
+    r"""The output of the packed MLP :obj:`mlp` on :obj:`x`, pending, where
+    it starts a fused sequence or extends the unpooled pending :obj:`x`;
+    else :obj:`None`."""
+    if isinstance(x, Pending):
+        return x.extend(mlp)
+    if x.dtype == torch.float32 and x.dim() == 2 and _roles(mlp)[0]:
+        return Pending(x, (mlp, ), x.size(0))
+    return None
+
+
 def fuse(mlp: torch.nn.Module, x: Tensor) -> Optional[Tensor]:
     r"""The output of the packed MLP :obj:`mlp` (with fusion on) on
-    :obj:`x`: pending where it starts or extends a fused sequence, computed
-    as one chain where it reads a pending pooling; :obj:`None` where the
-    MLP runs on its own."""
-    if isinstance(x, Pending):
-        return x.into(mlp) if x.pool is not None else x.extend(mlp)
-    if x.dtype == torch.float32 and x.dim() == 2:
-        if _roles(mlp)[0]:
-            return Pending(x, (mlp, ), x.size(0))
-        # Nothing extends it (e.g. it ends in a full-precision layer):
-        # its layers as one segment, where they form one.
+    :obj:`x`: pending where it starts or extends a fused sequence
+    (:func:`pending`), computed as one chain where it reads a pending
+    pooling or where nothing extends it (e.g. it ends in a full-precision
+    layer); :obj:`None` where the MLP runs on its own."""
+    if isinstance(x, Pending) and x.pool is not None:
+        return x.into(mlp)
+    out = pending(mlp, x)
+    if out is None and not isinstance(x, Pending) and \
+            x.dtype == torch.float32 and x.dim() == 2:
         return run_mlps((mlp, ), x)
-    return None
+    return out
 
 
 def _roles(mlp: torch.nn.Module) -> Tuple[bool, bool]:
@@ -489,5 +499,6 @@ def _roles(mlp: torch.nn.Module) -> Tuple[bool, bool]:
     return roles
 
 
-__all__ = ['Segment', 'NotFusable', 'Pending', 'fuse', 'bits_layer',
+__all__ = ['Segment', 'NotFusable', 'Pending', 'fuse', 'pending',
+           'bits_layer',
            'starts_chain', 'continues_chain']

@@ -25,7 +25,7 @@ from torch_geometric_binary.deploy.chain import (PoolTable, pooled_floats,
                                                  wrong_size)
 from torch_geometric_binary.deploy.epilogue import AffineEpilogue
 from torch_geometric_binary.deploy.fold import _unwrap_norm
-from torch_geometric_binary.deploy.fusion import Pending, fuse
+from torch_geometric_binary.deploy.fusion import Pending, fuse, pending
 from torch_geometric_binary.deploy.kernels import unpack_bits, xnor_gemm
 from torch_geometric_binary.deploy.linear import (PackedBiLinear,
                                                   binarize_floats,
@@ -450,11 +450,10 @@ class PackedMLP(torch.nn.Module):
 
         With :attr:`fuse` on, the pooled value is pending where the
         layers fuse (see :meth:`forward`)."""
-        if (self.fuse or isinstance(x, Pending)) and not (
-                isinstance(x, Pending) and x.pool is not None):
+        if self.fuse or isinstance(x, Pending):
             self._check_input(x)
-            out = fuse(self, x)
-            if isinstance(out, Pending):
+            out = pending(self, x)
+            if out is not None:
                 out = out.pooled(index, num_groups, ema)
                 if out is not None:
                     return out
