@@ -426,9 +426,8 @@ def bench_other(args, name: str, cls, kwargs) -> Dict:
 
 def pin_one_cpu() -> Optional[int]:
     r"""Pins this process to one of its CPUs (the last) for one-thread
-    timings, and returns it: unpinned, the scheduler of a 2-core VM moved
-    the process between cores and the packed batch-1 time was bimodal
-    (0.11 or 0.20 ms, quiet machine); pinned, 0.11-0.13 ms."""
+    timings, and returns it: every function of a comparison then runs on
+    the same core, and the scheduler cannot move it in between."""
     if not hasattr(os, 'sched_setaffinity'):
         return None
     cpu = max(os.sched_getaffinity(0))
