@@ -160,3 +160,99 @@ def test_the_package_poolings_defer_to_pending_values(pool):
     assert torch.allclose(pooled + 0, ref, atol=1e-6)
     assert torch.allclose(head(pooled), head.forward_layers(ref),
                           atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# Joined: a pooled value concatenated back to its groups' rows.
+
+def joined_mlps(method='bipointnet', groups=(0, 1)):
+    first, _, pos = small_mlps(method)
+    torch.manual_seed(2)
+    # Reads [rows (32) | the group's pooled feature (32) | a code (3)].
+    head = BiMLP([32 + 32 + 3, 24, 16, 5], method, last_fp=True)
+    batch = torch.tensor(groups).repeat_interleave(60)
+    code = torch.randn(len(groups), 3)
+    head.train()
+    with torch.no_grad():
+        h = first.forward_layers(pos)
+        g = global_ema_max_pool(h, batch)
+        head(torch.cat([h, torch.cat([g, code], -1)[batch]], -1))
+    head = pack_modules(torch.nn.ModuleDict({'head': head.eval()})
+                        ).model['head']
+    return first, head, pos, batch, code
+
+
+def joined_forward(first, head, pos, batch, code):
+    h = first(pos)
+    g = F.hardtanh(global_ema_max_pool(h, batch))
+    return head(torch.cat([h, torch.cat([g, code], dim=-1)[batch]
+                           .to(torch.float32)], dim=-1))
+
+
+@pytest.mark.parametrize('method', ['bipointnet', 'bnn', 'react+ema'])
+def test_joined_rows_run_without_being_built(monkeypatch, method):
+    # torch.cat([h, g[batch]]) stays joined; the head's first layer takes
+    # the pooled part once per group, from the chain's pooled bits. The
+    # result is that of the layers, exactly.
+    from torch_geometric_binary.deploy.fusion import Joined
+    first, head, pos, batch, code = joined_mlps(method)
+    built = count_calls(monkeypatch, Joined, 'value')
+    layers = count_calls(monkeypatch, PackedMLP, 'forward_layers')
+    pools = count_calls(monkeypatch, PackedMLP, 'pool_layers')
+    out = joined_forward(first, head, pos, batch, code)
+    assert built == [] and pools == [] and layers == []
+    h = first.forward_layers(pos)
+    g = F.hardtanh(first.pool_layers(pos, batch, 2, True))
+    ref = head.forward_layers(torch.cat([h, torch.cat([g, code], -1)[batch]],
+                                        -1))
+    assert torch.equal(out, ref)
+
+
+def test_joined_values_build_their_rows_on_any_other_use():
+    from torch_geometric_binary.deploy.fusion import Joined
+    first, head, pos, batch, code = joined_mlps()
+    h = first(pos)
+    g = global_ema_max_pool(h, batch)
+    x = torch.cat([h, g[batch]], dim=-1)
+    assert isinstance(x, Joined) and x.shape == (120, 64)
+    assert 'gathered' in repr(x) and x._value is None
+    ref_h = first.forward_layers(pos)
+    ref = torch.cat([ref_h, global_ema_max_pool(ref_h, batch)[batch]], -1)
+    assert torch.allclose(x * 1, ref, atol=1e-6)
+    assert type(x.sum()) is torch.Tensor
+
+
+def test_joined_rows_of_unsorted_groups():
+    # Rows not grouped by cloud: the rows are built, with the same result.
+    first, head, pos, batch, code = joined_mlps(groups=(1, 0))
+    out = joined_forward(first, head, pos, batch, code)
+    h = first.forward_layers(pos)
+    g = F.hardtanh(first.pool_layers(pos, batch, 2, True))
+    ref = head.forward_layers(torch.cat([h, torch.cat([g, code], -1)[batch]],
+                                        -1))
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', ['PointNetSeg', 'PointNet2Seg', 'DGCNNSeg'])
+def test_segmentation_heads_read_joined_global_features(monkeypatch, name):
+    from torch_geometric_binary.deploy import fusion
+    from torch_geometric_binary.nn import models
+    torch.manual_seed(0)
+    model = getattr(models, name)(6, method='bipointnet', num_categories=2)
+    # PointNet++'s global level gets an eighth of the points: 64 a cloud.
+    pos = torch.randn(2 * 512, 3)
+    batch = torch.arange(2).repeat_interleave(512)
+    category = torch.tensor([1, 0])
+    model.train()
+    with torch.no_grad():
+        model(pos, batch, None, category)
+    model.eval()
+    packed = pack_modules(model)
+    used = count_calls(monkeypatch, fusion._JoinedPlan, 'run_rest')
+    out = packed(pos, batch, None, category)
+    assert len(used) == 1
+    assert torch.equal(out, packed.forward_layers(pos, batch, None,
+                                                  category))
+    with torch.no_grad():
+        assert torch.equal(out.argmax(-1),
+                           model(pos, batch, None, category).argmax(-1))

@@ -17,6 +17,11 @@ an MLP that reads the pooled features runs the whole sequence as one
 :class:`Segment`. Any other use of a pending value (any torch function or
 tensor method besides shape queries) computes it module by module first, so
 the model's forward runs unchanged and gives the same outputs.
+
+A pooled value gathered back to its groups' rows and concatenated with
+other rows (a segmentation network's global feature) becomes a
+:class:`Joined` value; a packed MLP reads it without building the rows
+(:func:`joined_into`).
 """
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
@@ -253,7 +258,7 @@ _SHAPE_QUERIES = frozenset([
 
 
 def _value(x: Any) -> Any:
-    return x.value() if isinstance(x, Pending) else x
+    return x.value() if isinstance(x, (Pending, Joined)) else x
 
 
 def _function_act(func: Callable, args: tuple, kwargs: dict):
@@ -331,6 +336,9 @@ class Pending(Tensor):
             out = x.activated(*_function_act(func, args, kwargs))
             if out is not None:
                 return out
+        joined = Joined.intercept(func, args, kwargs)
+        if joined is not None:
+            return joined
         args, kwargs = tree_map(_value, (args, kwargs))
         with torch._C.DisableTorchFunctionSubclass():
             return func(*args, **kwargs)
@@ -422,6 +430,249 @@ class Pending(Tensor):
         return self._value
 
 
+def _row_index(func: Callable, args: tuple, kwargs: dict
+               ) -> Optional[Tensor]:
+    # The index of x[index] or x.index_select(0, index): a 1-D int64 tensor.
+    if func is Tensor.__getitem__ and len(args) == 2 and not kwargs:
+        index = args[1]
+    elif func in (Tensor.index_select, torch.index_select) and \
+            len(args) == 3 and not kwargs and args[1] == 0:
+        index = args[2]
+    else:
+        return None
+    if type(index) is Tensor and index.dim() == 1 and \
+            index.dtype == torch.long:
+        return index
+    return None
+
+
+def _channel_cat(func: Callable, args: tuple, kwargs: dict
+                 ) -> Optional[Sequence[Tensor]]:
+    # The tensors of torch.cat(tensors, dim=1 or -1) of 2-D float32 rows.
+    if func is not torch.cat:
+        return None
+    tensors = args[0] if args else kwargs.get('tensors')
+    dim = args[1] if len(args) > 1 else kwargs.get('dim', 0)
+    if set(kwargs) - {'tensors', 'dim'} or dim not in (1, -1) or \
+            not isinstance(tensors, (list, tuple)) or not tensors:
+        return None
+    for t in tensors:
+        if not isinstance(t, Tensor) or t.dim() != 2 or \
+                t.dtype != torch.float32 or t.size(0) != tensors[0].size(0):
+            return None
+    return tensors
+
+
+def _is_pooled(x: Any) -> bool:
+    return isinstance(x, Pending) and x.pool is not None
+
+
+class Joined(Tensor):
+    r"""Float rows not built yet: the concatenation along the channels of
+    :obj:`parts`, each :obj:`(value, index)`, the rows :obj:`value[index]`
+    (:obj:`value` itself where :obj:`index` is :obj:`None`); a value is a
+    tensor or a :class:`Pending` one.
+
+    It arises where a model concatenates a pooled value (a cloud's global
+    feature, pending) back to the rows of its groups,
+    :obj:`torch.cat([h, g[batch]], dim=-1)`, as segmentation networks do.
+    A packed MLP whose first layer is binary reads it without building the
+    rows (:func:`joined_into`): a binary dot product is the sum of the dot
+    products over the parts' channels, so the pooled part's is computed
+    once per group, from its bits straight out of the fused chain, and
+    enters each row's threshold. Any other use builds the rows.
+
+    Args:
+        parts (List[tuple]): :obj:`(value, index)` pairs, in channel order.
+        rows (int): The rows.
+    """
+    @staticmethod
+    def __new__(cls, parts: Sequence[Tuple[Tensor, Optional[Tensor]]],
+                rows: int):
+        channels = sum(v.size(1) for v, _ in parts)
+        return Tensor._make_wrapper_subclass(
+            cls, (rows, channels), dtype=torch.float32,
+            device=parts[0][0].device)
+
+    def __init__(self, parts: Sequence[Tuple[Tensor, Optional[Tensor]]],
+                 rows: int):
+        self.parts = list(parts)
+        self.rows = rows
+        self._value: Optional[Tensor] = None
+
+    def __repr__(self, *args, **kwargs) -> str:
+        kinds = ', '.join(f'{v.size(1)}{"" if i is None else " gathered"}'
+                          for v, i in self.parts)
+        return f'Joined(shape={tuple(self.shape)}, parts=[{kinds}])'
+
+    @staticmethod
+    def intercept(func: Callable, args: tuple, kwargs: dict
+                  ) -> Optional['Joined']:
+        r"""The result of :obj:`func` as a joined value where it gathers
+        rows of, or concatenates, pooled or joined values; else
+        :obj:`None`."""
+        x = args[0] if args else None
+        index = _row_index(func, args, kwargs)
+        if index is not None and (_is_pooled(x) or isinstance(x, Joined)):
+            parts = x.parts if isinstance(x, Joined) else [(x, None)]
+            return Joined([(v, index if i is None else i[index])
+                           for v, i in parts], index.numel())
+        tensors = _channel_cat(func, args, kwargs)
+        if tensors is None or not any(
+                _is_pooled(t) or isinstance(t, Joined) for t in tensors):
+            return None
+        parts = []
+        for t in tensors:
+            parts += t.parts if isinstance(t, Joined) else [(t, None)]
+        return Joined(parts, tensors[0].size(0))
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _SHAPE_QUERIES:
+            with torch._C.DisableTorchFunctionSubclass():
+                return func(*args, **kwargs)
+        if func is Tensor.to and not kwargs and \
+                all(a is torch.float32 for a in args[1:]):
+            return args[0]  # Already float32 (h.dtype).
+        joined = Joined.intercept(func, args, kwargs)
+        if joined is not None:
+            return joined
+        args, kwargs = tree_map(_value, (args, kwargs))
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **kwargs)
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        args, kwargs = tree_map(_value, (args, kwargs or {}))
+        return func(*args, **kwargs)
+
+    def value(self) -> Tensor:
+        r"""The rows (once)."""
+        if self._value is None:
+            self._value = torch.cat(
+                [_value(v) if i is None else _value(v).index_select(0, i)
+                 for v, i in self.parts], dim=1)
+        return self._value
+
+
+class _JoinedPlan:
+    r"""What :func:`joined_into` needs for one layout of parts (their
+    channels, which are gathered) and the MLP :obj:`mlp`: its first layer's
+    weights and input thresholds split into the row channels and each
+    gathered part's, and the rest of the MLP (:obj:`rest`, or
+    :obj:`None`)."""
+    def __init__(self, mlp: torch.nn.Module,
+                 layout: Tuple[Tuple[int, bool], ...]):
+        layer = mlp.lins[0]
+        w = kernels._unpack_bool(layer.weight, layer.in_channels)
+        theta = layer.input_threshold
+        cols, start, self.gathered = [], 0, []
+        for c, gathered in layout:
+            span = torch.arange(start, start + c)
+            if gathered:
+                self.gathered.append(
+                    (kernels._pack_bool(w[:, span]), c,
+                     None if theta is None else theta[span]))
+            else:
+                cols.append(span)
+            start += c
+        cols = torch.cat(cols)
+        self.row_weight = kernels._pack_bool(w[:, cols])
+        self.row_channels = cols.numel()
+        self.row_theta = None if theta is None else theta[cols]
+        self.layer = layer
+        self.rest = None
+        if len(mlp.lins) > 1:
+            acts = None if mlp.acts is None else list(mlp.acts)[1:]
+            self.rest = type(mlp)(mlp.channel_list[1:], list(mlp.lins)[1:],
+                                  list(mlp.norms)[1:], mlp.act,
+                                  mlp.plain_last, mlp.last_norm, acts)
+
+    def run_rest(self, x: Tensor) -> Tensor:
+        if self.rest is None:
+            return x
+        seg = _cached_segment((self.rest, ), (self.rest, None), out='float')
+        return self.rest.forward_layers(x) if seg is None else seg(x)
+
+
+def _part_bits(mlp: torch.nn.Module, k: int, v: Tensor,
+               theta: Optional[Tensor]) -> Tensor:
+    # The packed signs of v - theta: a pending pooled value's straight from
+    # its fused chain (pooled bits for the binary layer that reads them).
+    if _is_pooled(v):
+        counts, ema, _ = v.pool
+        act = v.act
+        seg = _cached_segment(
+            v.mlps, (v.mlps, 'bits', ema, None if act is None else act[0],
+                     mlp, k),
+            pool=True, ema=ema, pool_act=None if act is None else act[1],
+            pool_theta=theta)
+        if seg is not None:
+            return seg(v.source, counts)
+    return kernels.pack_bits(_value(v) if theta is None
+                             else _value(v) - theta)
+
+
+#: :func:`joined_into` runs one thresholded product per group for at most
+#: this many groups, of at least this many rows on average.
+MAX_JOINED_GROUPS, MIN_JOINED_ROWS = 64, 16
+
+
+def joined_into(mlp: torch.nn.Module, x: Joined) -> Optional[Tensor]:
+    r"""The output of the packed MLP :obj:`mlp` on the joined rows
+    :obj:`x`, without building them: its binary first layer's dot products
+    are those over the row channels plus, for the rows of each group, the
+    group's dot products over the gathered channels (exact integers), so
+    each group's rows run as one thresholded product with the thresholds
+    lowered by their group's part. :obj:`None` where this does not apply
+    (a full-precision first layer, gathered parts with different indices,
+    unsorted groups, no row part): the rows are then built."""
+    layer = mlp.lins[0]
+    if not isinstance(layer, PackedBiLinear) or layer.output != 'bits':
+        return None
+    gathered = [i for _, i in x.parts if i is not None]
+    index = gathered[0]
+    groups = x.parts[[i is not None for _, i in x.parts].index(True)][0]
+    # One product per group: for a few large groups (clouds), not for
+    # neighbourhoods (the rows are built there).
+    if groups.size(0) > MAX_JOINED_GROUPS or \
+            index.numel() < MIN_JOINED_ROWS * groups.size(0):
+        return None
+    if len(gathered) == len(x.parts) or index.numel() == 0 or any(
+            i is not index and not torch.equal(i, index)
+            for i in gathered[1:]) or \
+            bool((index[1:] < index[:-1]).any()):
+        return None
+    layout = tuple((v.size(1), i is not None) for v, i in x.parts)
+    plan = mlp.fusions.get(('joined', layout))
+    if plan is None:
+        plan = mlp.fusions[('joined', layout)] = _JoinedPlan(mlp, layout)
+    rows = [_value(v) for v, i in x.parts if i is None]
+    rows = rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
+    row_bits = kernels.pack_bits(
+        rows if plan.row_theta is None else rows - plan.row_theta)
+    group_dots = None
+    k = 0
+    for (v, i), part in zip([p for p in x.parts if p[1] is not None],
+                            plan.gathered):
+        weight, c, theta = part
+        dots = kernels.xnor_gemm(_part_bits(mlp, k, v, theta), weight, c)
+        group_dots = dots if group_dots is None else group_dots + dots
+        k += 1
+    counts = torch.bincount(index, minlength=group_dots.size(0)).tolist()
+    out, start = [], 0
+    for g, n in enumerate(counts):
+        if n:
+            out.append(kernels.xnor_gemm_threshold(
+                row_bits[start:start + n], plan.row_weight,
+                plan.row_channels, layer.threshold - group_dots[g],
+                layer.flip))
+            start += n
+    bits = out[0] if len(out) == 1 else torch.cat(out)
+    return plan.run_rest(bits)
+
+
 def _cached_segment(mlps: Tuple[torch.nn.Module, ...], key: Any,
                     **kwargs) -> Optional[Segment]:
     r"""The :class:`Segment` of the consecutive packed MLPs :obj:`mlps` (each
@@ -483,6 +734,8 @@ def fuse(mlp: torch.nn.Module, x: Tensor) -> Optional[Tensor]:
     layer); :obj:`None` where the MLP runs on its own."""
     if isinstance(x, Pending) and x.pool is not None:
         return x.into(mlp)
+    if isinstance(x, Joined):
+        return joined_into(mlp, x)
     out = pending(mlp, x)
     if out is None and not isinstance(x, Pending) and \
             x.dtype == torch.float32 and x.dim() == 2:
@@ -499,6 +752,7 @@ def _roles(mlp: torch.nn.Module) -> Tuple[bool, bool]:
     return roles
 
 
-__all__ = ['Segment', 'NotFusable', 'Pending', 'fuse', 'pending',
+__all__ = ['Segment', 'NotFusable', 'Pending', 'Joined', 'fuse',
+           'pending',
            'bits_layer',
            'starts_chain', 'continues_chain']
