@@ -2,9 +2,10 @@ r"""Models packed module by module (:class:`~torch_geometric_binary.deploy.
 PackedModel`): their own forward with fusion (:mod:`~torch_geometric_binary.
 deploy.fusion`: consecutive packed MLPs, the pooling and the activation run
 as one chain) against the same modules one by one
-(:meth:`PackedModel.forward_layers`), and, for PointNet, against its
-hand-fused packed class (:class:`~torch_geometric_binary.deploy.
-PackedPointNet`) and FP32.
+(:meth:`PackedModel.forward_layers`), and, for the classifiers PointNet,
+PointNet++ and DGCNN, against their hand-fused packed classes (*twin*:
+what :func:`~torch_geometric_binary.deploy.pack` gives, e.g.
+:class:`~torch_geometric_binary.deploy.PackedPointNet`) and FP32.
 
 Medians of alternating runs in one process, random weights with calibrated
 normalization statistics, points uniform in the unit ball.
@@ -28,7 +29,8 @@ from benchmarks.bench_deploy import (clouds, median_times, ms,  # noqa
                                      pin_one_cpu, prepare, report_head,
                                      run_meta)
 from torch_geometric_binary.deploy import pack, pack_modules  # noqa
-from torch_geometric_binary.nn.models import (DGCNNSeg, PointNet,  # noqa
+from torch_geometric_binary.nn.models import (DGCNN, DGCNNSeg,  # noqa
+                                              PointNet, PointNet2,
                                               PointNet2Seg, PointNetSeg)
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -39,11 +41,18 @@ MODELS = {
     'PointNet, T-Nets': lambda: PointNet(
         40, method='bipointnet', input_transform=True,
         feature_transform=True),
+    'PointNet2': lambda: PointNet2(40, method='bipointnet'),
+    'DGCNN': lambda: DGCNN(40, method='bipointnet'),
     'PointNetSeg': lambda: PointNetSeg(50, method='bipointnet'),
     'PointNet2Seg': lambda: PointNet2Seg(50, method='bipointnet'),
     'DGCNNSeg': lambda: DGCNNSeg(50, method='bipointnet'),
 }
 SEGMENTATION = ('PointNetSeg', 'PointNet2Seg', 'DGCNNSeg')
+#: The classifiers with a hand-fused twin.
+TWINS = ('PointNet', 'PointNet2', 'DGCNN')
+FP = {'PointNet': PointNet, 'PointNet2': PointNet2, 'DGCNN': DGCNN}
+#: Timed at --batch-sizes; the others at --seg-batch-sizes.
+POINTNETS = ('PointNet', 'PointNet, T-Nets')
 
 
 def bench(name: str, batch_size: int, num_points: int, reps: int) -> Dict:
@@ -53,19 +62,18 @@ def bench(name: str, batch_size: int, num_points: int, reps: int) -> Dict:
     pos, batch = clouds(batch_size, num_points)
     fns = {'fused': lambda: packed(pos, batch),
            'layers': lambda: packed.forward_layers(pos, batch)}
-    if name == 'PointNet':
+    if name in TWINS:
         twin = pack(model)
-        fp = prepare(PointNet(40, method='fp'), num_points)
-        fns['PackedPointNet'] = lambda: twin(pos, batch)
+        fp = prepare(FP[name](40, method='fp'), num_points)
+        fns['twin'] = lambda: twin(pos, batch)
         fns['FP32'] = lambda: fp(pos, batch)
     with torch.no_grad():
         out, ref = packed(pos, batch), packed.forward_layers(pos, batch)
     t = median_times(fns, reps)
     row = {k: ms(v) for k, v in t.items()}
     row['layers_over_fused'] = round(t['layers'] / t['fused'], 2)
-    if 'PackedPointNet' in t:
-        row['fused_over_packed_pointnet'] = round(
-            t['fused'] / t['PackedPointNet'], 2)
+    if 'twin' in t:
+        row['fused_over_twin'] = round(t['fused'] / t['twin'], 2)
     row['same_argmax'] = bool(torch.equal(out.argmax(-1), ref.argmax(-1)))
     row['max_abs_diff'] = float((out - ref).abs().max())
     return row
@@ -79,13 +87,16 @@ def markdown(res: Dict) -> str:
         'Times in ms (medians of alternating runs). *fused*: '
         '`PackedModel.forward` (fusion on); *layers*: '
         '`PackedModel.forward_layers` (each packed module on its own).', '',
-        '| model | batch | fused | layers | layers / fused | '
-        'PackedPointNet | FP32 | same argmax | max abs diff |',
-        '|---|---|---|---|---|---|---|---|---|']
+        '*twin*: the hand-fused packed class of `pack()`.', '',
+        '| model | batch | fused | layers | layers / fused | twin | '
+        'fused / twin | FP32 | same argmax | max abs diff |',
+        '|---|---|---|---|---|---|---|---|---|---|']
     for r in res['rows']:
+        ratio = r.get('fused_over_twin')
         lines.append(
             f"| {r['model']} | {r['batch']} | {r['fused']} | {r['layers']} "
-            f"| {r['layers_over_fused']}x | {r.get('PackedPointNet', '-')} "
+            f"| {r['layers_over_fused']}x | {r.get('twin', '-')} | "
+            f"{'-' if ratio is None else f'{ratio}x'} "
             f"| {r.get('FP32', '-')} | {r['same_argmax']} | "
             f"{r['max_abs_diff']:.2g} |")
     return '\n'.join(lines) + '\n'
@@ -96,7 +107,8 @@ def main(argv: Optional[List[str]] = None):
     parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 32])
     parser.add_argument('--seg-batch-sizes', type=int, nargs='+',
                         default=[1, 8],
-                        help='batch sizes of the segmentation networks')
+                        help='batch sizes of the segmentation networks, '
+                        'PointNet++ and DGCNN')
     parser.add_argument('--num-points', type=int, default=1024)
     parser.add_argument('--reps', type=int, default=40)
     parser.add_argument('--threads', type=int, default=1)
@@ -114,8 +126,8 @@ def main(argv: Optional[List[str]] = None):
                             pinned_cpu=pinned),
            'num_points': args.num_points, 'rows': []}
     for name in MODELS:
-        sizes = args.seg_batch_sizes if name in SEGMENTATION \
-            else args.batch_sizes
+        sizes = args.batch_sizes if name in POINTNETS \
+            else args.seg_batch_sizes
         for b in sizes:
             row = {'model': name, 'batch': b,
                    **bench(name, b, args.num_points, args.reps)}
@@ -126,9 +138,15 @@ def main(argv: Optional[List[str]] = None):
             json.dump(res, f, indent=1)
         with open(args.out + '.md', 'w') as f:
             f.write(markdown(res))
-    pn = {r['batch']: r for r in res['rows'] if r['model'] == 'PointNet'}
-    print(json.dumps({f'pointnet_layers_over_fused_b{b}':
-                      r['layers_over_fused'] for b, r in pn.items()}))
+    summary = {}
+    for r in res['rows']:
+        if r['model'] == 'PointNet':
+            summary[f"pointnet_layers_over_fused_b{r['batch']}"] = \
+                r['layers_over_fused']
+        if 'fused_over_twin' in r:
+            summary[f"{r['model'].lower()}_fused_over_twin_b{r['batch']}"] \
+                = r['fused_over_twin']
+    print(json.dumps(summary))
 
 
 if __name__ == '__main__':

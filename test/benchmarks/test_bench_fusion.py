@@ -8,11 +8,16 @@ def test_quick_mode_compares_fused_and_module_by_module(run_quick):
     lines = run_quick('bench_fusion')
     rows = [json.loads(line) for line in lines[:-1]]
     assert {r['model'] for r in rows} == {
-        'PointNet', 'PointNet, T-Nets', 'PointNetSeg', 'PointNet2Seg',
-        'DGCNNSeg'}
+        'PointNet', 'PointNet, T-Nets', 'PointNet2', 'DGCNN', 'PointNetSeg',
+        'PointNet2Seg', 'DGCNNSeg'}
     # The fused forward gives the module-by-module predictions.
     assert all(r['same_argmax'] and r['max_abs_diff'] < 1e-4 for r in rows)
     summary = json.loads(lines[-1])
+    # And how its time compares with the hand-fused twins.
     assert set(summary) == {'pointnet_layers_over_fused_b1',
-                            'pointnet_layers_over_fused_b4'}
+                            'pointnet_layers_over_fused_b4',
+                            'pointnet_fused_over_twin_b1',
+                            'pointnet_fused_over_twin_b4',
+                            'pointnet2_fused_over_twin_b2',
+                            'dgcnn_fused_over_twin_b2'}
     assert all(v > 0 for v in summary.values())

@@ -256,3 +256,24 @@ def test_segmentation_heads_read_joined_global_features(monkeypatch, name):
     with torch.no_grad():
         assert torch.equal(out.argmax(-1),
                            model(pos, batch, None, category).argmax(-1))
+
+
+@pytest.mark.parametrize('name', ['PointNet2', 'DGCNN'])
+def test_graph_models_pass_bits_between_levels(monkeypatch, name):
+    # PointNet++'s pooled set-abstraction features reach the next level's
+    # edges as bits (gathered once per centre, no float values); the
+    # results are those of the layers and of the trained model.
+    from torch_geometric_binary.nn import models
+    model = calibrated(getattr(models, name)(10, method='bipointnet'))
+    packed = pack_modules(model)
+    pools = count_calls(monkeypatch, PackedMLP, 'pool_layers')
+    torch.manual_seed(1)
+    pos = torch.randn(2 * 256, 3)
+    batch = torch.arange(2).repeat_interleave(256)
+    out = packed(pos, batch)
+    if name == 'PointNet2':
+        assert pools == []
+    assert torch.allclose(out, packed.forward_layers(pos, batch),
+                          atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        assert torch.equal(out.argmax(-1), model(pos, batch).argmax(-1))

@@ -547,6 +547,22 @@ class Joined(Tensor):
         args, kwargs = tree_map(_value, (args, kwargs or {}))
         return func(*args, **kwargs)
 
+    def bits(self, mlp: torch.nn.Module) -> Tensor:
+        r"""The packed signs of the rows that the binary first layer of the
+        packed MLP :obj:`mlp` takes (against its input thresholds, if any):
+        each part's, a pooled value's straight from its fused chain, a
+        gathered part's once per group and then gathered, joined."""
+        theta = mlp.lins[0].input_threshold
+        parts, start = [], 0
+        for p, (v, i) in enumerate(self.parts):
+            c = v.size(1)
+            bits = _part_bits(mlp, p, v, None if theta is None
+                              else theta[start:start + c])
+            parts.append((bits if i is None else bits.index_select(0, i),
+                          c))
+            start += c
+        return kernels.cat_bits(parts)
+
     def value(self) -> Tensor:
         r"""The rows (once)."""
         if self._value is None:
@@ -598,8 +614,9 @@ class _JoinedPlan:
 
 def _part_bits(mlp: torch.nn.Module, k: int, v: Tensor,
                theta: Optional[Tensor]) -> Tensor:
-    # The packed signs of v - theta: a pending pooled value's straight from
-    # its fused chain (pooled bits for the binary layer that reads them).
+    # The packed signs of v - theta, part k of mlp's input: a pending pooled
+    # value's straight from its fused chain (pooled bits for the binary
+    # layer that reads them).
     if _is_pooled(v):
         counts, ema, _ = v.pool
         act = v.act
@@ -653,13 +670,11 @@ def joined_into(mlp: torch.nn.Module, x: Joined) -> Optional[Tensor]:
     row_bits = kernels.pack_bits(
         rows if plan.row_theta is None else rows - plan.row_theta)
     group_dots = None
-    k = 0
-    for (v, i), part in zip([p for p in x.parts if p[1] is not None],
-                            plan.gathered):
-        weight, c, theta = part
-        dots = kernels.xnor_gemm(_part_bits(mlp, k, v, theta), weight, c)
+    positions = [p for p, (_, i) in enumerate(x.parts) if i is not None]
+    for p, (weight, c, theta) in zip(positions, plan.gathered):
+        dots = kernels.xnor_gemm(_part_bits(mlp, p, x.parts[p][0], theta),
+                                 weight, c)
         group_dots = dots if group_dots is None else group_dots + dots
-        k += 1
     counts = torch.bincount(index, minlength=group_dots.size(0)).tolist()
     out, start = [], 0
     for g, n in enumerate(counts):
@@ -705,10 +720,12 @@ def _segment(mlps: Tuple[torch.nn.Module, ...], post: torch.nn.Module,
 
 def run_mlps(mlps: Tuple[torch.nn.Module, ...], x: Tensor) -> Tensor:
     r"""The output of the consecutive packed MLPs :obj:`mlps` on the float
-    rows :obj:`x`: one segment where they form one, else module by
-    module."""
+    rows :obj:`x` (or the packed bits that a binary first layer takes): one
+    segment where they form one, else module by module."""
     seg = _cached_segment(mlps, (mlps, None), out='float')
-    if seg is not None and x.dtype == torch.float32 and x.dim() == 2:
+    if seg is not None and x.dim() == 2 and (
+            x.dtype == torch.float32 or
+            x.dtype == torch.int64 and mlps[0].is_binary(0)):
         return seg(x)
     for mlp in mlps:
         x = mlp.forward_layers(x)
@@ -721,6 +738,10 @@ def pending(mlp: torch.nn.Module, x: Tensor) -> Optional[Pending]:
     else :obj:`None`."""
     if isinstance(x, Pending):
         return x.extend(mlp)
+    if isinstance(x, Joined):  # From its bits, where the MLP reads bits.
+        if not (mlp.is_binary(0) and _roles(mlp)[0]):
+            return None
+        return Pending(x.bits(mlp), (mlp, ), x.rows)
     if x.dtype == torch.float32 and x.dim() == 2 and _roles(mlp)[0]:
         return Pending(x, (mlp, ), x.size(0))
     return None
@@ -735,7 +756,10 @@ def fuse(mlp: torch.nn.Module, x: Tensor) -> Optional[Tensor]:
     if isinstance(x, Pending) and x.pool is not None:
         return x.into(mlp)
     if isinstance(x, Joined):
-        return joined_into(mlp, x)
+        out = joined_into(mlp, x)
+        if out is None and mlp.is_binary(0):  # The rows' bits.
+            out = run_mlps((mlp, ), x.bits(mlp))
+        return out
     out = pending(mlp, x)
     if out is None and not isinstance(x, Pending) and \
             x.dtype == torch.float32 and x.dim() == 2:

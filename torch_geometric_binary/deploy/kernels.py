@@ -23,7 +23,7 @@ Two interchangeable backends compute bit-identical results:
 """
 import os
 import sys
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -174,6 +174,16 @@ def _check_packed(t: Tensor, name: str, K: int) -> Tensor:
         raise ValueError(f"'{name}' has {t.size(-1)} words per row, but "
                          f"K={K} channels need {num_words(K)}")
     return t.reshape(-1, t.size(-1))
+
+
+def cat_bits(parts: Sequence[Tuple[Tensor, int]]) -> Tensor:
+    r"""Concatenates packed rows along the channels: :obj:`parts` are
+    :obj:`(bits [M, ceil(K_i / 64)], K_i)`. Word-aligned parts (every
+    :math:`K_i` but the last a multiple of 64) are joined word by word."""
+    if all(K % 64 == 0 for _, K in parts[:-1]):
+        return torch.cat([b for b, _ in parts], dim=-1)
+    bools = [_unpack_bool(b, K) for b, K in parts]
+    return _pack_bool(torch.cat(bools, dim=-1))
 
 
 def pack_bits(x: Tensor, backend: Optional[str] = None) -> Tensor:

@@ -37,7 +37,7 @@ from torch_geometric_binary.deploy.chain import (BinaryChain,
                                                  pooled_floats,
                                                  sign_thresholds)
 from torch_geometric_binary.deploy import kernels
-from torch_geometric_binary.deploy.kernels import _pack_bool, _unpack_bool
+from torch_geometric_binary.deploy.kernels import cat_bits
 from torch_geometric_binary.deploy.io import num_bytes
 from torch_geometric_binary.deploy.fusion import (NotFusable, Segment,
                                                   bits_layer)
@@ -63,16 +63,6 @@ from torch_geometric_binary.nn.models.common import PointCloudClassifier
 from torch_geometric_binary.nn.models.pointnet import apply_transform
 from torch_geometric_binary.nn.neighbors import fps, knn_edges, radius_edges
 from torch_geometric_binary.utils import check_points
-
-
-def cat_bits(parts: Sequence[Tuple[Tensor, int]]) -> Tensor:
-    r"""Concatenates packed rows along the channels: :obj:`parts` are
-    :obj:`(bits [M, ceil(K_i / 64)], K_i)`. Word-aligned parts (every
-    :math:`K_i` but the last a multiple of 64) are joined word by word."""
-    if all(K % 64 == 0 for _, K in parts[:-1]):
-        return torch.cat([b for b, _ in parts], dim=-1)
-    bools = [_unpack_bool(b, K) for b, K in parts]
-    return _pack_bool(torch.cat(bools, dim=-1))
 
 
 def _check_children(model: torch.nn.Module, known: Sequence[str]):
