@@ -88,6 +88,19 @@ def small_mlps(method='bipointnet'):
     return packed['first'], packed['head'], pos
 
 
+def test_an_mlp_that_ends_the_sequence_runs_in_its_chain(monkeypatch):
+    # A per-point classifier (full-precision last layer) on pending rows:
+    # one segment from the first MLP's input, no layer-by-layer work.
+    first, head, pos = small_mlps()
+    segments = count_calls(monkeypatch, Segment, '__call__')
+    layers = count_calls(monkeypatch, PackedMLP, 'forward_layers')
+    out = head(first(pos))
+    assert len(segments) == 1 and layers == []
+    ref = head.forward_layers(first.forward_layers(pos))
+    assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5)
+    assert torch.equal(out.argmax(-1), ref.argmax(-1))
+
+
 def test_pending_values_compute_on_any_other_use():
     first, head, pos = small_mlps()
     x = first(pos)
@@ -249,8 +262,11 @@ def test_segmentation_heads_read_joined_global_features(monkeypatch, name):
     model.eval()
     packed = pack_modules(model)
     used = count_calls(monkeypatch, fusion._JoinedPlan, 'run_rest')
+    pools = count_calls(monkeypatch, PackedMLP, 'pool_layers')
     out = packed(pos, batch, None, category)
     assert len(used) == 1
+    if name != 'DGCNNSeg':  # No pooled float features (DGCNN's k-NN needs
+        assert pools == []  # them), skip connections included.
     assert torch.equal(out, packed.forward_layers(pos, batch, None,
                                                   category))
     with torch.no_grad():

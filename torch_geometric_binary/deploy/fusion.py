@@ -257,6 +257,12 @@ _SHAPE_QUERIES = frozenset([
 ])
 
 
+def _to_float32(func: Callable, args: tuple, kwargs: dict) -> bool:
+    # x.to(torch.float32) (as x.to(h.dtype)) of a float32 value: itself.
+    return func is Tensor.to and not kwargs and len(args) > 1 and \
+        all(a is torch.float32 for a in args[1:])
+
+
 def _value(x: Any) -> Any:
     return x.value() if isinstance(x, (Pending, Joined)) else x
 
@@ -331,6 +337,8 @@ class Pending(Tensor):
             with torch._C.DisableTorchFunctionSubclass():
                 return func(*args, **kwargs)
         x = args[0] if args else None
+        if _to_float32(func, args, kwargs):
+            return x
         if isinstance(x, Pending) and func in _MONOTONE and \
                 _MONOTONE[func](args, kwargs):
             out = x.activated(*_function_act(func, args, kwargs))
@@ -532,9 +540,8 @@ class Joined(Tensor):
         if func in _SHAPE_QUERIES:
             with torch._C.DisableTorchFunctionSubclass():
                 return func(*args, **kwargs)
-        if func is Tensor.to and not kwargs and \
-                all(a is torch.float32 for a in args[1:]):
-            return args[0]  # Already float32 (h.dtype).
+        if _to_float32(func, args, kwargs):
+            return args[0]
         joined = Joined.intercept(func, args, kwargs)
         if joined is not None:
             return joined
@@ -583,20 +590,20 @@ class _JoinedPlan:
         layer = mlp.lins[0]
         w = kernels._unpack_bool(layer.weight, layer.in_channels)
         theta = layer.input_threshold
-        cols, start, self.gathered = [], 0, []
+        cols, start, self.gathered, self.row_parts = [], 0, [], []
         for c, gathered in layout:
             span = torch.arange(start, start + c)
+            part_theta = None if theta is None else theta[span]
             if gathered:
                 self.gathered.append(
-                    (kernels._pack_bool(w[:, span]), c,
-                     None if theta is None else theta[span]))
+                    (kernels._pack_bool(w[:, span]), c, part_theta))
             else:
                 cols.append(span)
+                self.row_parts.append((c, part_theta))
             start += c
         cols = torch.cat(cols)
         self.row_weight = kernels._pack_bool(w[:, cols])
         self.row_channels = cols.numel()
-        self.row_theta = None if theta is None else theta[cols]
         self.layer = layer
         self.rest = None
         if len(mlp.lins) > 1:
@@ -649,6 +656,8 @@ def joined_into(mlp: torch.nn.Module, x: Joined) -> Optional[Tensor]:
     if not isinstance(layer, PackedBiLinear) or layer.output != 'bits':
         return None
     gathered = [i for _, i in x.parts if i is not None]
+    if not gathered:
+        return None
     index = gathered[0]
     groups = x.parts[[i is not None for _, i in x.parts].index(True)][0]
     # One product per group: for a few large groups (clouds), not for
@@ -665,10 +674,10 @@ def joined_into(mlp: torch.nn.Module, x: Joined) -> Optional[Tensor]:
     plan = mlp.fusions.get(('joined', layout))
     if plan is None:
         plan = mlp.fusions[('joined', layout)] = _JoinedPlan(mlp, layout)
-    rows = [_value(v) for v, i in x.parts if i is None]
-    rows = rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
-    row_bits = kernels.pack_bits(
-        rows if plan.row_theta is None else rows - plan.row_theta)
+    row_bits = kernels.cat_bits([
+        (_part_bits(mlp, p, v, theta), c) for p, (v, _), (c, theta) in zip(
+            [p for p, (_, i) in enumerate(x.parts) if i is None],
+            [part for part in x.parts if part[1] is None], plan.row_parts)])
     group_dots = None
     positions = [p for p, (_, i) in enumerate(x.parts) if i is not None]
     for p, (weight, c, theta) in zip(positions, plan.gathered):
@@ -761,10 +770,17 @@ def fuse(mlp: torch.nn.Module, x: Tensor) -> Optional[Tensor]:
             out = run_mlps((mlp, ), x.bits(mlp))
         return out
     out = pending(mlp, x)
-    if out is None and not isinstance(x, Pending) and \
-            x.dtype == torch.float32 and x.dim() == 2:
+    if out is not None:
+        return out
+    if isinstance(x, Pending):
+        # An MLP that ends the sequence (a full-precision last layer, as a
+        # per-point classifier) reads the pending rows' bits in the chain.
+        if x._value is not None or not mlp.is_binary(0):
+            return None
+        return run_mlps(x.mlps + (mlp, ), x.source)
+    if x.dtype == torch.float32 and x.dim() == 2:
         return run_mlps((mlp, ), x)
-    return out
+    return None
 
 
 def _roles(mlp: torch.nn.Module) -> Tuple[bool, bool]:
