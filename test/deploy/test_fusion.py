@@ -132,8 +132,10 @@ def test_activations_after_a_pending_pooling(monkeypatch, act, fused):
     out = head(g)
     ref = head.forward_layers(act(global_ema_max_pool(
         first.forward_layers(pos), batch)))
-    # One segment: the MLPs and the pooling, or the head alone.
-    assert [seg.chain.pool is not None for seg in segments] == [fused]
+    # One segment: the MLPs and the pooling; or the MLPs' dot products
+    # (pooled outside the chain, then activated) and the head alone.
+    assert [seg.chain.pool is not None for seg in segments] == (
+        [True] if fused else [False, False])
     assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5)
 
 
@@ -265,8 +267,7 @@ def test_segmentation_heads_read_joined_global_features(monkeypatch, name):
     pools = count_calls(monkeypatch, PackedMLP, 'pool_layers')
     out = packed(pos, batch, None, category)
     assert len(used) == 1
-    if name != 'DGCNNSeg':  # No pooled float features (DGCNN's k-NN needs
-        assert pools == []  # them), skip connections included.
+    assert pools == []  # Skip connections included.
     assert torch.equal(out, packed.forward_layers(pos, batch, None,
                                                   category))
     with torch.no_grad():
@@ -277,8 +278,10 @@ def test_segmentation_heads_read_joined_global_features(monkeypatch, name):
 @pytest.mark.parametrize('name', ['PointNet2', 'DGCNN'])
 def test_graph_models_pass_bits_between_levels(monkeypatch, name):
     # PointNet++'s pooled set-abstraction features reach the next level's
-    # edges as bits (gathered once per centre, no float values); the
-    # results are those of the layers and of the trained model.
+    # edges as bits (gathered once per centre, no float values); DGCNN's,
+    # which its k-NN graphs need as floats, come from the chain's dot
+    # products. No MLP pools layer by layer; the results are those of the
+    # layers and of the trained model.
     from torch_geometric_binary.nn import models
     model = calibrated(getattr(models, name)(10, method='bipointnet'))
     packed = pack_modules(model)
@@ -287,8 +290,7 @@ def test_graph_models_pass_bits_between_levels(monkeypatch, name):
     pos = torch.randn(2 * 256, 3)
     batch = torch.arange(2).repeat_interleave(256)
     out = packed(pos, batch)
-    if name == 'PointNet2':
-        assert pools == []
+    assert pools == []
     assert torch.allclose(out, packed.forward_layers(pos, batch),
                           atol=1e-5, rtol=1e-5)
     with torch.no_grad():

@@ -425,11 +425,18 @@ class Pending(Tensor):
             if self.act is not None:
                 x = self.act[1](parent.value())
             elif self.pool is not None:
-                # The last MLP pools its own output (on dot products).
+                # The last MLP pools its own output, on the dot products of
+                # its last layer (from one chain where the MLPs form one).
                 counts, ema, index = self.pool
-                x = parent.source if parent.parent is None \
-                    else parent.parent.value()
-                x = self.mlps[-1].pool_layers(x, index, self.rows, ema)
+                mlps = self.mlps
+                seg = _cached_segment(mlps, (mlps, 'dots'), out='dots')
+                if seg is not None:
+                    x = mlps[-1].pool_dots(seg(parent.source), index,
+                                           self.rows, ema)
+                else:
+                    x = parent.source if parent.parent is None \
+                        else parent.parent.value()
+                    x = mlps[-1].pool_layers(x, index, self.rows, ema)
             elif parent is not None and parent._value is not None:
                 x = run_mlps((self.mlps[-1], ), parent._value)
             else:
@@ -623,8 +630,8 @@ def _part_bits(mlp: torch.nn.Module, k: int, v: Tensor,
                theta: Optional[Tensor]) -> Tensor:
     # The packed signs of v - theta, part k of mlp's input: a pending pooled
     # value's straight from its fused chain (pooled bits for the binary
-    # layer that reads them).
-    if _is_pooled(v):
+    # layer that reads them), unless its float value is computed already.
+    if _is_pooled(v) and v._value is None:
         counts, ema, _ = v.pool
         act = v.act
         seg = _cached_segment(

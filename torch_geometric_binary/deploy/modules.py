@@ -459,6 +459,16 @@ class PackedMLP(torch.nn.Module):
                     return out
         return self.pool_layers(x, index, num_groups, ema)
 
+    def pool_dots(self, dots: Tensor, index: Tensor, num_groups: int,
+                  ema: bool) -> Tensor:
+        r""":meth:`pool` from the dot products of the binary last layer
+        (with float output) on the rows."""
+        last = self.lins[-1]
+        if ema not in self._flips:  # The channels whose output falls.
+            self._flips[ema] = PoolTable(last, ema).flip
+        return pooled_floats(last, dots, index, num_groups, ema,
+                             self._flips[ema])
+
     def pool_layers(self, x: Tensor, index: Tensor, num_groups: int,
                     ema: bool) -> Tensor:
         r""":meth:`pool` from the layers one by one."""
@@ -474,10 +484,7 @@ class PackedMLP(torch.nn.Module):
             if x.is_floating_point():
                 x = binarize_floats(x, last.input_threshold)
             dots = xnor_gemm(x, last.weight, last.in_channels)
-            if ema not in self._flips:  # The channels whose output falls.
-                self._flips[ema] = PoolTable(last, ema).flip
-            return pooled_floats(last, dots, index, num_groups, ema,
-                                 self._flips[ema])
+            return self.pool_dots(dots, index, num_groups, ema)
         out = self._float(self(x))
         reduce = EMAMaxAggregation() if ema else MaxAggregation()
         return reduce(out, index, dim_size=num_groups)
