@@ -103,7 +103,25 @@ def test_fps_dims_dtypes(dim, dtype):
         assert_same(fps(pos, batch, ratio, random_start=False), ref)
 
 
-def test_fps_ties():
+@pytest.fixture(params=['best', 'avx2', 'scalar'])
+def fps_isa(request, monkeypatch):
+    r"""The fps kernel of float 3-d clouds: the best the CPU has, or at most
+    AVX2 or scalar (TORCH_GEOMETRIC_BINARY_FPS_ISA)."""
+    if request.param != 'best':
+        monkeypatch.setenv('TORCH_GEOMETRIC_BINARY_FPS_ISA', request.param)
+    return request.param
+
+
+@pytest.mark.parametrize('sizes', [[1024], [1, 5, 300, 64, 1000], [7, 33]])
+def test_fps_kernels_match_torch_cluster(fps_isa, sizes):
+    need_cpp()
+    pos, batch = clouds(sizes, seed=4)
+    for ratio in (0.5, 0.25):
+        ref = torch_cluster.fps(pos, batch, ratio=ratio, random_start=False)
+        assert_same(fps(pos, batch, ratio, random_start=False), ref)
+
+
+def test_fps_ties(fps_isa):
     need_cpp()
     pos = grid_cloud()
     batch = torch.zeros(pos.size(0), dtype=torch.long)

@@ -48,6 +48,7 @@
 #include <mutex>
 #include <numeric>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -224,7 +225,91 @@ __attribute__((target("avx2"))) static void fps_cloud_avx2(
     cur = mi;
   }
 }
+
+static bool cpu_has_avx512() {
+  static const bool yes = __builtin_cpu_supports("avx512f");
+  return yes;
+}
+
+// As fps_cloud_avx2 with 16 lanes and two running maxima (32 points per
+// step): the maximum's compare-and-blend chain, not the arithmetic, bounds
+// the loop, so two independent chains halve its length. Each lane keeps
+// its first maximum; the lanes' maxima, smallest index first among equal
+// values, give the first overall.
+__attribute__((target("avx512f"))) static void fps_cloud_avx512(
+    const float* p, int64_t n, int64_t start, int64_t m, int64_t offset,
+    int64_t* out) {
+  const int64_t np = (n + 31) / 32 * 32;
+  std::vector<float> buf(4 * np);
+  float *xs = buf.data(), *ys = xs + np, *zs = ys + np, *ds = zs + np;
+  for (int64_t j = 0; j < n; j++) {
+    xs[j] = p[3 * j], ys[j] = p[3 * j + 1], zs[j] = p[3 * j + 2];
+    ds[j] = std::numeric_limits<float>::infinity();
+  }
+  for (int64_t j = n; j < np; j++) {  // Padding: -1 is never the maximum.
+    xs[j] = ys[j] = zs[j] = 0.f;
+    ds[j] = -1.f;
+  }
+  int64_t cur = start;
+  out[0] = offset + start;
+  const __m512i step = _mm512_set1_epi32(32);
+  const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+                                          11, 12, 13, 14, 15);
+  for (int64_t i = 1; i < m; i++) {
+    const __m512 cx = _mm512_set1_ps(xs[cur]), cy = _mm512_set1_ps(ys[cur]),
+                 cz = _mm512_set1_ps(zs[cur]);
+    const __m512 lowest =
+        _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    __m512 best[2] = {lowest, lowest};
+    __m512i besti[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+    __m512i idx[2] = {lanes, _mm512_add_epi32(lanes, _mm512_set1_epi32(16))};
+    for (int64_t j = 0; j < np; j += 32) {
+      for (int h = 0; h < 2; h++) {
+        const int64_t k = j + 16 * h;
+        const __m512 dx = _mm512_sub_ps(_mm512_loadu_ps(xs + k), cx);
+        const __m512 dy = _mm512_sub_ps(_mm512_loadu_ps(ys + k), cy);
+        const __m512 dz = _mm512_sub_ps(_mm512_loadu_ps(zs + k), cz);
+        const __m512 d = _mm512_add_ps(
+            _mm512_add_ps(_mm512_mul_ps(dx, dx), _mm512_mul_ps(dy, dy)),
+            _mm512_mul_ps(dz, dz));
+        const __m512 v = _mm512_min_ps(d, _mm512_loadu_ps(ds + k));
+        _mm512_storeu_ps(ds + k, v);
+        const __mmask16 gt = _mm512_cmp_ps_mask(v, best[h], _CMP_GT_OQ);
+        best[h] = _mm512_mask_mov_ps(best[h], gt, v);
+        besti[h] = _mm512_mask_mov_epi32(besti[h], gt, idx[h]);
+        idx[h] = _mm512_add_epi32(idx[h], step);
+      }
+    }
+    alignas(64) float bv[32];
+    alignas(64) int32_t bi[32];
+    _mm512_store_ps(bv, best[0]), _mm512_store_ps(bv + 16, best[1]);
+    _mm512_store_si512(bi, besti[0]), _mm512_store_si512(bi + 16, besti[1]);
+    float mv = bv[0];
+    int32_t mi = bi[0];
+    for (int l = 1; l < 32; l++)
+      if (bv[l] > mv || (bv[l] == mv && bi[l] < mi)) mv = bv[l], mi = bi[l];
+    out[i] = offset + mi;
+    cur = mi;
+  }
+}
 #endif
+
+// The fps kernel for float 3-d clouds: 2 AVX-512, 1 AVX2, 0 scalar; the
+// best the CPU has, or at most TORCH_GEOMETRIC_BINARY_FPS_ISA ("avx512",
+// "avx2" or "scalar": tests compare each with torch_cluster).
+static int fps_isa() {
+#if TGB_X86
+  int isa = cpu_has_avx512() ? 2 : (cpu_has_avx2() ? 1 : 0);
+#else
+  int isa = 0;
+#endif
+  if (const char* env = std::getenv("TORCH_GEOMETRIC_BINARY_FPS_ISA")) {
+    const std::string want(env);
+    const int cap = want == "scalar" ? 0 : (want == "avx2" ? 1 : 2);
+    isa = std::min(isa, cap);
+  }
+  return isa;
+}
 
 static Tensor graph_fps(const Tensor& src_, const std::optional<Tensor>& batch,
                         double ratio, bool random_start) {
@@ -255,6 +340,7 @@ static Tensor graph_fps(const Tensor& src_, const std::optional<Tensor>& batch,
   Tensor out = at::empty({out_ptr[B]}, src.options().dtype(at::kLong));
   int64_t* o = out.data_ptr<int64_t>();
 
+  const int isa = fps_isa();
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "graph_fps", [&] {
     const scalar_t* p = src.data_ptr<scalar_t>();
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
@@ -262,7 +348,12 @@ static Tensor graph_fps(const Tensor& src_, const std::optional<Tensor>& batch,
         const int64_t n = ptr[b + 1] - ptr[b], m = out_ptr[b + 1] - out_ptr[b];
         if (m == 0) continue;
 #if TGB_X86
-        if (std::is_same<scalar_t, float>::value && D == 3 && cpu_has_avx2()) {
+        if (std::is_same<scalar_t, float>::value && D == 3 && isa >= 2) {
+          fps_cloud_avx512(reinterpret_cast<const float*>(p) + ptr[b] * 3, n,
+                           start[b], m, ptr[b], o + out_ptr[b]);
+          continue;
+        }
+        if (std::is_same<scalar_t, float>::value && D == 3 && isa >= 1) {
           fps_cloud_avx2(reinterpret_cast<const float*>(p) + ptr[b] * 3, n,
                          start[b], m, ptr[b], o + out_ptr[b]);
           continue;
