@@ -175,20 +175,43 @@ static bool cpu_has_avx2() {
 
 // float 3-d clouds: coordinates as three arrays, 8 points per step; per lane
 // the first maximum is kept, then the lanes' maxima give the first overall.
+// A float 3-d cloud as three coordinate arrays and the running distances,
+// padded to a multiple of `step` points (padding: distance -1, never the
+// maximum).
+struct FpsArrays {
+  int64_t np;
+  std::vector<float> buf;
+  float *xs, *ys, *zs, *ds;
+  FpsArrays(const float* p, int64_t n, int64_t step)
+      : np((n + step - 1) / step * step), buf(4 * np) {
+    xs = buf.data(), ys = xs + np, zs = ys + np, ds = zs + np;
+    for (int64_t j = 0; j < n; j++) {
+      xs[j] = p[3 * j], ys[j] = p[3 * j + 1], zs[j] = p[3 * j + 2];
+      ds[j] = std::numeric_limits<float>::infinity();
+    }
+    for (int64_t j = n; j < np; j++) {
+      xs[j] = ys[j] = zs[j] = 0.f;
+      ds[j] = -1.f;
+    }
+  }
+};
+
+// The first maximum over lanes that each hold their first maximum (value
+// bv[l] at index bi[l]): the largest value, the smallest index among equal.
+static int32_t first_max(const float* bv, const int32_t* bi, int lanes) {
+  float mv = bv[0];
+  int32_t mi = bi[0];
+  for (int l = 1; l < lanes; l++)
+    if (bv[l] > mv || (bv[l] == mv && bi[l] < mi)) mv = bv[l], mi = bi[l];
+  return mi;
+}
+
 __attribute__((target("avx2"))) static void fps_cloud_avx2(
     const float* p, int64_t n, int64_t start, int64_t m, int64_t offset,
     int64_t* out) {
-  const int64_t np = (n + 7) / 8 * 8;
-  std::vector<float> buf(4 * np);
-  float *xs = buf.data(), *ys = xs + np, *zs = ys + np, *ds = zs + np;
-  for (int64_t j = 0; j < n; j++) {
-    xs[j] = p[3 * j], ys[j] = p[3 * j + 1], zs[j] = p[3 * j + 2];
-    ds[j] = std::numeric_limits<float>::infinity();
-  }
-  for (int64_t j = n; j < np; j++) {  // Padding: -1 is never the maximum.
-    xs[j] = ys[j] = zs[j] = 0.f;
-    ds[j] = -1.f;
-  }
+  FpsArrays a(p, n, 8);
+  const int64_t np = a.np;
+  float *xs = a.xs, *ys = a.ys, *zs = a.zs, *ds = a.ds;
   int64_t cur = start;
   out[0] = offset + start;
   const __m256i step = _mm256_set1_epi32(8);
@@ -217,12 +240,8 @@ __attribute__((target("avx2"))) static void fps_cloud_avx2(
     alignas(32) int32_t bi[8];
     _mm256_store_ps(bv, best);
     _mm256_store_si256(reinterpret_cast<__m256i*>(bi), besti);
-    float mv = bv[0];
-    int32_t mi = bi[0];
-    for (int l = 1; l < 8; l++)
-      if (bv[l] > mv || (bv[l] == mv && bi[l] < mi)) mv = bv[l], mi = bi[l];
-    out[i] = offset + mi;
-    cur = mi;
+    cur = first_max(bv, bi, 8);
+    out[i] = offset + cur;
   }
 }
 
@@ -239,17 +258,9 @@ static bool cpu_has_avx512() {
 __attribute__((target("avx512f"))) static void fps_cloud_avx512(
     const float* p, int64_t n, int64_t start, int64_t m, int64_t offset,
     int64_t* out) {
-  const int64_t np = (n + 31) / 32 * 32;
-  std::vector<float> buf(4 * np);
-  float *xs = buf.data(), *ys = xs + np, *zs = ys + np, *ds = zs + np;
-  for (int64_t j = 0; j < n; j++) {
-    xs[j] = p[3 * j], ys[j] = p[3 * j + 1], zs[j] = p[3 * j + 2];
-    ds[j] = std::numeric_limits<float>::infinity();
-  }
-  for (int64_t j = n; j < np; j++) {  // Padding: -1 is never the maximum.
-    xs[j] = ys[j] = zs[j] = 0.f;
-    ds[j] = -1.f;
-  }
+  FpsArrays a(p, n, 32);
+  const int64_t np = a.np;
+  float *xs = a.xs, *ys = a.ys, *zs = a.zs, *ds = a.ds;
   int64_t cur = start;
   out[0] = offset + start;
   const __m512i step = _mm512_set1_epi32(32);
@@ -284,12 +295,8 @@ __attribute__((target("avx512f"))) static void fps_cloud_avx512(
     alignas(64) int32_t bi[32];
     _mm512_store_ps(bv, best[0]), _mm512_store_ps(bv + 16, best[1]);
     _mm512_store_si512(bi, besti[0]), _mm512_store_si512(bi + 16, besti[1]);
-    float mv = bv[0];
-    int32_t mi = bi[0];
-    for (int l = 1; l < 32; l++)
-      if (bv[l] > mv || (bv[l] == mv && bi[l] < mi)) mv = bv[l], mi = bi[l];
-    out[i] = offset + mi;
-    cur = mi;
+    cur = first_max(bv, bi, 32);
+    out[i] = offset + cur;
   }
 }
 #endif

@@ -29,7 +29,8 @@ from .modules import (FrozenBatchNorm, PackedGlobalPool, PackedLinear,
                       PackedMLP)
 from .models import (PackedDGCNN, PackedEdgeConv, PackedPointConv,
                      PackedPointNet, PackedPointNet2, PackedSetAbstraction,
-                     PackedTNet, cat_bits, pack)
+                     PackedTNet, pack)
+from .kernels import cat_bits
 from .generic import PackedFeaturePropagation, PackedModel, pack_modules
 from .io import PackedFileError, file_size, load, num_bytes, save
 from .threads import set_single_thread_points, single_thread_points

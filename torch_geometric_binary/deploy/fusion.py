@@ -264,7 +264,7 @@ def _to_float32(func: Callable, args: tuple, kwargs: dict) -> bool:
 
 
 def _value(x: Any) -> Any:
-    return x.value() if isinstance(x, (Pending, Joined)) else x
+    return x.value() if isinstance(x, Deferred) else x
 
 
 def _function_act(func: Callable, args: tuple, kwargs: dict):
@@ -279,7 +279,43 @@ def _function_act(func: Callable, args: tuple, kwargs: dict):
     return (func, rest, tuple(sorted(kwargs.items()))), act
 
 
-class Pending(Tensor):
+class Deferred(Tensor):
+    r"""A float value of packed modules not computed yet (:class:`Pending`,
+    :class:`Joined`): shape queries answer from its shape, a few functions
+    keep it deferred (:obj:`x.to(torch.float32)`, a non-decreasing
+    activation of a pending pooling, row gathers and concatenations of
+    pooled values), and any other computes it (:meth:`value`) first."""
+    def value(self) -> Tensor:
+        raise NotImplementedError
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _SHAPE_QUERIES:
+            with torch._C.DisableTorchFunctionSubclass():
+                return func(*args, **kwargs)
+        x = args[0] if args else None
+        if _to_float32(func, args, kwargs):
+            return x
+        if isinstance(x, Pending) and func in _MONOTONE and \
+                _MONOTONE[func](args, kwargs):
+            out = x.activated(*_function_act(func, args, kwargs))
+            if out is not None:
+                return out
+        joined = Joined.intercept(func, args, kwargs)
+        if joined is not None:
+            return joined
+        args, kwargs = tree_map(_value, (args, kwargs))
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **kwargs)
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        args, kwargs = tree_map(_value, (args, kwargs or {}))
+        return func(*args, **kwargs)
+
+
+class Pending(Deferred):
     r"""The float output of packed modules, not computed yet (see the
     module documentation): :obj:`[rows, channels]` float32, from the input
     :obj:`source` of the packed MLPs :obj:`mlps`, optionally max-pooled
@@ -329,32 +365,6 @@ class Pending(Tensor):
         names = '-'.join(str(m.channel_list) for m in self.mlps)
         return (f'Pending(shape={tuple(self.shape)}, mlps={names}, '
                 f'pooled={self.pool is not None})')
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in _SHAPE_QUERIES:
-            with torch._C.DisableTorchFunctionSubclass():
-                return func(*args, **kwargs)
-        x = args[0] if args else None
-        if _to_float32(func, args, kwargs):
-            return x
-        if isinstance(x, Pending) and func in _MONOTONE and \
-                _MONOTONE[func](args, kwargs):
-            out = x.activated(*_function_act(func, args, kwargs))
-            if out is not None:
-                return out
-        joined = Joined.intercept(func, args, kwargs)
-        if joined is not None:
-            return joined
-        args, kwargs = tree_map(_value, (args, kwargs))
-        with torch._C.DisableTorchFunctionSubclass():
-            return func(*args, **kwargs)
-
-    @classmethod
-    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
-        args, kwargs = tree_map(_value, (args, kwargs or {}))
-        return func(*args, **kwargs)
 
     # The extensions -----------------------------------------------------
 
@@ -482,7 +492,7 @@ def _is_pooled(x: Any) -> bool:
     return isinstance(x, Pending) and x.pool is not None
 
 
-class Joined(Tensor):
+class Joined(Deferred):
     r"""Float rows not built yet: the concatenation along the channels of
     :obj:`parts`, each :obj:`(value, index)`, the rows :obj:`value[index]`
     (:obj:`value` itself where :obj:`index` is :obj:`None`); a value is a
@@ -540,26 +550,6 @@ class Joined(Tensor):
         for t in tensors:
             parts += t.parts if isinstance(t, Joined) else [(t, None)]
         return Joined(parts, tensors[0].size(0))
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in _SHAPE_QUERIES:
-            with torch._C.DisableTorchFunctionSubclass():
-                return func(*args, **kwargs)
-        if _to_float32(func, args, kwargs):
-            return args[0]
-        joined = Joined.intercept(func, args, kwargs)
-        if joined is not None:
-            return joined
-        args, kwargs = tree_map(_value, (args, kwargs))
-        with torch._C.DisableTorchFunctionSubclass():
-            return func(*args, **kwargs)
-
-    @classmethod
-    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
-        args, kwargs = tree_map(_value, (args, kwargs or {}))
-        return func(*args, **kwargs)
 
     def bits(self, mlp: torch.nn.Module) -> Tensor:
         r"""The packed signs of the rows that the binary first layer of the
@@ -799,7 +789,6 @@ def _roles(mlp: torch.nn.Module) -> Tuple[bool, bool]:
     return roles
 
 
-__all__ = ['Segment', 'NotFusable', 'Pending', 'Joined', 'fuse',
-           'pending',
-           'bits_layer',
+__all__ = ['Segment', 'NotFusable', 'Deferred', 'Pending', 'Joined',
+           'fuse', 'pending', 'bits_layer',
            'starts_chain', 'continues_chain']

@@ -50,7 +50,7 @@ from torch_geometric.nn.dense.linear import Linear as PyGLinear
 from torch_geometric.nn.norm import BatchNorm as PyGBatchNorm
 
 from torch_geometric_binary.deploy.activations import convert_act
-from torch_geometric_binary.deploy.fusion import Joined, Pending
+from torch_geometric_binary.deploy.fusion import Deferred
 from torch_geometric_binary.deploy.linear import PackedBiLinear
 from torch_geometric_binary.deploy.models import (PackedEdgeConv,
                                                   PackedPointConv,
@@ -265,8 +265,7 @@ def _plain(out: Any) -> Any:
     r"""The outputs with pending values computed."""
     if type(out) is Tensor:
         return out
-    return tree_map(lambda t: t.value() if isinstance(t, (Pending, Joined))
-                    else t,
+    return tree_map(lambda t: t.value() if isinstance(t, Deferred) else t,
                     out)
 
 

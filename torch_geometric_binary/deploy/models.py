@@ -25,23 +25,19 @@ signs of :math:`\mathbf{x}`; and hence DGCNN's first pooled features, which
 its second :math:`k`-NN graph is built on (computed exactly from integer
 dot products, see :func:`~torch_geometric_binary.deploy.chain.pooled_floats`).
 """
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 from torch_geometric.nn.conv import EdgeConv, PointNetConv
 
-from torch_geometric_binary.deploy.chain import (BinaryChain,
-                                                 NonFiniteInput, PoolTable,
+from torch_geometric_binary.deploy.chain import (NonFiniteInput, PoolTable,
                                                  group_delta,
-                                                 pooled_floats,
-                                                 sign_thresholds)
-from torch_geometric_binary.deploy import kernels
+                                                 pooled_floats)
 from torch_geometric_binary.deploy.kernels import cat_bits
 from torch_geometric_binary.deploy.io import num_bytes
 from torch_geometric_binary.deploy.fusion import (NotFusable, Segment,
                                                   bits_layer)
-from torch_geometric_binary.deploy.fold import fold_epilogue
 from torch_geometric_binary.deploy.linear import (PackedBiLinear,
                                                   binarize_floats)
 from torch_geometric_binary.deploy.modules import (PackedGlobalPool,

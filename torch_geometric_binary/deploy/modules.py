@@ -25,7 +25,7 @@ from torch_geometric_binary.deploy.chain import (PoolTable, pooled_floats,
                                                  wrong_size)
 from torch_geometric_binary.deploy.epilogue import AffineEpilogue
 from torch_geometric_binary.deploy.fold import _unwrap_norm
-from torch_geometric_binary.deploy.fusion import Joined, Pending, fuse, pending
+from torch_geometric_binary.deploy.fusion import Deferred, fuse, pending
 from torch_geometric_binary.deploy.kernels import unpack_bits, xnor_gemm
 from torch_geometric_binary.deploy.linear import (PackedBiLinear,
                                                   binarize_floats,
@@ -375,7 +375,7 @@ class PackedMLP(torch.nn.Module):
         r"""The MLP's output (:obj:`batch` and :obj:`batch_size`, the
         trained MLP's arguments for batch-aware normalizations, are not
         needed in inference mode)."""
-        if self.fuse or isinstance(x, (Pending, Joined)):
+        if self.fuse or isinstance(x, Deferred):
             self._check_input(x)
             out = fuse(self, x)
             if out is not None:
@@ -384,7 +384,7 @@ class PackedMLP(torch.nn.Module):
 
     def forward_layers(self, x: Tensor) -> Tensor:
         r"""The MLP's output, from its layers one by one."""
-        if isinstance(x, (Pending, Joined)):
+        if isinstance(x, Deferred):
             x = x.value()
         self._check_input(x)
         for i, lin in enumerate(self.lins):
@@ -450,7 +450,7 @@ class PackedMLP(torch.nn.Module):
 
         With :attr:`fuse` on, the pooled value is pending where the
         layers fuse (see :meth:`forward`)."""
-        if self.fuse or isinstance(x, Pending):
+        if self.fuse or isinstance(x, Deferred):
             self._check_input(x)
             out = pending(self, x)
             if out is not None:
@@ -472,7 +472,7 @@ class PackedMLP(torch.nn.Module):
     def pool_layers(self, x: Tensor, index: Tensor, num_groups: int,
                     ema: bool) -> Tensor:
         r""":meth:`pool` from the layers one by one."""
-        if isinstance(x, (Pending, Joined)):
+        if isinstance(x, Deferred):
             x = x.value()
         last = self.lins[-1]
         if isinstance(last, PackedBiLinear) and last.output == 'float' \
