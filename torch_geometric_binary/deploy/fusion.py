@@ -18,10 +18,11 @@ an MLP that reads the pooled features runs the whole sequence as one
 tensor method besides shape queries) computes it module by module first, so
 the model's forward runs unchanged and gives the same outputs.
 
-A pooled value gathered back to its groups' rows and concatenated with
-other rows (a segmentation network's global feature) becomes a
-:class:`Joined` value; a packed MLP reads it without building the rows
-(:func:`joined_into`).
+A pooled value gathered back to rows and concatenated with other rows (a
+segmentation network's global feature, PointNet++'s features at the next
+level's neighbours) becomes a :class:`Joined` value; a packed MLP whose
+first layer is binary reads it without building the float rows: once per
+group (:func:`joined_into`), or from the parts' bits (:meth:`Joined.bits`).
 """
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
@@ -505,7 +506,9 @@ class Joined(Deferred):
     rows (:func:`joined_into`): a binary dot product is the sum of the dot
     products over the parts' channels, so the pooled part's is computed
     once per group, from its bits straight out of the fused chain, and
-    enters each row's threshold. Any other use builds the rows.
+    enters each row's threshold; for many small groups (neighbourhoods)
+    the parts' bits are gathered and joined instead (:meth:`bits`). Any
+    other use builds the rows.
 
     Args:
         parts (List[tuple]): :obj:`(value, index)` pairs, in channel order.
@@ -647,8 +650,8 @@ def joined_into(mlp: torch.nn.Module, x: Joined) -> Optional[Tensor]:
     group's dot products over the gathered channels (exact integers), so
     each group's rows run as one thresholded product with the thresholds
     lowered by their group's part. :obj:`None` where this does not apply
-    (a full-precision first layer, gathered parts with different indices,
-    unsorted groups, no row part): the rows are then built."""
+    (a full-precision first layer, many small groups, gathered parts with
+    different indices, unsorted groups, no row part)."""
     layer = mlp.lins[0]
     if not isinstance(layer, PackedBiLinear) or layer.output != 'bits':
         return None
@@ -656,7 +659,7 @@ def joined_into(mlp: torch.nn.Module, x: Joined) -> Optional[Tensor]:
     if not gathered:
         return None
     index = gathered[0]
-    groups = x.parts[[i is not None for _, i in x.parts].index(True)][0]
+    groups = next(v for v, i in x.parts if i is not None)
     # One product per group: for a few large groups (clouds), not for
     # neighbourhoods (the rows are built there).
     if groups.size(0) > MAX_JOINED_GROUPS or \
@@ -671,15 +674,14 @@ def joined_into(mlp: torch.nn.Module, x: Joined) -> Optional[Tensor]:
     plan = mlp.fusions.get(('joined', layout))
     if plan is None:
         plan = mlp.fusions[('joined', layout)] = _JoinedPlan(mlp, layout)
+    rows = [(p, v) for p, (v, i) in enumerate(x.parts) if i is None]
     row_bits = kernels.cat_bits([
-        (_part_bits(mlp, p, v, theta), c) for p, (v, _), (c, theta) in zip(
-            [p for p, (_, i) in enumerate(x.parts) if i is None],
-            [part for part in x.parts if part[1] is None], plan.row_parts)])
+        (_part_bits(mlp, p, v, theta), c)
+        for (p, v), (c, theta) in zip(rows, plan.row_parts)])
     group_dots = None
-    positions = [p for p, (_, i) in enumerate(x.parts) if i is not None]
-    for p, (weight, c, theta) in zip(positions, plan.gathered):
-        dots = kernels.xnor_gemm(_part_bits(mlp, p, x.parts[p][0], theta),
-                                 weight, c)
+    per_group = [(p, v) for p, (v, i) in enumerate(x.parts) if i is not None]
+    for (p, v), (weight, c, theta) in zip(per_group, plan.gathered):
+        dots = kernels.xnor_gemm(_part_bits(mlp, p, v, theta), weight, c)
         group_dots = dots if group_dots is None else group_dots + dots
     counts = torch.bincount(index, minlength=group_dots.size(0)).tolist()
     out, start = [], 0
