@@ -104,16 +104,17 @@ def test_fps_dims_dtypes(dim, dtype):
 
 
 @pytest.fixture(params=['best', 'avx2', 'scalar'])
-def fps_isa(request, monkeypatch):
-    r"""The fps kernel of float 3-d clouds: the best the CPU has, or at most
-    AVX2 or scalar (TORCH_GEOMETRIC_BINARY_FPS_ISA)."""
+def graph_isa(request, monkeypatch):
+    r"""The vector kernels of float 3-d clouds (fps, kd-tree leaves): the
+    best the CPU has, or at most AVX2 or scalar
+    (TORCH_GEOMETRIC_BINARY_GRAPH_ISA)."""
     if request.param != 'best':
-        monkeypatch.setenv('TORCH_GEOMETRIC_BINARY_FPS_ISA', request.param)
+        monkeypatch.setenv('TORCH_GEOMETRIC_BINARY_GRAPH_ISA', request.param)
     return request.param
 
 
 @pytest.mark.parametrize('sizes', [[1024], [1, 5, 300, 64, 1000], [7, 33]])
-def test_fps_kernels_match_torch_cluster(fps_isa, sizes):
+def test_fps_kernels_match_torch_cluster(graph_isa, sizes):
     need_cpp()
     pos, batch = clouds(sizes, seed=4)
     for ratio in (0.5, 0.25):
@@ -121,7 +122,7 @@ def test_fps_kernels_match_torch_cluster(fps_isa, sizes):
         assert_same(fps(pos, batch, ratio, random_start=False), ref)
 
 
-def test_fps_ties(fps_isa):
+def test_fps_ties(graph_isa):
     need_cpp()
     pos = grid_cloud()
     batch = torch.zeros(pos.size(0), dtype=torch.long)
@@ -167,7 +168,8 @@ def test_fps_skipped_cloud_id(backend):
 @pytest.mark.parametrize('sizes', [[1], [300], [512, 1, 200, 77]])
 @pytest.mark.parametrize('r', [0.1, 0.2, 0.5])
 @pytest.mark.parametrize('max_num', [1, 8, 64, 1000])
-def test_radius_matches_torch_cluster(backend, sizes, r, max_num):
+def test_radius_matches_torch_cluster(backend, graph_isa, sizes, r,
+                                      max_num):
     x, bx = clouds(sizes, seed=3)
     idx = torch_cluster.fps(x, bx, ratio=0.5, random_start=False)
     y, by = x[idx], bx[idx]
@@ -178,7 +180,7 @@ def test_radius_matches_torch_cluster(backend, sizes, r, max_num):
                     ref_radius(x, y, r, None, None, max_num))
 
 
-def test_radius_ties_dtypes_dims():
+def test_radius_ties_dtypes_dims(graph_isa):
     need_cpp()
     g = grid_cloud()
     for x in (g, g.double()):  # Many points exactly on the sphere.
@@ -199,14 +201,14 @@ def test_radius_ties_dtypes_dims():
 
 @pytest.mark.parametrize('sizes', [[1], [300], [512, 1, 200, 19]])
 @pytest.mark.parametrize('k', [1, 5, 20, 50])
-def test_knn_matches_torch_cluster(backend, sizes, k):
+def test_knn_matches_torch_cluster(backend, graph_isa, sizes, k):
     x, bx = clouds(sizes, seed=4)
     assert_same(knn_edges(x, x, k, bx, bx), ref_knn(x, x, k, bx, bx))
     y, by = clouds([5] * len(sizes), seed=5)
     assert_same(knn_edges(x, y, k, bx, by), ref_knn(x, y, k, bx, by))
 
 
-def test_knn_ties_3d():
+def test_knn_ties_3d(graph_isa):
     need_cpp()
     g = grid_cloud()
     for x in (g, g.double()):  # Equal distances: kd-tree search order.

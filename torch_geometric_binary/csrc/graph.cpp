@@ -173,6 +173,53 @@ static bool cpu_has_avx2() {
   return yes;
 }
 
+static bool cpu_has_avx512() {
+  static const bool yes = __builtin_cpu_supports("avx512f");
+  return yes;
+}
+#endif
+
+// The vector kernels of float 3-d clouds (fps, kd-tree leaves): 2 AVX-512,
+// 1 AVX2, 0 scalar; the best the CPU has, or at most
+// TORCH_GEOMETRIC_BINARY_GRAPH_ISA ("avx512", "avx2" or "scalar": tests
+// compare each with torch_cluster).
+static int graph_isa() {
+#if TGB_X86
+  int isa = cpu_has_avx512() ? 2 : (cpu_has_avx2() ? 1 : 0);
+#else
+  int isa = 0;
+#endif
+  if (const char* env = std::getenv("TORCH_GEOMETRIC_BINARY_GRAPH_ISA")) {
+    const std::string want(env);
+    const int cap = want == "scalar" ? 0 : (want == "avx2" ? 1 : 2);
+    isa = std::min(isa, cap);
+  }
+  return isa;
+}
+
+#if TGB_X86
+// The squared distances d[i] from vec to the slots i of a leaf of
+// `count` <= 16 points (coordinates xs, ys, zs), by point_dist's arithmetic
+// ((dx * dx + dy * dy) + dz * dz, no fused multiply-add); bit i of the
+// result: d[i] < bound.
+__attribute__((target("avx512f"))) static uint32_t leaf_dists_avx512(
+    const float* xs, const float* ys, const float* zs, int64_t count,
+    const float* vec, float bound, float* d) {
+  const __mmask16 live = static_cast<__mmask16>((1u << count) - 1);
+  const __m512 dx = _mm512_sub_ps(_mm512_set1_ps(vec[0]),
+                                  _mm512_maskz_loadu_ps(live, xs));
+  const __m512 dy = _mm512_sub_ps(_mm512_set1_ps(vec[1]),
+                                  _mm512_maskz_loadu_ps(live, ys));
+  const __m512 dz = _mm512_sub_ps(_mm512_set1_ps(vec[2]),
+                                  _mm512_maskz_loadu_ps(live, zs));
+  const __m512 dist = _mm512_add_ps(
+      _mm512_add_ps(_mm512_mul_ps(dx, dx), _mm512_mul_ps(dy, dy)),
+      _mm512_mul_ps(dz, dz));
+  _mm512_store_ps(d, dist);
+  return _mm512_mask_cmp_ps_mask(live, dist, _mm512_set1_ps(bound),
+                                 _CMP_LT_OQ);
+}
+
 // float 3-d clouds: coordinates as three arrays, 8 points per step; per lane
 // the first maximum is kept, then the lanes' maxima give the first overall.
 // A float 3-d cloud as three coordinate arrays and the running distances,
@@ -245,11 +292,6 @@ __attribute__((target("avx2"))) static void fps_cloud_avx2(
   }
 }
 
-static bool cpu_has_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f");
-  return yes;
-}
-
 // As fps_cloud_avx2 with 16 lanes and two running maxima (32 points per
 // step): the maximum's compare-and-blend chain, not the arithmetic, bounds
 // the loop, so two independent chains halve its length. Each lane keeps
@@ -301,23 +343,6 @@ __attribute__((target("avx512f"))) static void fps_cloud_avx512(
 }
 #endif
 
-// The fps kernel for float 3-d clouds: 2 AVX-512, 1 AVX2, 0 scalar; the
-// best the CPU has, or at most TORCH_GEOMETRIC_BINARY_FPS_ISA ("avx512",
-// "avx2" or "scalar": tests compare each with torch_cluster).
-static int fps_isa() {
-#if TGB_X86
-  int isa = cpu_has_avx512() ? 2 : (cpu_has_avx2() ? 1 : 0);
-#else
-  int isa = 0;
-#endif
-  if (const char* env = std::getenv("TORCH_GEOMETRIC_BINARY_FPS_ISA")) {
-    const std::string want(env);
-    const int cap = want == "scalar" ? 0 : (want == "avx2" ? 1 : 2);
-    isa = std::min(isa, cap);
-  }
-  return isa;
-}
-
 static Tensor graph_fps(const Tensor& src_, const std::optional<Tensor>& batch,
                         double ratio, bool random_start) {
   const char* op = "fps";
@@ -347,7 +372,7 @@ static Tensor graph_fps(const Tensor& src_, const std::optional<Tensor>& batch,
   Tensor out = at::empty({out_ptr[B]}, src.options().dtype(at::kLong));
   int64_t* o = out.data_ptr<int64_t>();
 
-  const int isa = fps_isa();
+  const int isa = graph_isa();
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "graph_fps", [&] {
     const scalar_t* p = src.data_ptr<scalar_t>();
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
@@ -410,6 +435,8 @@ struct KdTree {
   std::vector<int64_t> vind;
   std::vector<int64_t> where;  // Inverse of vind: a point's slot.
   std::vector<T> slots;        // The points in slot order (leaves contiguous).
+  std::vector<T> soa;          // 3 dims: x, y, z of the slots, as 3 arrays.
+  bool simd_leaves = false;    // Leaves by leaf_dists_avx512.
   std::vector<Node> nodes;
   std::vector<T> root_low, root_high;
 
@@ -436,6 +463,13 @@ struct KdTree {
     for (int64_t i = 0; i < n; i++) {
       where[vind[i]] = i;
       std::copy(p + vind[i] * D, p + (vind[i] + 1) * D, slots.data() + i * D);
+    }
+    soa.clear();
+    simd_leaves = std::is_same<T, float>::value && D == 3 && graph_isa() >= 2;
+    if (simd_leaves) {
+      soa.resize(3 * n);
+      for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < 3; d++) soa[d * n + i] = slots[i * 3 + d];
     }
   }
 
@@ -599,6 +633,24 @@ struct KdTree {
                     T* dists) const {
     const Node& node = nodes[id];
     if (node.child1 < 0) {
+#if TGB_X86
+      // The leaf's distances in one vector step, then the points under
+      // the bound offered in slot order, as below.
+      if constexpr (std::is_same<T, float>::value) {
+        if (simd_leaves) {
+          alignas(64) float d[16];
+          uint32_t hits = leaf_dists_avx512(
+              soa.data() + node.left, soa.data() + n + node.left,
+              soa.data() + 2 * n + node.left, node.right - node.left, vec,
+              result.worst(), d);
+          for (; hits; hits &= hits - 1) {
+            const int b = __builtin_ctz(hits);
+            if (!result.add(d[b], vind[node.left + b])) return false;
+          }
+          return true;
+        }
+      }
+#endif
       const T worst_dist = result.worst();  // Read once per leaf.
       for (int64_t i = node.left; i < node.right; i++) {
         const int64_t index = vind[i];
