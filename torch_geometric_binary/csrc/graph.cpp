@@ -202,6 +202,7 @@ static int graph_isa() {
 // `count` <= 16 points (coordinates xs, ys, zs), by point_dist's arithmetic
 // ((dx * dx + dy * dy) + dz * dz, no fused multiply-add); bit i of the
 // result: d[i] < bound.
+static_assert(kLeafMaxSize <= 16, "a leaf fits one AVX-512 vector");
 __attribute__((target("avx512f"))) static uint32_t leaf_dists_avx512(
     const float* xs, const float* ys, const float* zs, int64_t count,
     const float* vec, float bound, float* d) {
@@ -220,8 +221,6 @@ __attribute__((target("avx512f"))) static uint32_t leaf_dists_avx512(
                                  _CMP_LT_OQ);
 }
 
-// float 3-d clouds: coordinates as three arrays, 8 points per step; per lane
-// the first maximum is kept, then the lanes' maxima give the first overall.
 // A float 3-d cloud as three coordinate arrays and the running distances,
 // padded to a multiple of `step` points (padding: distance -1, never the
 // maximum).
@@ -253,6 +252,8 @@ static int32_t first_max(const float* bv, const int32_t* bi, int lanes) {
   return mi;
 }
 
+// float 3-d clouds: coordinates as three arrays, 8 points per step; per lane
+// the first maximum is kept, then the lanes' maxima give the first overall.
 __attribute__((target("avx2"))) static void fps_cloud_avx2(
     const float* p, int64_t n, int64_t start, int64_t m, int64_t offset,
     int64_t* out) {
@@ -434,15 +435,17 @@ struct KdTree {
   int64_t n = 0, D = 0;
   std::vector<int64_t> vind;
   std::vector<int64_t> where;  // Inverse of vind: a point's slot.
-  std::vector<T> slots;        // The points in slot order (leaves contiguous).
-  std::vector<T> soa;          // 3 dims: x, y, z of the slots, as 3 arrays.
+  std::vector<T> slots;        // The points in slot order (leaves contiguous),
+  std::vector<T> soa;          // or (simd_leaves) their x, y, z as 3 arrays.
   bool simd_leaves = false;    // Leaves by leaf_dists_avx512.
   std::vector<Node> nodes;
   std::vector<T> root_low, root_high;
 
   T at(int64_t i, int64_t d) const { return pts[i * D + d]; }
 
-  void build(const T* p, int64_t n_, int64_t D_) {
+  // With vector_leaves (float 3-d points), searches measure each leaf in
+  // one AVX-512 step.
+  void build(const T* p, int64_t n_, int64_t D_, bool vector_leaves = false) {
     pts = p, n = n_, D = D_;
     vind.resize(n);
     std::iota(vind.begin(), vind.end(), 0);
@@ -459,17 +462,21 @@ struct KdTree {
     std::vector<T> low(root_low), high(root_high);
     divide(0, n, low.data(), high.data());
     where.resize(n);
-    slots.resize(n * D);
-    for (int64_t i = 0; i < n; i++) {
-      where[vind[i]] = i;
-      std::copy(p + vind[i] * D, p + (vind[i] + 1) * D, slots.data() + i * D);
-    }
-    soa.clear();
-    simd_leaves = std::is_same<T, float>::value && D == 3 && graph_isa() >= 2;
+    for (int64_t i = 0; i < n; i++) where[vind[i]] = i;
+    // The leaves' points in slot order: as three coordinate arrays for the
+    // vector leaves, else as rows.
+    simd_leaves = vector_leaves && std::is_same<T, float>::value && D == 3;
     if (simd_leaves) {
+      slots.clear();
       soa.resize(3 * n);
       for (int64_t i = 0; i < n; i++)
-        for (int64_t d = 0; d < 3; d++) soa[d * n + i] = slots[i * 3 + d];
+        for (int64_t d = 0; d < 3; d++) soa[d * n + i] = at(vind[i], d);
+    } else {
+      soa.clear();
+      slots.resize(n * D);
+      for (int64_t i = 0; i < n; i++)
+        std::copy(p + vind[i] * D, p + (vind[i] + 1) * D,
+                  slots.data() + i * D);
     }
   }
 
@@ -792,11 +799,12 @@ template <typename T>
 static std::vector<KdTree<T>> build_trees(const Pairs& a) {
   std::vector<KdTree<T>> trees(a.B);
   const T* x = a.x.data_ptr<T>();
+  const bool vector_leaves = graph_isa() >= 2;
   at::parallel_for(0, a.B, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; b++) {
       const int64_t n = a.ptr_x[b + 1] - a.ptr_x[b];
       if (n > 0 && a.ptr_y[b + 1] > a.ptr_y[b])
-        trees[b].build(x + a.ptr_x[b] * a.D, n, a.D);
+        trees[b].build(x + a.ptr_x[b] * a.D, n, a.D, vector_leaves);
     }
   });
   return trees;

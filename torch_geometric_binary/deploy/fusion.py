@@ -604,7 +604,6 @@ class _JoinedPlan:
         cols = torch.cat(cols)
         self.row_weight = kernels._pack_bool(w[:, cols])
         self.row_channels = cols.numel()
-        self.layer = layer
         self.rest = None
         if len(mlp.lins) > 1:
             acts = None if mlp.acts is None else list(mlp.acts)[1:]
@@ -655,32 +654,31 @@ def joined_into(mlp: torch.nn.Module, x: Joined) -> Optional[Tensor]:
     layer = mlp.lins[0]
     if not isinstance(layer, PackedBiLinear) or layer.output != 'bits':
         return None
-    gathered = [i for _, i in x.parts if i is not None]
-    if not gathered:
+    rows = [(p, v) for p, (v, i) in enumerate(x.parts) if i is None]
+    per_group = [(p, v, i) for p, (v, i) in enumerate(x.parts)
+                 if i is not None]
+    if not rows or not per_group:
         return None
-    index = gathered[0]
-    groups = next(v for v, i in x.parts if i is not None)
+    _, groups, index = per_group[0]
     # One product per group: for a few large groups (clouds), not for
-    # neighbourhoods (the rows are built there).
+    # neighbourhoods (the caller joins the parts' bits there).
     if groups.size(0) > MAX_JOINED_GROUPS or \
             index.numel() < MIN_JOINED_ROWS * groups.size(0):
         return None
-    if len(gathered) == len(x.parts) or index.numel() == 0 or any(
+    if index.numel() == 0 or any(
             i is not index and not torch.equal(i, index)
-            for i in gathered[1:]) or \
+            for _, _, i in per_group[1:]) or \
             bool((index[1:] < index[:-1]).any()):
         return None
     layout = tuple((v.size(1), i is not None) for v, i in x.parts)
     plan = mlp.fusions.get(('joined', layout))
     if plan is None:
         plan = mlp.fusions[('joined', layout)] = _JoinedPlan(mlp, layout)
-    rows = [(p, v) for p, (v, i) in enumerate(x.parts) if i is None]
     row_bits = kernels.cat_bits([
         (_part_bits(mlp, p, v, theta), c)
         for (p, v), (c, theta) in zip(rows, plan.row_parts)])
     group_dots = None
-    per_group = [(p, v) for p, (v, i) in enumerate(x.parts) if i is not None]
-    for (p, v), (weight, c, theta) in zip(per_group, plan.gathered):
+    for (p, v, _), (weight, c, theta) in zip(per_group, plan.gathered):
         dots = kernels.xnor_gemm(_part_bits(mlp, p, v, theta), weight, c)
         group_dots = dots if group_dots is None else group_dots + dots
     counts = torch.bincount(index, minlength=group_dots.size(0)).tolist()
