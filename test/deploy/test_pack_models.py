@@ -487,23 +487,30 @@ def test_pack_dispatches_through_registered_converters():
 
 @pytest.mark.parametrize('sizes', [[40], [30, 7]])  # A cloud smaller than k.
 def test_dgcnn_edge_signs_and_pooling(sizes):
-    # The packed DGCNN's shortcuts against their definitions: conv2's input
-    # signs without the float messages, conv1's max over k consecutive rows
-    # without a scatter.
+    # The packed edge convolution's shortcuts against their definitions:
+    # conv2's input signs without the float messages, and the pooled floats
+    # (a max over k consecutive rows without a scatter where every point
+    # has k neighbours) against the max of the rows' floats.
     from torch_geometric_binary.deploy import pack_bits, pooled_floats
+    from torch_geometric_binary.deploy.chain import group_delta
     _, packed = cached(DGCNN, k=12)
     pos, batch = batch_of(sizes, seed=3)
     g = torch.Generator().manual_seed(4)
     h = torch.round(torch.randn(pos.size(0), 64, generator=g) * 4) / 4
-    j, i, counts, uniform = packed._graph(packed.conv2, h, batch)
+    j, i, counts, uniform = packed.conv2.graph(h, batch)
     assert uniform == (min(sizes) >= 12)
-    bits = packed._edge_bits(packed.conv2.nn, h, j, i, uniform)
+    assert bool((i[1:] >= i[:-1]).all())
+    bits = packed.conv2.edge_bits(h, j, i, uniform)
     assert torch.equal(bits, pack_bits(torch.cat([h[i], h[j] - h[i]], 1)))
     layer = packed.segments()['conv1'].chain.layers[-1]
-    flip = packed.segments()['conv1_flip']
     dots = torch.randint(-64, 65, (j.numel(), layer.out_channels),
                          generator=g, dtype=torch.int32)
+    floats = layer.epilogue(dots)
     for ema in (False, True):
-        ref = pooled_floats(layer, dots, i, h.size(0), ema, flip)
-        got = packed._pool_dots(layer, dots, i, counts, uniform, ema, flip)
+        ref = torch.full((h.size(0), layer.out_channels), -float('inf'))
+        ref = ref.scatter_reduce(0, i[:, None].expand_as(floats), floats,
+                                 'amax')
+        if ema:
+            ref = ref - group_delta(counts)[:, None]
+        got = pooled_floats(layer, dots, i, h.size(0), ema)
         assert torch.equal(got, ref)

@@ -586,6 +586,15 @@ class BinaryChain:
         return a
 
 
+def _consecutive(index: Tensor, num_groups: int, size: int) -> bool:
+    r"""Whether row :math:`r` is in group :math:`\lfloor r / size
+    \rfloor` for every row (all groups of :obj:`size` consecutive rows)."""
+    if size == 1:
+        return bool((index == torch.arange(num_groups)).all())
+    view = index.view(num_groups, size)
+    return bool((view == torch.arange(num_groups)[:, None]).all())
+
+
 def pooled_floats(layer: PackedBiLinear, dots: Tensor, index: Tensor,
                   num_groups: int, ema: bool,
                   flip: Optional[Tensor] = None) -> Tensor:
@@ -607,6 +616,17 @@ def pooled_floats(layer: PackedBiLinear, dots: Tensor, index: Tensor,
     N = layer.out_channels
     if flip is None:
         flip = PoolTable(layer, ema).flip
+    M = dots.size(0)
+    if num_groups > 0 and M % num_groups == 0 and M == index.numel() and \
+            _consecutive(index, num_groups, M // num_groups):
+        # Groups of equal size in consecutive rows (k-NN neighbourhoods): a
+        # max (a min on the falling channels) over each block of rows,
+        # without a scatter; the same integers, hence the same floats.
+        d = dots.reshape(num_groups, -1, N)
+        y = layer.epilogue(torch.where(flip, d.amin(1), d.amax(1)))
+        if ema:
+            y = y - group_delta(torch.tensor([M // num_groups]))
+        return y
     sgn = torch.where(flip, -1, 1).to(torch.int32)
     signed = dots * sgn
     best = torch.full((num_groups, N), INT32_MIN, dtype=torch.int32)

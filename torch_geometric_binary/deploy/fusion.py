@@ -748,7 +748,11 @@ def pending(mlp: torch.nn.Module, x: Tensor) -> Optional[Pending]:
         if not (mlp.is_binary(0) and _roles(mlp)[0]):
             return None
         return Pending(x.bits(mlp), (mlp, ), x.rows)
-    if x.dtype == torch.float32 and x.dim() == 2 and _roles(mlp)[0]:
+    if x.dim() != 2 or not _roles(mlp)[0]:
+        return None
+    if x.dtype == torch.float32 or (  # Or the packed signs it reads.
+            x.dtype == torch.int64 and mlp.is_binary(0)
+            and x.size(1) == kernels.num_words(mlp.in_channels)):
         return Pending(x, (mlp, ), x.size(0))
     return None
 

@@ -32,12 +32,11 @@ from torch import Tensor
 from torch_geometric.nn.conv import EdgeConv, PointNetConv
 
 from torch_geometric_binary.deploy.chain import (NonFiniteInput, PoolTable,
-                                                 group_delta,
                                                  pooled_floats)
 from torch_geometric_binary.deploy.kernels import cat_bits
 from torch_geometric_binary.deploy.io import num_bytes
-from torch_geometric_binary.deploy.fusion import (NotFusable, Segment,
-                                                  bits_layer)
+from torch_geometric_binary.deploy.fusion import (Deferred, NotFusable,
+                                                  Segment, bits_layer)
 from torch_geometric_binary.deploy.linear import (PackedBiLinear,
                                                   binarize_floats)
 from torch_geometric_binary.deploy.modules import (PackedGlobalPool,
@@ -632,17 +631,64 @@ class PackedEdgeConv(EdgeConv):
         return cls(children['nn'], attrs['k'], attrs['ema'],
                    attrs['num_workers'])
 
-    def graph(self, x: Tensor, batch: Tensor) -> Tensor:
-        return knn_edges(x, x, self.k, batch, batch, self.num_workers)
+    def graph(self, x: Tensor, batch: Tensor
+              ) -> Tuple[Tensor, Tensor, Tensor, bool]:
+        r"""The :math:`k`-NN edges :math:`(j, i)` on :obj:`x`, sorted by
+        target :math:`i`, the group sizes, and whether every point has
+        exactly :math:`k` neighbours (then the edges of point :math:`i` are
+        rows :math:`ik, \ldots, ik + k - 1`)."""
+        edge_index = knn_edges(x, x, self.k, batch, batch, self.num_workers)
+        perm, counts = _sorted_groups(edge_index[1], x.size(0))
+        if perm is not None:
+            edge_index = edge_index[:, perm]
+        uniform = edge_index.size(1) == self.k * x.size(0)
+        return edge_index[0], edge_index[1], counts, uniform
+
+    @staticmethod
+    def messages(x: Tensor, j: Tensor, i: Tensor, uniform: bool) -> Tensor:
+        r"""EdgeConv's messages :math:`[\mathbf{x}_i, \mathbf{x}_j -
+        \mathbf{x}_i]` (the float inputs of a full-precision first
+        layer)."""
+        if not uniform:
+            x_i = x[i]
+            return torch.cat([x_i, x[j] - x_i], dim=-1)
+        n, C = x.shape
+        x_i = x.unsqueeze(1).expand(n, j.numel() // n, C)
+        return torch.cat([x_i, x[j].view_as(x_i) - x_i],
+                         dim=-1).view(j.numel(), 2 * C)
+
+    def edge_bits(self, x: Tensor, j: Tensor, i: Tensor,
+                  uniform: bool) -> Tensor:
+        r"""The packed signs of the messages that the binary first layer of
+        :obj:`nn` reads, without the float messages: the signs of
+        :math:`\mathbf{x}_i` once per point, the differences (the same
+        float subtraction as :class:`~torch_geometric.nn.conv.EdgeConv`)
+        binarized as they are formed."""
+        n, C = x.shape
+        if uniform:
+            diff = x[j].view(n, -1, C) - x.unsqueeze(1)
+        else:
+            diff = x[j] - x[i]
+        return cat_bits([(_binarize(x, self.nn)[i], C),
+                         (_binarize(diff.view(-1, C), self.nn, C), C)])
+
+    def edge_inputs(self, x: Tensor, batch: Tensor
+                    ) -> Tuple[Tensor, Tensor, Tensor]:
+        r"""What :obj:`nn` reads on the :math:`k`-NN graph of :obj:`x`
+        (packed signs where its first layer is binary, else the float
+        messages), the target of each edge and the group sizes."""
+        j, i, counts, uniform = self.graph(x, batch)
+        if self.nn.is_binary(0):
+            return self.edge_bits(x, j, i, uniform), i, counts
+        return self.messages(x, j, i, uniform), i, counts
 
     def forward(self, x: Tensor, batch: Tensor) -> Tensor:  # type: ignore
         r"""EdgeConv's result on the :math:`k`-NN graph of :obj:`x`: the
         (EMA) max over each point's neighbours :math:`j` of
         :obj:`nn([x_i, x_j - x_i])`, pooled by :meth:`PackedMLP.pool`."""
-        edge_index = self.graph(x, batch)
-        j, i = edge_index[0], edge_index[1]
-        x_i = x.index_select(0, i)
-        msg = torch.cat([x_i, x.index_select(0, j) - x_i], dim=-1)
+        if isinstance(x, Deferred):
+            x = x.value()
+        msg, i, _ = self.edge_inputs(x, batch)
         return self.nn.pool(msg, i, x.size(0), self.ema)
 
     def __repr__(self) -> str:
@@ -690,93 +736,22 @@ class PackedDGCNN(_PackedClassifier):
         seg['conv1_flip'] = PoolTable(layer, c1.ema).flip
         return seg
 
-    @staticmethod
-    def _graph(conv: PackedEdgeConv, h: Tensor, batch: Tensor
-               ) -> Tuple[Tensor, Tensor, Tensor, bool]:
-        r"""The :math:`k`-NN edges :math:`(j, i)` of :obj:`conv` on
-        :obj:`h`, sorted by target :math:`i`, the group sizes, and whether
-        every point has exactly :math:`k` neighbours (then the edges of
-        point :math:`i` are rows :math:`ik, \ldots, ik + k - 1`)."""
-        edge_index = conv.graph(h, batch)
-        perm, counts = _sorted_groups(edge_index[1], h.size(0))
-        if perm is not None:
-            edge_index = edge_index[:, perm]
-        uniform = edge_index.size(1) == conv.k * h.size(0)
-        return edge_index[0], edge_index[1], counts, uniform
-
-    @staticmethod
-    def _messages(h: Tensor, j: Tensor, i: Tensor, uniform: bool) -> Tensor:
-        r"""EdgeConv's messages :math:`[\mathbf{x}_i, \mathbf{x}_j -
-        \mathbf{x}_i]` (the float inputs of a full-precision first
-        layer)."""
-        if not uniform:
-            x_i = h[i]
-            return torch.cat([x_i, h[j] - x_i], dim=-1)
-        # Point i's k neighbours are rows ik, ..., ik + k - 1.
-        n, C = h.shape
-        x_i = h.unsqueeze(1).expand(n, j.numel() // n, C)
-        return torch.cat([x_i, h[j].view_as(x_i) - x_i],
-                         dim=-1).view(j.numel(), 2 * C)
-
-    @classmethod
-    def _edges(cls, conv: PackedEdgeConv, h: Tensor, batch: Tensor):
-        r"""The messages of :obj:`conv` on :obj:`h`, their targets and the
-        group sizes."""
-        j, i, counts, uniform = cls._graph(conv, h, batch)
-        return cls._messages(h, j, i, uniform), i, counts
-
-    @staticmethod
-    def _edge_bits(mlp: PackedMLP, h: Tensor, j: Tensor, i: Tensor,
-                   uniform: bool) -> Tensor:
-        r"""The packed signs of the messages :math:`[\mathbf{x}_i,
-        \mathbf{x}_j - \mathbf{x}_i]` that :obj:`mlp`'s binary first layer
-        reads, without the float messages: the signs of
-        :math:`\mathbf{x}_i` once per point, the differences (the same
-        float subtraction as :class:`~torch_geometric.nn.conv.EdgeConv`)
-        binarized as they are formed."""
-        n, C = h.shape
-        if uniform:  # Point i's k neighbours are rows ik, ..., ik + k - 1.
-            diff = h[j].view(n, -1, C) - h.unsqueeze(1)
-        else:
-            diff = h[j] - h[i]
-        return cat_bits([(_binarize(h, mlp)[i], C),
-                         (_binarize(diff.view(-1, C), mlp, C), C)])
-
-    @staticmethod
-    def _pool_dots(layer: PackedBiLinear, dots: Tensor, i: Tensor,
-                   counts: Tensor, uniform: bool, ema: bool,
-                   flip: Tensor) -> Tensor:
-        r"""The float max pooling of :func:`pooled_floats` over each
-        point's edges; with :math:`k` edges per point, a max (a min on the
-        falling channels) over consecutive rows instead of a scatter (the
-        same integers, hence the same floats)."""
-        n = counts.numel()
-        if not uniform or n == 0:
-            return pooled_floats(layer, dots, i, n, ema, flip)
-        d = dots.view(n, -1, dots.size(-1))
-        y = layer.epilogue(torch.where(flip, d.amin(1), d.amax(1)))
-        return y - group_delta(counts)[:, None] if ema else y
-
     def _forward(self, seg, pos: Tensor, batch: Optional[Tensor],
                  x: Optional[Tensor]) -> Tensor:
         batch, size = self._check(pos, batch, x)
         h = pos if x is None else torch.cat([pos, x], dim=-1)
         # conv1: a full-precision first layer on the float messages; its
         # pooled floats are needed (the next k-NN graph).
-        j, i, counts, uniform = self._graph(self.conv1, h, batch)
-        msg = self._messages(h, j, i, uniform)
+        j, i, counts, uniform = self.conv1.graph(h, batch)
+        msg = self.conv1.messages(h, j, i, uniform)
         dots = seg['conv1'](msg)
         layer = seg['conv1'].chain.layers[-1]
-        x1 = self._place_act(0)(self._pool_dots(
-            layer, dots, i, counts, uniform, self.conv1.ema,
+        x1 = self._place_act(0)(pooled_floats(
+            layer, dots, i, counts.numel(), self.conv1.ema,
             seg['conv1_flip']))
         # conv2: only the signs of its messages and of its pooled output
         # are used.
-        j, i, counts, uniform = self._graph(self.conv2, x1, batch)
-        if self.conv2.nn.is_binary(0):
-            msg = self._edge_bits(self.conv2.nn, x1, j, i, uniform)
-        else:
-            msg = self._messages(x1, j, i, uniform)
+        msg, i, counts = self.conv2.edge_inputs(x1, batch)
         x2 = seg['conv2'](msg, counts)
         c1 = self.conv1.nn.out_channels
         h = cat_bits([(_binarize(x1, self.lin1), c1),
