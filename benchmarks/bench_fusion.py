@@ -115,6 +115,9 @@ def main(argv: Optional[List[str]] = None):
     parser.add_argument('--quick', action='store_true',
                         help='small sizes, few repetitions, no files')
     parser.add_argument('--note', default=None)
+    parser.add_argument('--models', nargs='+', choices=list(MODELS),
+                        default=list(MODELS), metavar='MODEL',
+                        help=f"some of: {', '.join(MODELS)}")
     parser.add_argument('--out', default=os.path.join(RESULTS, 'fusion'))
     args = parser.parse_args(argv)
     if args.quick:
@@ -125,7 +128,7 @@ def main(argv: Optional[List[str]] = None):
     res = {'meta': run_meta(argv, args.threads, args.note,
                             pinned_cpu=pinned),
            'num_points': args.num_points, 'rows': []}
-    for name in MODELS:
+    for name in args.models:
         sizes = args.batch_sizes if name in POINTNETS \
             else args.seg_batch_sizes
         for b in sizes:

@@ -563,7 +563,7 @@ class Joined(Deferred):
         parts, start = [], 0
         for p, (v, i) in enumerate(self.parts):
             c = v.size(1)
-            bits = _part_bits(mlp, p, v, None if theta is None
+            bits = value_bits(mlp, p, v, None if theta is None
                               else theta[start:start + c])
             parts.append((bits if i is None else bits.index_select(0, i),
                           c))
@@ -618,11 +618,12 @@ class _JoinedPlan:
         return self.rest.forward_layers(x) if seg is None else seg(x)
 
 
-def _part_bits(mlp: torch.nn.Module, k: int, v: Tensor,
+def value_bits(mlp: torch.nn.Module, k: int, v: Tensor,
                theta: Optional[Tensor]) -> Tensor:
-    # The packed signs of v - theta, part k of mlp's input: a pending pooled
-    # value's straight from its fused chain (pooled bits for the binary
-    # layer that reads them), unless its float value is computed already.
+    r"""The packed signs of :obj:`v` - :obj:`theta`, part :obj:`k` of
+    :obj:`mlp`'s input: a pending pooled value's straight from its fused
+    chain (pooled bits for the binary layer that reads them), unless its
+    float value is computed already."""
     if _is_pooled(v) and v._value is None:
         counts, ema, _ = v.pool
         act = v.act
@@ -675,11 +676,11 @@ def joined_into(mlp: torch.nn.Module, x: Joined) -> Optional[Tensor]:
     if plan is None:
         plan = mlp.fusions[('joined', layout)] = _JoinedPlan(mlp, layout)
     row_bits = kernels.cat_bits([
-        (_part_bits(mlp, p, v, theta), c)
+        (value_bits(mlp, p, v, theta), c)
         for (p, v), (c, theta) in zip(rows, plan.row_parts)])
     group_dots = None
     for (p, v, _), (weight, c, theta) in zip(per_group, plan.gathered):
-        dots = kernels.xnor_gemm(_part_bits(mlp, p, v, theta), weight, c)
+        dots = kernels.xnor_gemm(value_bits(mlp, p, v, theta), weight, c)
         group_dots = dots if group_dots is None else group_dots + dots
     counts = torch.bincount(index, minlength=group_dots.size(0)).tolist()
     out, start = [], 0

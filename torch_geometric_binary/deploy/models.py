@@ -36,7 +36,8 @@ from torch_geometric_binary.deploy.chain import (NonFiniteInput, PoolTable,
 from torch_geometric_binary.deploy.kernels import cat_bits
 from torch_geometric_binary.deploy.io import num_bytes
 from torch_geometric_binary.deploy.fusion import (Deferred, NotFusable,
-                                                  Segment, bits_layer)
+                                                  Segment, value_bits,
+                                                  bits_layer)
 from torch_geometric_binary.deploy.linear import (PackedBiLinear,
                                                   binarize_floats)
 from torch_geometric_binary.deploy.modules import (PackedGlobalPool,
@@ -503,8 +504,35 @@ class PackedSetAbstraction(torch.nn.Module):
         edges :obj:`(j, i)` sorted by centre :math:`i`."""
         idx = fps(pos, batch, self.ratio, random_start=False)
         edge_index = radius_edges(pos, pos[idx], self.r, batch, batch[idx],
-                            self.max_num_neighbors)
+                                  self.max_num_neighbors)
         return idx, edge_index
+
+    def edge_inputs(self, x: Optional[Tensor], pos: Tensor, batch: Tensor
+                    ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        r"""What :obj:`local_nn` reads on the edges :math:`(j, i)` (sorted
+        by centre :math:`i`): :obj:`[x_j, pos_j - pos_i]`, as packed signs
+        where :obj:`x` is packed or its first layer is binary and :obj:`x`
+        is a pending value of the packed layers before (then straight from
+        their chain), else as floats; the centre of each edge, the group
+        sizes, and the centres' positions and batch vector."""
+        idx, edge_index = self.graph(pos, batch)
+        pos_dst = pos[idx]
+        perm, counts = _sorted_groups(edge_index[1], idx.numel())
+        if perm is not None:
+            edge_index = edge_index[:, perm]
+        j, i = edge_index[0], edge_index[1]
+        msg = pos[j] - pos_dst[i]  # As PointNetConv.message.
+        if x is not None:
+            nn = self.conv.local_nn
+            C = nn.in_channels - pos.size(1)
+            if isinstance(x, Deferred) and nn.is_binary(0):
+                x = value_bits(nn, 0, x, theta_of(nn, 0, C))
+            if x.is_floating_point():
+                msg = torch.cat([x[j], msg], dim=1)
+            else:  # Packed features: concatenate the sign bits.
+                msg = cat_bits([(x[j], C),
+                                (_binarize(msg, nn, C), msg.size(1))])
+        return msg, i, counts, pos_dst, batch[idx]
 
     def forward(self, x: Optional[Tensor], pos: Tensor,
                 batch: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -512,15 +540,10 @@ class PackedSetAbstraction(torch.nn.Module):
         over each centre :math:`i`'s neighbours :math:`j` of
         :obj:`local_nn([x_j, pos_j - pos_i])` (pooled by
         :meth:`PackedMLP.pool`), then :obj:`global_nn`."""
-        idx, edge_index = self.graph(pos, batch)
-        j, i = edge_index[0], edge_index[1]
-        pos_dst = pos[idx]
-        msg = pos.index_select(0, j) - pos_dst.index_select(0, i)
-        if x is not None:
-            msg = torch.cat([x.index_select(0, j), msg], dim=1)
+        msg, i, counts, pos, batch = self.edge_inputs(x, pos, batch)
         conv = self.conv
-        out = conv.local_nn.pool(msg, i, idx.numel(), conv.ema)
-        return conv.global_nn(out), pos_dst, batch[idx]
+        out = conv.local_nn.pool(msg, i, counts.numel(), conv.ema)
+        return conv.global_nn(out), pos, batch
 
 
 @register_packed
@@ -559,32 +582,17 @@ class PackedPointNet2(_PackedClassifier):
                               self.pool.ema, self.act, fuse_last=True),
         }
 
-    def _level(self, sa: PackedSetAbstraction, seg: Segment,
-               x: Optional[Tensor], x_channels: int, pos: Tensor,
-               batch: Tensor):
-        idx, edge_index = sa.graph(pos, batch)
-        pos_dst = pos[idx]
-        perm, counts = _sorted_groups(edge_index[1], idx.numel())
-        if perm is not None:
-            edge_index = edge_index[:, perm]
-        j, i = edge_index[0], edge_index[1]
-        msg = pos[j] - pos_dst[i]  # As PointNetConv.message.
-        if x is not None and x.is_floating_point():
-            msg = torch.cat([x[j], msg], dim=1)
-        elif x is not None:  # Packed features: concatenate the sign bits.
-            msg = cat_bits([(x[j], x_channels),
-                            (_binarize(msg, sa.conv.local_nn, x_channels),
-                             msg.size(1))])
-        return seg(msg, counts), pos_dst, batch[idx]
+    @staticmethod
+    def _level(sa: PackedSetAbstraction, seg: Segment, x: Optional[Tensor],
+               pos: Tensor, batch: Tensor):
+        msg, _, counts, pos, batch = sa.edge_inputs(x, pos, batch)
+        return seg(msg, counts), pos, batch
 
     def _forward(self, seg, pos: Tensor, batch: Optional[Tensor],
                  x: Optional[Tensor]) -> Tensor:
         batch, size = self._check(pos, batch, x)
-        x, pos, batch = self._level(self.sa1, seg['sa1'], x,
-                                    self.in_channels, pos, batch)
-        x, pos, batch = self._level(self.sa2, seg['sa2'], x,
-                                    self.sa1.conv.local_nn.out_channels, pos,
-                                    batch)
+        x, pos, batch = self._level(self.sa1, seg['sa1'], x, pos, batch)
+        x, pos, batch = self._level(self.sa2, seg['sa2'], x, pos, batch)
         C = self.sa2.conv.local_nn.out_channels
         h = cat_bits([(x, C), (_binarize(pos, self.global_mlp, C),
                                pos.size(1))])
