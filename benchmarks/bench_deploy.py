@@ -370,8 +370,7 @@ def trained_binary_model(path: str, classes: int) -> torch.nn.Module:
 def graph_fn(packed, pos, batch) -> Callable[[], None]:
     r"""The packed model's graph construction alone (sampling, radius or
     k-NN search, the gathers and edge features), to time."""
-    from torch_geometric_binary.deploy.models import (PackedDGCNN,
-                                                      PackedPointNet2)
+    from torch_geometric_binary.deploy import PackedModel, PackedPointNet2
     b = torch.zeros(pos.size(0), dtype=torch.long) if batch is None \
         else batch
     if isinstance(packed, PackedPointNet2):
@@ -384,14 +383,14 @@ def graph_fn(packed, pos, batch) -> Callable[[], None]:
                 p[ei[0]] - pd[ei[1]]
                 p, bb = pd, bb[idx]
     else:
-        assert isinstance(packed, PackedDGCNN)
+        assert isinstance(packed, PackedModel)  # A DGCNN.
         # k-NN on the points, and on the 64-d features of conv1 (same size
-        # as the model's; random values).
+        # as the model's; random values), and the edge inputs.
         x1 = torch.randn(pos.size(0), packed.conv1.nn.out_channels)
 
         def run():
             for conv, h in ((packed.conv1, pos), (packed.conv2, x1)):
-                msg, i, counts = packed._edges(conv, h, b)
+                conv.edge_inputs(h, b)
     return run
 
 

@@ -2,8 +2,8 @@ r"""Models packed module by module (:class:`~torch_geometric_binary.deploy.
 PackedModel`): their own forward with fusion (:mod:`~torch_geometric_binary.
 deploy.fusion`: consecutive packed MLPs, the pooling and the activation run
 as one chain) against the same modules one by one
-(:meth:`PackedModel.forward_layers`), and, for the classifiers PointNet,
-PointNet++ and DGCNN, against their hand-fused packed classes (*twin*:
+(:meth:`PackedModel.forward_layers`), and, for the classifiers PointNet
+and PointNet++, against their hand-fused packed classes (*twin*:
 what :func:`~torch_geometric_binary.deploy.pack` gives, e.g.
 :class:`~torch_geometric_binary.deploy.PackedPointNet`) and FP32.
 
@@ -49,7 +49,7 @@ MODELS = {
 }
 SEGMENTATION = ('PointNetSeg', 'PointNet2Seg', 'DGCNNSeg')
 #: The classifiers with a hand-fused twin.
-TWINS = ('PointNet', 'PointNet2', 'DGCNN')
+TWINS = ('PointNet', 'PointNet2')
 FP = {'PointNet': PointNet, 'PointNet2': PointNet2, 'DGCNN': DGCNN}
 #: Timed at --batch-sizes; the others at --seg-batch-sizes.
 POINTNETS = ('PointNet', 'PointNet, T-Nets')

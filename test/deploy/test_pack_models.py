@@ -6,9 +6,9 @@ import re
 import pytest
 import torch
 
-from torch_geometric_binary.deploy import (PackedDGCNN, PackedMLP,
-                                           PackedModel, PackedPointNet,
-                                           PackedPointNet2, pack)
+from torch_geometric_binary.deploy import (PackedMLP, PackedModel,
+                                           PackedPointNet, PackedPointNet2,
+                                           pack)
 from torch_geometric_binary.nn import BiLinear, BiMLP
 from torch_geometric_binary.nn.methods import BinaryMethod
 from torch_geometric_binary.nn.models import DGCNN, PointNet, PointNet2
@@ -398,10 +398,11 @@ def test_errors():
 def test_types_and_repr():
     for cls, kwargs, ptype in ((PointNet, {}, PackedPointNet),
                                (PointNet2, {}, PackedPointNet2),
-                               (DGCNN, {'k': 12}, PackedDGCNN)):
+                               (DGCNN, {'k': 12}, PackedModel)):
         packed = pack(copy.deepcopy(cached(cls, **kwargs)[0]))
         assert type(packed) is ptype
-        assert 'PackedBiLinear' in repr(packed)
+        assert ('PackedMLP' if ptype is PackedModel else 'PackedBiLinear') \
+            in repr(packed)
         packed.train()  # Inference-only: training mode changes nothing.
         pos, batch = batch_of([20, 9])
         a = packed(pos, batch)
@@ -502,7 +503,7 @@ def test_dgcnn_edge_signs_and_pooling(sizes):
     assert bool((i[1:] >= i[:-1]).all())
     bits = packed.conv2.edge_bits(h, j, i, uniform)
     assert torch.equal(bits, pack_bits(torch.cat([h[i], h[j] - h[i]], 1)))
-    layer = packed.segments()['conv1'].chain.layers[-1]
+    layer = packed.conv1.nn.lins[-1]
     dots = torch.randint(-64, 65, (j.numel(), layer.out_channels),
                          generator=g, dtype=torch.int32)
     floats = layer.epilogue(dots)

@@ -7,11 +7,12 @@ import io
 import pytest
 import torch
 
-from torch_geometric_binary.deploy import (PackedBiLinear, fold_threshold,
+from torch_geometric_binary.deploy import (PackedBiLinear, PackedModel,
+                                           fold_threshold,
                                            load, pack, pack_bits, save)
 from torch_geometric_binary.nn import BiLinear, RPReLU
 from torch_geometric_binary.nn.fused import use_fused
-from torch_geometric_binary.nn.methods import BinaryMethod
+from torch_geometric_binary.nn.methods import METHODS, BinaryMethod
 from torch_geometric_binary.nn.models import DGCNN, PointNet, PointNet2
 
 from .test_pack_models import assert_same_predictions, batch_of
@@ -147,6 +148,12 @@ def test_packed_rsign_model_is_exact(kernel_backend, monkeypatch, cls,
     ref = reference(model, pos[:40])
     assert_same_predictions(ref, packed(pos[:40]))
     f = io.BytesIO()
+    if isinstance(packed, PackedModel):
+        # Rebuilt on load from the method's name: it must be registered.
+        with pytest.raises(TypeError, match="method 'rsign' is not "
+                                            "registered"):
+            save(packed, f)
+        monkeypatch.setitem(METHODS, RSIGN.name, RSIGN)
     save(packed, f)
     f.seek(0)
     assert_same_predictions(ref, load(f)(pos[:40]))

@@ -213,10 +213,19 @@ def test_refuses_methods_it_cannot_reproduce(name):
         pack(SEG_MODELS[name](5, method='fp', **SMALL[name]))
 
 
-def test_options_of_the_fused_classifiers_are_refused():
-    model, _ = cached('pointnet')
-    with pytest.raises(ValueError, match='fp_dtype.*float32'):
-        pack(model, fp_dtype=torch.float16)
+def test_fp_dtype_stores_the_classifier_and_num_points_is_refused():
+    from torch_geometric_binary.deploy import num_bytes
+    model, p32 = cached('pointnet')
+    p16 = pack(model, fp_dtype=torch.float16)
+    assert num_bytes(p16) < num_bytes(p32)
+    # Only the per-point classifier is float16.
+    assert p16.head.lins[-1].weight.dtype == torch.float16
+    assert p16.model.mlp1.lins[0].weight.dtype == torch.float32
+    pos, batch, category, _ = batch_of([0, 5], False, [NUM_POINTS, 41])
+    ref = p32(pos, batch, category=category)
+    out = p16(pos, batch, category=category)
+    assert torch.equal(out.argmax(-1), ref.argmax(-1))
+    assert (out - ref).abs().max() <= 0.01 * ref.abs().max().clamp(min=1)
     with pytest.raises(ValueError, match='PointNet only'):
         pack(model, num_points=NUM_POINTS)
 

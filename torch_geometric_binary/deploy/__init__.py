@@ -1,11 +1,11 @@
 r"""Bit-packed inference for trained binary layers and models: XNOR-popcount
 kernels (C++ with a pure-PyTorch fallback), packed layers whose batch
 normalization is folded into integer thresholds, :func:`pack` for whole
-binary models (hand-fused for PointNet, PointNet++ and DGCNN; module by
-module, with consecutive packed MLPs fused at run time
-(:mod:`~torch_geometric_binary.deploy.fusion`), for the segmentation
-networks and other models), and :func:`save` / :func:`load` of packed
-models."""
+binary models (hand-fused for PointNet and PointNet++; module by module,
+with consecutive packed MLPs fused at run time
+(:mod:`~torch_geometric_binary.deploy.fusion`), for DGCNN, the
+segmentation networks and other models), and :func:`save` / :func:`load`
+of packed models."""
 from .kernels import (
     backend,
     cpp_available,
@@ -27,7 +27,7 @@ from .epilogue import AffineEpilogue, fma32
 from .chain import BinaryChain, PoolTable, pooled_floats
 from .modules import (FrozenBatchNorm, PackedGlobalPool, PackedLinear,
                       PackedMLP)
-from .models import (PackedDGCNN, PackedEdgeConv, PackedPointConv,
+from .models import (PackedEdgeConv, PackedPointConv,
                      PackedPointNet, PackedPointNet2, PackedSetAbstraction,
                      PackedTNet, pack)
 from .kernels import cat_bits
@@ -72,7 +72,6 @@ __all__ = [
     'PackedPointConv',
     'PackedPointNet2',
     'PackedEdgeConv',
-    'PackedDGCNN',
     'PackedFeaturePropagation',
     'PackedModel',
     'pack_modules',

@@ -1,6 +1,6 @@
 r"""The generic packed model: :func:`~torch_geometric_binary.deploy.pack`
-for a trained model that has no fused packed class of its own (the
-segmentation networks, models converted by
+for a trained model that has no fused packed class of its own (DGCNN,
+the segmentation networks, models converted by
 :func:`~torch_geometric_binary.binarize`, your own models).
 
 :func:`pack_modules` copies the model and walks its module tree
@@ -67,7 +67,7 @@ from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
                                                     register_packed,
                                                     run_converter)
 from torch_geometric_binary.nn.conv import BiDynamicEdgeConv
-from torch_geometric_binary.nn.methods import BinaryMethod
+from torch_geometric_binary.nn.methods import BinaryMethod, resolve_method
 from torch_geometric_binary.nn.models import MODELS, SEG_MODELS
 from torch_geometric_binary.nn.models.pointnet import TNet
 from torch_geometric_binary.nn.models.pointnet2 import SetAbstraction
@@ -166,18 +166,22 @@ def _has_state(module: torch.nn.Module, recurse: bool = True) -> bool:
 
 
 def _convert_children(module: torch.nn.Module, prefix: str, path: str,
-                      epilogue_dtype: torch.dtype, converted: List[str]):
+                      epilogue_dtype: torch.dtype, converted: List[str],
+                      head_dtype: torch.dtype = torch.float32):
     r"""Replaces the children of :obj:`module` (at :obj:`path` in the
     model, :obj:`prefix` for error messages) by their packed forms,
-    recursively; appends the paths replaced to :obj:`converted`."""
+    recursively; appends the paths replaced to :obj:`converted`. The
+    model's classifier (the top-level :obj:`head`) stores its
+    full-precision layers in :obj:`head_dtype`."""
     for name, child in list(module.named_children()):
         where, sub = f'{prefix}.{name}', f'{path}{name}'
         if child is None or is_packed(child):
             continue
         fn = converter_for(child)
         if fn is not None:
+            fp_dtype = head_dtype if sub == 'head' else torch.float32
             setattr(module, name, run_converter(
-                fn, child, torch.float32, epilogue_dtype, None, where))
+                fn, child, fp_dtype, epilogue_dtype, None, where))
             converted.append(sub)
         elif _has_state(child):
             _convert_children(child, where, sub + '.', epilogue_dtype,
@@ -211,17 +215,12 @@ def pack_modules(model: torch.nn.Module,
     if num_points is not None:
         raise ValueError(f"pack: 'num_points' (a fixed cloud size) is "
                          f"supported for PointNet only (got a {name})")
-    if fp_dtype != torch.float32:
-        raise ValueError(f"pack: fp_dtype={fp_dtype} applies to the fused "
-                         f"classifiers (PointNet, PointNet2, DGCNN); a "
-                         f"{name} packs module by module, with float32 "
-                         f"full-precision layers")
     method = getattr(model, 'method', None)
     if isinstance(method, BinaryMethod):
         check_method(method, name)
     copied = copy.deepcopy(model)
     converted: List[str] = []
-    _convert_children(copied, name, '', epilogue_dtype, converted)
+    _convert_children(copied, name, '', epilogue_dtype, converted, fp_dtype)
     _refuse_own_state(copied, name)
     if not _is_binary(copied):
         raise TypeError(f"pack: cannot pack a {cls.__module__}."
@@ -297,6 +296,16 @@ class PackedModel(torch.nn.Module):
         self.kwargs = kwargs
         self._set_fusion(True)
 
+    def __getattr__(self, name: str) -> Any:
+        # The packed model's parts, by the trained model's names
+        # (packed.head, packed.conv1).
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == 'model':
+                raise
+            return getattr(self.model, name)
+
     def _set_fusion(self, on: bool):
         for module in self.model.modules():
             if isinstance(module, PackedMLP):
@@ -333,6 +342,16 @@ class PackedModel(torch.nn.Module):
                             f"packed model from its class, and only the "
                             f"package's models (nn.models.MODELS, "
                             f"SEG_MODELS) are known by name")
+        method = self.kwargs.get('method')
+        if isinstance(method, str):
+            try:
+                resolve_method(method)
+            except ValueError:
+                raise TypeError(
+                    f"save: cannot save a packed {self.trained} whose method "
+                    f"'{method}' is not registered: load rebuilds the model "
+                    f"from its method's name (register it with "
+                    f"nn.methods.register_method)") from None
         children = {p: self.model.get_submodule(p) for p in self.paths}
         self.rebuild(self.trained, self.kwargs, children, self.model)
         return ({'model': self.trained, 'kwargs': self.kwargs}, {},
@@ -381,7 +400,9 @@ class PackedModel(torch.nn.Module):
         return model
 
     def __repr__(self) -> str:
-        return f'{self.__class__.__name__}({self.model!r})'
+        parts = ', '.join(f'{p}={type(self.model.get_submodule(p)).__name__}'
+                          for p in self.paths)
+        return f'{self.__class__.__name__}({self.model!r}; {parts})'
 
 
 __all__ = ['PackedModel', 'PackedFeaturePropagation', 'pack_modules',

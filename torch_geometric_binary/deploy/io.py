@@ -39,6 +39,11 @@ from torch_geometric_binary.deploy.registry import (DTYPES, PACKED_TYPES,
 
 FORMAT = 'torch_geometric_binary.packed'
 VERSION = 2  # 2: adds "checksum".
+#: Packed classes that files of format versions 1 and 2 may hold and that
+#: this version no longer has, with what replaced them.
+RETIRED = {'PackedDGCNN': 'the hand-fused DGCNN of format versions 1 and 2, '
+                          'replaced by a PackedModel (packed module by '
+                          'module, as fast)'}
 _READABLE = (1, 2)
 
 
@@ -225,6 +230,13 @@ def load(path: Union[str, os.PathLike, io.IOBase]) -> torch.nn.Module:
             f"torch_geometric_binary model (torch.load failed: "
             f"{type(e).__name__}: {e})") from None
     desc, blob = _decode(payload, name)
+    root = desc.get('root') if isinstance(desc, dict) else None
+    kind = root.get('type') if isinstance(root, dict) else None
+    if kind in RETIRED:
+        raise PackedFileError(
+            f"load: {name} (format version {payload['version']}) holds a "
+            f"{kind}, {RETIRED[kind]}; pack the trained model again "
+            f"(pack(model)) and save it")
     try:
         tensors = []
         for dtype, shape, offset, nbytes in desc['tensors']:

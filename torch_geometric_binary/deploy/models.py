@@ -1,7 +1,10 @@
 r"""Packed binary point-cloud models: :func:`pack` turns a trained binary
-:class:`~torch_geometric_binary.nn.models.PointNet`,
-:class:`~torch_geometric_binary.nn.models.PointNet2` or
-:class:`~torch_geometric_binary.nn.models.DGCNN` into an inference module.
+:class:`~torch_geometric_binary.nn.models.PointNet` or
+:class:`~torch_geometric_binary.nn.models.PointNet2` into a hand-fused
+inference module, and every other model (DGCNN, the segmentation networks,
+yours) into a :class:`~torch_geometric_binary.deploy.PackedModel` of its
+packed parts (the packed set abstractions, edge convolutions and T-Nets
+live here).
 
 Each packed model mirrors its trained model one to one (same attribute
 names, :class:`~torch_geometric_binary.deploy.modules.PackedMLP` for every
@@ -20,10 +23,11 @@ the same results:
 Where the math needs float values they stay floats: the full-precision
 first and last layers; sampling, grouping and neighbour search (on the
 float coordinates); the edge features :math:`\mathbf{x}_j - \mathbf{x}_i`
-of DGCNN's second edge convolution, whose signs are not a function of the
-signs of :math:`\mathbf{x}`; and hence DGCNN's first pooled features, which
-its second :math:`k`-NN graph is built on (computed exactly from integer
-dot products, see :func:`~torch_geometric_binary.deploy.chain.pooled_floats`).
+of an edge convolution, whose signs are not a function of the signs of
+:math:`\mathbf{x}` (binarized as they are formed,
+:meth:`PackedEdgeConv.edge_bits`); and hence the pooled features a
+:math:`k`-NN graph is built on (computed exactly from integer dot products,
+see :func:`~torch_geometric_binary.deploy.chain.pooled_floats`).
 """
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -31,8 +35,7 @@ import torch
 from torch import Tensor
 from torch_geometric.nn.conv import EdgeConv, PointNetConv
 
-from torch_geometric_binary.deploy.chain import (NonFiniteInput, PoolTable,
-                                                 pooled_floats)
+from torch_geometric_binary.deploy.chain import NonFiniteInput, PoolTable
 from torch_geometric_binary.deploy.kernels import cat_bits
 from torch_geometric_binary.deploy.io import num_bytes
 from torch_geometric_binary.deploy.fusion import (Deferred, NotFusable,
@@ -54,7 +57,7 @@ from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
 from torch_geometric_binary.nn.aggr import EMAMaxAggregation
 from torch_geometric_binary.nn.linear import BiLinear
 from torch_geometric_binary.nn.mlp import BiMLP
-from torch_geometric_binary.nn.models import DGCNN, PointNet, PointNet2
+from torch_geometric_binary.nn.models import PointNet, PointNet2
 from torch_geometric_binary.nn.models.common import PointCloudClassifier
 from torch_geometric_binary.nn.models.pointnet import apply_transform
 from torch_geometric_binary.nn.neighbors import fps, knn_edges, radius_edges
@@ -704,73 +707,6 @@ class PackedEdgeConv(EdgeConv):
                 f'ema={self.ema})')
 
 
-@register_packed
-class PackedDGCNN(_PackedClassifier):
-    r"""A packed binary :class:`~torch_geometric_binary.nn.models.DGCNN`.
-    Build it with :func:`pack`."""
-    #: :obj:`place_acts`: the convolutions' activations where they have
-    #: parameters (ReActNet's RPReLU), else :obj:`None` (they use
-    #: :obj:`act`).
-    PARTS = ('conv1', 'conv2', 'lin1', 'place_acts')
-
-    @classmethod
-    def pack_parts(cls, model, where, fp_dtype, epilogue_dtype):
-        args = (fp_dtype, epilogue_dtype)
-        acts = getattr(model, 'place_acts', None)
-        return dict(
-            conv1=PackedEdgeConv.from_conv(model.conv1, f'{where}.conv1',
-                                           *args),
-            conv2=PackedEdgeConv.from_conv(model.conv2, f'{where}.conv2',
-                                           *args),
-            lin1=_mlp(model.lin1, f'{where}.lin1', *args),
-            place_acts=None if acts is None else torch.nn.ModuleList(
-                _act(a, f'{where}.place_acts.{i}')
-                for i, a in enumerate(acts)))
-
-    def _place_act(self, i: int) -> torch.nn.Module:
-        return self.act if self.place_acts is None else self.place_acts[i]
-
-    def _build_segments(self):
-        c1, c2 = self.conv1, self.conv2
-        seg = {
-            'conv1': Segment([c1.nn], out='dots'),
-            'conv2': Segment([c2.nn], [], True, c2.ema, self._place_act(1),
-                             pool_theta=theta_of(self.lin1,
-                                                 c1.nn.out_channels)),
-            'main': Segment([self.lin1], [self.head], True, self.pool.ema,
-                            self.act, fuse_last=True),
-        }
-        layer = seg['conv1'].chain.layers[-1]
-        seg['conv1_flip'] = PoolTable(layer, c1.ema).flip
-        return seg
-
-    def _forward(self, seg, pos: Tensor, batch: Optional[Tensor],
-                 x: Optional[Tensor]) -> Tensor:
-        batch, size = self._check(pos, batch, x)
-        h = pos if x is None else torch.cat([pos, x], dim=-1)
-        # conv1: a full-precision first layer on the float messages; its
-        # pooled floats are needed (the next k-NN graph).
-        j, i, counts, uniform = self.conv1.graph(h, batch)
-        msg = self.conv1.messages(h, j, i, uniform)
-        dots = seg['conv1'](msg)
-        layer = seg['conv1'].chain.layers[-1]
-        x1 = self._place_act(0)(pooled_floats(
-            layer, dots, i, counts.numel(), self.conv1.ema,
-            seg['conv1_flip']))
-        # conv2: only the signs of its messages and of its pooled output
-        # are used.
-        msg, i, counts = self.conv2.edge_inputs(x1, batch)
-        x2 = seg['conv2'](msg, counts)
-        c1 = self.conv1.nn.out_channels
-        h = cat_bits([(_binarize(x1, self.lin1), c1),
-                      (x2, self.conv2.nn.out_channels)])
-        counts = torch.bincount(batch, minlength=size)
-        return seg['main'](h, counts)
-
-    POINT_MLP = DGCNN.POINT_MLP
-    point_inputs = DGCNN.point_inputs
-
-
 # --------------------------------------------------------------------------
 
 # --------------------------------------------------------------------------
@@ -794,12 +730,6 @@ def _pack_pointnet(model, fp_dtype, epilogue_dtype, num_points):
 def _pack_pointnet2(model, fp_dtype, epilogue_dtype, num_points):
     _any_size(model, num_points)
     return PackedPointNet2.from_model(model, fp_dtype, epilogue_dtype)
-
-
-@converter(DGCNN)
-def _pack_dgcnn(model, fp_dtype, epilogue_dtype, num_points):
-    _any_size(model, num_points)
-    return PackedDGCNN.from_model(model, fp_dtype, epilogue_dtype)
 
 
 @converter(BiMLP)
@@ -835,16 +765,17 @@ def pack(model: torch.nn.Module, fp_dtype: torch.dtype = torch.float32,
     * **fused** (the fast path): a class with a converter of its own
       (:func:`~torch_geometric_binary.deploy.converter`) becomes its packed
       twin. :class:`~torch_geometric_binary.nn.models.PointNet` (with or
-      without T-Nets),
-      :class:`~torch_geometric_binary.nn.models.PointNet2` and
-      :class:`~torch_geometric_binary.nn.models.DGCNN` run their binary
+      without T-Nets) and
+      :class:`~torch_geometric_binary.nn.models.PointNet2` run their binary
       layers as fused C++ chains; a single
       :class:`~torch_geometric_binary.nn.BiMLP` becomes a
       :class:`~torch_geometric_binary.deploy.PackedMLP`, a
       :class:`~torch_geometric_binary.nn.BiLinear` a
       :class:`~torch_geometric_binary.deploy.PackedBiLinear` with float
       output.
-    * **module by module** (every other model: the segmentation networks
+    * **module by module** (every other model:
+      :class:`~torch_geometric_binary.nn.models.DGCNN`, as fast this way
+      as its former twin, the segmentation networks
       :class:`~torch_geometric_binary.nn.models.PointNetSeg`,
       :class:`~torch_geometric_binary.nn.models.PointNet2Seg`,
       :class:`~torch_geometric_binary.nn.models.DGCNNSeg`, your own
@@ -854,8 +785,9 @@ def pack(model: torch.nn.Module, fp_dtype: torch.dtype = torch.float32,
       :mod:`~torch_geometric_binary.deploy.generic`). A submodule with
       parameters or buffers that no converter packs raises a
       :class:`TypeError` naming its path. Models of the package save and
-      load; full-precision layers stay float32 (:obj:`fp_dtype` and
-      :obj:`num_points` are for the fused classifiers).
+      load; :obj:`fp_dtype` applies to the model's classifier
+      (:obj:`head`), other full-precision layers stay float32, and
+      :obj:`num_points` is for PointNet.
 
     Args:
         model (torch.nn.Module): A trained binary model (see above), in
@@ -911,7 +843,6 @@ __all__ = [
     'PackedPointNet2',
     'PackedSetAbstraction',
     'PackedPointConv',
-    'PackedDGCNN',
     'PackedEdgeConv',
     'Segment',
     'cat_bits',

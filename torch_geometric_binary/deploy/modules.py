@@ -100,6 +100,9 @@ class PackedLinear(torch.nn.Module):
     float16 or bfloat16) and computed in float32,
     :math:`\mathbf{x} \mathbf{W}^{\top} + \mathbf{b}`. In float32 it is the
     trained layer's operation exactly."""
+    #: What it computes in, whatever the storage type.
+    input_dtype = torch.float32
+
     def __init__(self, weight: Tensor, bias: Optional[Tensor] = None):
         super().__init__()
         if weight.dtype not in FP_DTYPES or weight.dim() != 2:

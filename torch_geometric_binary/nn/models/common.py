@@ -72,6 +72,14 @@ def check_dropout(name: str, dropout: Sequence[float]):
                              f"(got {p!r})")
 
 
+def input_dtype(head: torch.nn.Module) -> torch.dtype:
+    r"""The floating-point type a model takes: its classifier's weights',
+    or what a packed classifier computes in (:obj:`input_dtype`; it may
+    store its weights in another)."""
+    lin = head.lins[-1]
+    return getattr(lin, 'input_dtype', None) or lin.weight.dtype
+
+
 def check_inputs(name: str, pos: Tensor, batch: Optional[Tensor],
                  x: Optional[Tensor], dtype: torch.dtype):
     r"""The input checks of the models' :meth:`forward`: finite point
@@ -147,7 +155,7 @@ class PointCloudClassifier(torch.nn.Module):
         given by coordinates :obj:`pos`, optional point features :obj:`x`
         and the batch vector :obj:`batch` (:obj:`None` for one cloud)."""
         check_inputs(self.__class__.__name__, pos, batch, x,
-                     self.head.lins[-1].weight.dtype)
+                     input_dtype(self.head))
         batch = batch_or_zeros(pos, batch)
         size = int(batch.max()) + 1
         h, batch = self.point_inputs(pos, batch, x, size)
@@ -253,7 +261,7 @@ class PointCloudSegmenter(torch.nn.Module):
         and, for part segmentation, the category of every cloud
         :obj:`category` :obj:`[num_clouds]`."""
         name = self.__class__.__name__
-        check_inputs(name, pos, batch, x, self.head.lins[-1].weight.dtype)
+        check_inputs(name, pos, batch, x, input_dtype(self.head))
         if x is not None and x.size(1) != self.in_channels:
             raise ValueError(f"{name}: 'x' has {x.size(1)} features per "
                              f"point but the model was built with "
