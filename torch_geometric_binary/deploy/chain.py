@@ -589,8 +589,6 @@ class BinaryChain:
 def _consecutive(index: Tensor, num_groups: int, size: int) -> bool:
     r"""Whether row :math:`r` is in group :math:`\lfloor r / size
     \rfloor` for every row (all groups of :obj:`size` consecutive rows)."""
-    if size == 1:
-        return bool((index == torch.arange(num_groups)).all())
     view = index.view(num_groups, size)
     return bool((view == torch.arange(num_groups)[:, None]).all())
 
