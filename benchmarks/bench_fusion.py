@@ -2,10 +2,12 @@ r"""Models packed module by module (:class:`~torch_geometric_binary.deploy.
 PackedModel`): their own forward with fusion (:mod:`~torch_geometric_binary.
 deploy.fusion`: consecutive packed MLPs, the pooling and the activation run
 as one chain) against the same modules one by one
-(:meth:`PackedModel.forward_layers`), and, for the classifiers PointNet
-and PointNet++, against their hand-fused packed classes (*twin*:
-what :func:`~torch_geometric_binary.deploy.pack` gives, e.g.
-:class:`~torch_geometric_binary.deploy.PackedPointNet`) and FP32.
+(:meth:`PackedModel.forward_layers`), against the forward as written
+without the replay of its recording (:mod:`~torch_geometric_binary.deploy.
+replay`), for the classifiers against FP32, and for PointNet against its
+hand-fused packed class (*twin*: what
+:func:`~torch_geometric_binary.deploy.pack` gives,
+:class:`~torch_geometric_binary.deploy.PackedPointNet`).
 
 Medians of alternating runs in one process, random weights with calibrated
 normalization statistics, points uniform in the unit ball.
@@ -49,7 +51,7 @@ MODELS = {
 }
 SEGMENTATION = ('PointNetSeg', 'PointNet2Seg', 'DGCNNSeg')
 #: The classifiers with a hand-fused twin.
-TWINS = ('PointNet', 'PointNet2')
+TWINS = ('PointNet', )
 FP = {'PointNet': PointNet, 'PointNet2': PointNet2, 'DGCNN': DGCNN}
 #: Timed at --batch-sizes; the others at --seg-batch-sizes.
 POINTNETS = ('PointNet', 'PointNet, T-Nets')
@@ -61,17 +63,20 @@ def bench(name: str, batch_size: int, num_points: int, reps: int) -> Dict:
     packed = pack_modules(model)
     pos, batch = clouds(batch_size, num_points)
     fns = {'fused': lambda: packed(pos, batch),
+           'written': lambda: packed._run(pos, batch),
            'layers': lambda: packed.forward_layers(pos, batch)}
     if name in TWINS:
         twin = pack(model)
-        fp = prepare(FP[name](40, method='fp'), num_points)
         fns['twin'] = lambda: twin(pos, batch)
+    if name in FP:
+        fp = prepare(FP[name](40, method='fp'), num_points)
         fns['FP32'] = lambda: fp(pos, batch)
     with torch.no_grad():
         out, ref = packed(pos, batch), packed.forward_layers(pos, batch)
     t = median_times(fns, reps)
     row = {k: ms(v) for k, v in t.items()}
     row['layers_over_fused'] = round(t['layers'] / t['fused'], 2)
+    row['written_over_fused'] = round(t['written'] / t['fused'], 2)
     if 'twin' in t:
         row['fused_over_twin'] = round(t['fused'] / t['twin'], 2)
     row['same_argmax'] = bool(torch.equal(out.argmax(-1), ref.argmax(-1)))
@@ -85,16 +90,20 @@ def markdown(res: Dict) -> str:
                         f"cloud; pinned to CPU {res['meta']['pinned_cpu']}; "
                         ) + [
         'Times in ms (medians of alternating runs). *fused*: '
-        '`PackedModel.forward` (fusion on); *layers*: '
-        '`PackedModel.forward_layers` (each packed module on its own).', '',
+        '`PackedModel.forward` (fusion on, the recorded forward replayed); '
+        '*written*: the forward as written (fusion on, not replayed); '
+        '*layers*: `PackedModel.forward_layers` (each packed module on its '
+        'own).', '',
         '*twin*: the hand-fused packed class of `pack()`.', '',
-        '| model | batch | fused | layers | layers / fused | twin | '
-        'fused / twin | FP32 | same argmax | max abs diff |',
-        '|---|---|---|---|---|---|---|---|---|---|']
+        '| model | batch | fused | written | written / fused | layers | '
+        'layers / fused | twin | fused / twin | FP32 | same argmax | '
+        'max abs diff |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|']
     for r in res['rows']:
         ratio = r.get('fused_over_twin')
         lines.append(
-            f"| {r['model']} | {r['batch']} | {r['fused']} | {r['layers']} "
+            f"| {r['model']} | {r['batch']} | {r['fused']} | {r['written']} "
+            f"| {r['written_over_fused']}x | {r['layers']} "
             f"| {r['layers_over_fused']}x | {r.get('twin', '-')} | "
             f"{'-' if ratio is None else f'{ratio}x'} "
             f"| {r.get('FP32', '-')} | {r['same_argmax']} | "

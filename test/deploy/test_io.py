@@ -330,18 +330,19 @@ def test_unknown_type_in_description(tmp_path):
     _raises_naming(path, "unknown packed module type 'PackedNoSuchModule'")
 
 
-def test_retired_packed_dgcnn_file_names_its_version(tmp_path):
-    # Files of format version 2 whose root is the retired hand-fused
-    # PackedDGCNN (its description as that version wrote it).
+@pytest.mark.parametrize('retired', ['PackedDGCNN', 'PackedPointNet2'])
+def test_retired_packed_file_names_its_version(tmp_path, retired):
+    # Files of format version 2 whose root is a retired hand-fused packed
+    # class (its description as that version wrote it).
     from torch_geometric_binary.deploy.io import _checksum
-    _, packed = cached(PointNet2)
+    _, packed = cached(PointNet)
     payload = _payload(packed)
     desc = json.loads(zlib.decompress(payload['meta'].numpy().tobytes()))
-    desc['root']['type'] = 'PackedDGCNN'
+    desc['root']['type'] = retired
     meta = zlib.compress(json.dumps(desc).encode())
     payload['meta'] = torch.frombuffer(bytearray(meta), dtype=torch.uint8)
     payload['checksum'] = _checksum(payload['meta'], payload['blob'])
-    path = tmp_path / 'dgcnn.tgb'
+    path = tmp_path / 'retired.tgb'
     torch.save(payload, path)
-    _raises_naming(path, r'\(format version 2\) holds a PackedDGCNN.*'
+    _raises_naming(path, rf'\(format version 2\) holds a {retired}.*'
                          r'pack the trained model again')

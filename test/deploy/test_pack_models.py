@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from torch_geometric_binary.deploy import (PackedMLP, PackedModel,
-                                           PackedPointNet, PackedPointNet2,
+                                           PackedPointNet,
                                            pack)
 from torch_geometric_binary.nn import BiLinear, BiMLP
 from torch_geometric_binary.nn.methods import BinaryMethod
@@ -397,7 +397,7 @@ def test_errors():
 
 def test_types_and_repr():
     for cls, kwargs, ptype in ((PointNet, {}, PackedPointNet),
-                               (PointNet2, {}, PackedPointNet2),
+                               (PointNet2, {}, PackedModel),
                                (DGCNN, {'k': 12}, PackedModel)):
         packed = pack(copy.deepcopy(cached(cls, **kwargs)[0]))
         assert type(packed) is ptype

@@ -43,6 +43,7 @@ from torch_geometric_binary.deploy.kernels import (_pack_bool, num_words,
                                                    pack_bits, xnor_gemm,
                                                    xnor_gemm_threshold)
 from torch_geometric_binary.deploy.linear import PackedBiLinear
+from torch_geometric_binary.deploy.replay import recorded
 from torch_geometric_binary.nn.functional import _ema_delta64
 
 OUTS = ('bits', 'float', 'dots')
@@ -530,6 +531,7 @@ class BinaryChain:
         return BinaryChain._run_plan(x, *args)
 
     @staticmethod
+    @recorded
     def _run_plan(x: Tensor, run, counts: Optional[Tensor],
                   table: Optional[Tensor], gset: Optional[Tensor]) -> Tensor:
         # run: ChainPlan.run, as torch.ops.torch_geometric_binary.

@@ -37,6 +37,7 @@ from torch_geometric_binary.deploy.chain import (BinaryChain,
                                                  sign_thresholds)
 from torch_geometric_binary.deploy.fold import fold_epilogue
 from torch_geometric_binary.deploy.linear import PackedBiLinear
+from torch_geometric_binary.deploy.replay import recorded
 
 
 class NotFusable(Exception):
@@ -119,6 +120,7 @@ class Segment:
         # The binary layer's input x - theta (RSign), as it computes it.
         return x if self.theta is None else x - self.theta.to(x.dtype)
 
+    @recorded
     def __call__(self, x: Tensor, counts: Union[Tensor, int, None] = None
                  ) -> Tensor:
         if self.first_lin is None and x.is_floating_point():
@@ -717,12 +719,14 @@ def _segment(mlps: Tuple[torch.nn.Module, ...], post: torch.nn.Module,
              ema: bool, act: Optional[tuple]) -> Optional[Segment]:
     r"""The segment of :obj:`mlps`, a max pooling (with :obj:`ema` and the
     activation :obj:`act`) and :obj:`post`."""
-    # The last layer of post stays the module's own operation: its output
-    # may be binarized later (see Segment).
+    # The last layer of post stays the module's own operation unless post
+    # gives the model's output: other outputs may be binarized later (see
+    # Segment).
     return _cached_segment(mlps, (mlps, post, ema,
                                   None if act is None else act[0]),
                            post=[post], pool=True, ema=ema,
-                           pool_act=None if act is None else act[1])
+                           pool_act=None if act is None else act[1],
+                           fuse_last=post.is_output)
 
 
 def run_mlps(mlps: Tuple[torch.nn.Module, ...], x: Tensor) -> Tensor:

@@ -41,6 +41,7 @@ class from those arguments and puts the packed submodules in place.
 """
 import copy
 import inspect
+import os
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -49,6 +50,7 @@ from torch.utils._pytree import tree_map
 from torch_geometric.nn.dense.linear import Linear as PyGLinear
 from torch_geometric.nn.norm import BatchNorm as PyGBatchNorm
 
+from torch_geometric_binary.deploy import kernels
 from torch_geometric_binary.deploy.activations import convert_act
 from torch_geometric_binary.deploy.fusion import Deferred
 from torch_geometric_binary.deploy.linear import PackedBiLinear
@@ -60,15 +62,19 @@ from torch_geometric_binary.deploy.models import (PackedEdgeConv,
 from torch_geometric_binary.deploy.modules import (FrozenBatchNorm,
                                                    PackedLinear, PackedMLP,
                                                    check_method)
+from torch_geometric_binary.deploy.replay import (Miss, Plan, Unrecordable,
+                                                  record, state_tensors)
 from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
                                                     converter,
                                                     converter_for,
                                                     is_packed,
                                                     register_packed,
                                                     run_converter)
+from torch_geometric_binary.nn import neighbors
 from torch_geometric_binary.nn.conv import BiDynamicEdgeConv
 from torch_geometric_binary.nn.methods import BinaryMethod, resolve_method
 from torch_geometric_binary.nn.models import MODELS, SEG_MODELS
+from torch_geometric_binary.nn.models.common import PointCloudClassifier
 from torch_geometric_binary.nn.models.pointnet import TNet
 from torch_geometric_binary.nn.models.pointnet2 import SetAbstraction
 from torch_geometric_binary.nn.models.segmentation import FeaturePropagation
@@ -268,6 +274,35 @@ def _plain(out: Any) -> Any:
                     out)
 
 
+#: A :class:`PackedModel` keeps recorded forwards for at most this many
+#: kinds of input, and tries at most :obj:`MAX_PLANS` recordings per kind
+#: (one per path its forward takes).
+MAX_KINDS, MAX_PLANS = 16, 4
+
+
+class _Recordings:
+    def __init__(self):
+        self.plans: List[Plan] = []
+        self.tries = 0
+
+
+def _input_kind(args: tuple, kwargs: dict) -> Optional[tuple]:
+    r"""What a recorded forward is specific to: which arguments are
+    tensors (the others :obj:`None`), their shapes, types and devices, and
+    the kernels chosen by the environment; :obj:`None` for other arguments
+    (the forward then always runs as written)."""
+    key = [tuple(kwargs), os.environ.get(kernels.ENV_BACKEND),
+           os.environ.get(neighbors.ENV_BACKEND)]
+    for a in (*args, *kwargs.values()):
+        if a is None:
+            key.append(None)
+        elif type(a) is Tensor:
+            key.append((a.shape, a.dtype, a.device))
+        else:
+            return None
+    return tuple(key)
+
+
 @register_packed
 class PackedModel(torch.nn.Module):
     r"""A trained model packed module by module (:func:`pack_modules`): a
@@ -294,6 +329,11 @@ class PackedModel(torch.nn.Module):
         self.paths = list(paths)
         self.trained = trained
         self.kwargs = kwargs
+        self._plans: Dict[Any, _Recordings] = {}
+        head = getattr(model, 'head', None)
+        if isinstance(model, PointCloudClassifier) and \
+                isinstance(head, PackedMLP):
+            head.is_output = True  # The logits: forward returns them.
         self._set_fusion(True)
 
     def __getattr__(self, name: str) -> Any:
@@ -314,11 +354,58 @@ class PackedModel(torch.nn.Module):
     def forward(self, *args, **kwargs):
         r"""The trained model's :meth:`forward`, with the packed modules
         (consecutive ones fused into chains, see
-        :mod:`~torch_geometric_binary.deploy.fusion`)."""
+        :mod:`~torch_geometric_binary.deploy.fusion`).
+
+        From the second call with inputs of one kind (which arguments are
+        tensors, their shapes, types and devices), the call is recorded
+        and later calls of that kind replay the recording
+        (:mod:`~torch_geometric_binary.deploy.replay`) where the forward
+        would take the same path; the others run the forward as
+        written."""
         if torch.is_grad_enabled():
             with torch.no_grad():
                 return self.forward(*args, **kwargs)
+        key = _input_kind(args, kwargs)
+        if key is None:
+            return self._run(*args, **kwargs)
+        entry = self._plans.get(key)
+        if entry is None:  # The first call also fills the caches.
+            if len(self._plans) < MAX_KINDS:
+                self._plans[key] = _Recordings()
+            return self._run(*args, **kwargs)
+        inputs = [a for a in args if a is not None] + \
+            [v for v in kwargs.values() if v is not None]
+        for plan in entry.plans:
+            try:
+                return plan(*inputs)
+            except Miss:
+                continue
+            except Exception:  # Reported by the forward as written.
+                break
+        else:
+            if entry.tries < MAX_PLANS:
+                entry.tries += 1
+                try:
+                    out, plan = record(self._run, inputs,
+                                       state_tensors(self), *args, **kwargs)
+                except Unrecordable:
+                    pass
+                else:
+                    entry.plans.append(plan)
+                    return out
+        return self._run(*args, **kwargs)
+
+    def _run(self, *args, **kwargs):
         return _plain(self.model(*args, **kwargs))
+
+    def _apply(self, fn, *args, **kwargs):
+        self._plans = {}  # Recordings hold the model's tensors.
+        return super()._apply(fn, *args, **kwargs)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = self.__dict__.copy()
+        state['_plans'] = {}
+        return state
 
     @torch.no_grad()
     def forward_layers(self, *args, **kwargs):

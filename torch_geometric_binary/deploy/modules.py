@@ -247,6 +247,10 @@ class PackedMLP(torch.nn.Module):
         self._flips: Dict[bool, Tensor] = {}
         #: Whether forward and pool fuse with the next packed modules.
         self.fuse = False
+        #: Whether its output is the model's (a classifier's logits): a
+        #: full-precision last layer then runs inside its fused chain, with
+        #: float64 sums (the layer's values up to rounding).
+        self.is_output = False
         #: The fused segments that begin with this MLP (deploy.fusion).
         self.fusions: Dict[Any, Any] = {}
 

@@ -22,7 +22,10 @@ def check_points(pos: Tensor, name: str = 'pos',
         raise ValueError(f"{prefix}'{name}' must hold floating-point "
                          f"coordinates (got {pos.dtype}); convert it with "
                          f"'.float()'")
-    if not bool(torch.isfinite(pos).all()):
+    # A sum is finite if every value is (one pass, no mask); a non-finite
+    # sum of finite values (an overflow) is checked value by value.
+    if not bool(pos.sum().isfinite()) and \
+            not bool(torch.isfinite(pos).all()):
         bad = (~torch.isfinite(pos)).any(dim=-1).nonzero().view(-1)
         raise ValueError(f"{prefix}'{name}' has {bad.numel()} point(s) with "
                          f"NaN or Inf coordinates (first at row "
