@@ -212,3 +212,17 @@ def test_threads_record_and_replay_their_own_calls():
     assert not errors
     # Each kind recorded (two threads may record the same path at once).
     assert all(e.plans for e in packed._plans.values())
+
+
+def test_autocast_and_input_types_are_part_of_the_kind():
+    packed = pack_modules(pointnet())
+    pos = torch.randn(64, 3)
+    for _ in range(3):
+        packed(pos)
+    # bfloat16 points: the trained model's check asks for float32 outside
+    # autocast, also after a recording under autocast.
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        for _ in range(3):
+            packed(pos.bfloat16())
+    with pytest.raises(ValueError, match='torch.autocast'):
+        packed(pos.bfloat16())

@@ -288,11 +288,13 @@ class _Recordings:
 
 def _input_kind(args: tuple, kwargs: dict) -> Optional[tuple]:
     r"""What a recorded forward is specific to: which arguments are
-    tensors (the others :obj:`None`), their shapes, types and devices, and
-    the kernels chosen by the environment; :obj:`None` for other arguments
-    (the forward then always runs as written)."""
+    tensors (the others :obj:`None`), their shapes, types and devices, the
+    kernels chosen by the environment and whether autocast is on (state
+    the forward may read without a tensor); :obj:`None` for other
+    arguments (the forward then always runs as written)."""
     key = [tuple(kwargs), os.environ.get(kernels.ENV_BACKEND),
-           os.environ.get(neighbors.ENV_BACKEND)]
+           os.environ.get(neighbors.ENV_BACKEND),
+           torch.is_autocast_enabled('cpu')]
     for a in (*args, *kwargs.values()):
         if a is None:
             key.append(None)
