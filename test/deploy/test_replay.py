@@ -79,8 +79,12 @@ def test_a_folded_output_is_a_new_tensor_on_each_call():
 @pytest.mark.parametrize('forward,reason', [
     (lambda m, x: torch.from_numpy(x.numpy() * 2), 'reads a ndarray'),
     (lambda m, x: m.buf.add_(x), 'writes in place'),
+    (lambda m, x: x.mul_(2), 'did not compute'),
+    (lambda m, x: torch.zeros(3).expand_as(x).add_(x),
+     'memory of a constant'),
     (lambda m, x: x + HIDDEN, 'no recorded operation computed'),
-], ids=['numpy', 'in-place to state', 'unknown tensor'])
+], ids=['numpy', 'in-place to state', 'in-place to an input',
+        'in-place to a constant', 'unknown tensor'])
 def test_forwards_that_cannot_be_recorded_are_refused(forward, reason):
     class M(torch.nn.Module):
         def __init__(self):
@@ -92,6 +96,19 @@ def test_forwards_that_cannot_be_recorded_are_refused(forward, reason):
 
     with pytest.raises(Unrecordable, match=reason):
         recorded_plan(M(), torch.ones(3))
+
+
+def test_writes_to_computed_values_replay():
+    class M(torch.nn.Module):
+        def forward(self, x):
+            y = x * 2
+            y[0] = 5.
+            return y.add_(1)
+
+    x = torch.randn(4)
+    _, plan = recorded_plan(M(), x)
+    x2 = torch.randn(4)
+    assert torch.equal(plan(x2), M()(x2)) and plan(x2)[0] == 6.
 
 
 def test_a_recorded_function_is_one_step():

@@ -210,6 +210,21 @@ class _Recorder(TorchFunctionMode):
         self.lines.append(f'{" ".join(names)} = {code}')
         return out
 
+    def check_write(self, name: str, target: Any):
+        # Only to values the forward computed, none sharing memory with a
+        # constant (a replay reuses constants) or an input (a replay that
+        # misses a guard runs the forward again on its inputs).
+        if not isinstance(target, Tensor) or \
+                self.names.get(id(target), 'a')[0] == 'a':
+            raise Unrecordable(f"the forward writes in place ({name}) to a "
+                               f"tensor that it did not compute")
+        ptr = target.untyped_storage().data_ptr()
+        if any(t.untyped_storage().data_ptr() == ptr
+               for t in self.keep if id(t) not in self.names or
+               self.names[id(t)][0] == 'a'):
+            raise Unrecordable(f"the forward writes in place ({name}) to "
+                               f"memory of a constant or an input")
+
     def run(self, fn: Callable, args: tuple, kwargs: dict) -> Any:
         try:
             return fn(*args, **kwargs)
@@ -249,11 +264,8 @@ class _Recorder(TorchFunctionMode):
                     func, types, args, kwargs)
         code = self.call(func, args, kwargs)
         name = getattr(func, '__name__', '')
-        if _writes(func, kwargs) and not (
-                args and isinstance(args[0], Tensor)
-                and id(args[0]) in self.names):
-            raise Unrecordable(f"the forward writes in place ({name}) to a "
-                               f"tensor that is not one of its values")
+        if _writes(func, kwargs):
+            self.check_write(name, args[0] if args else None)
         fold = not self.varying and not any(r in name for r in _RANDOM)
         of_input = func in _INPUT_FACTS and \
             self.names.get(id(args[0]), 'v')[0] == 'a' and \
