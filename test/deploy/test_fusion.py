@@ -75,6 +75,23 @@ def test_one_chain_and_no_layer_by_layer_work(monkeypatch):
     assert pools == [model.mlp2]
 
 
+def test_t_nets_pool_in_their_chains(monkeypatch):
+    # Each T-Net's MLP, pooling, activation and head run as one segment
+    # (as in the hand-fused PointNet): four in all, with mlp1's rows (the
+    # feature transform's input) and the main chain.
+    packed = pack_modules(calibrated(PointNet(
+        10, method='bipointnet', input_transform=True,
+        feature_transform=True)))
+    segments = count_calls(monkeypatch, Segment, '__call__')
+    layers = count_calls(monkeypatch, PackedMLP, 'forward_layers')
+    pools = count_calls(monkeypatch, PackedMLP, 'pool_layers')
+    pos, batch = torch.randn(200, 3), torch.arange(2).repeat_interleave(100)
+    out = packed._run(pos, batch)
+    assert len(segments) == 4 and layers == [] and pools == []
+    assert torch.allclose(out, packed.forward_layers(pos, batch), atol=1e-5,
+                          rtol=1e-5)
+
+
 def small_mlps(method='bipointnet'):
     torch.manual_seed(0)
     first = BiMLP([3, 16, 32], method, first_fp=True, norm_last=True)
