@@ -395,6 +395,23 @@ def test_errors():
         packed(torch.full((4, 3), float('nan')))
 
 
+@pytest.mark.parametrize('cls', [PointNet, PointNet2, DGCNN])
+def test_an_empty_cloud_is_an_error_as_in_the_trained_model(cls):
+    model = cached(cls)[0]
+    packed = pack(copy.deepcopy(model))
+    pos, batch = batch_of([12, 12])
+    batch = torch.cat([batch[:12], batch[12:] + 1])  # Cloud 1 is empty.
+    for f in (model, packed):
+        with pytest.raises(ValueError, match=r'cloud\(s\) \[1\] of 3 have '
+                                             r'no points'):
+            with torch.no_grad():
+                f(pos, batch)
+    for _ in range(3):  # Also after the recorded forward of a good batch.
+        packed(*batch_of([12, 12]))
+    with pytest.raises(ValueError, match='no points'):
+        packed(pos, batch)
+
+
 def test_types_and_repr():
     for cls, kwargs, ptype in ((PointNet, {}, PackedPointNet),
                                (PointNet2, {}, PackedModel),

@@ -32,7 +32,7 @@ from torch_geometric_binary.deploy.linear import (PackedBiLinear,
                                                   input_threshold_of)
 from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
                                                     register_packed)
-from torch_geometric_binary.nn.aggr import (EMAMaxAggregation,
+from torch_geometric_binary.nn.aggr import (EMAMaxAggregation, check_clouds,
                                             global_ema_max_pool,
                                             global_max_pool)
 from torch_geometric_binary.nn.linear import BiLinear
@@ -409,9 +409,12 @@ class PackedMLP(torch.nn.Module):
         cloud's size :math:`n` with :obj:`ema`,
         :obj:`[size, out_channels]` (see :meth:`pool`). A packed MLP does
         not keep its method, so :obj:`ema` must be given."""
+        ema = self._ema(ema, 'max_pool')
         if batch is None:
             batch = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
-        return self.pool(x, batch, size, self._ema(ema, 'max_pool'))
+        elif ema:  # An empty cloud has no EMA offset: as the trained model.
+            check_clouds(batch, size)
+        return self.pool(x, batch, size, ema)
 
     def group_max(self, x: Tensor, group_size: Optional[int] = None,
                   ema: Optional[bool] = None, batch: Optional[Tensor] = None,

@@ -235,12 +235,20 @@ def global_ema_max_pool(x: Tensor, batch: Optional[Tensor],
         return out
     size = int(batch.max()) + 1 if size is None else size
     if not torch.compiler.is_compiling():
-        count = group_sizes(batch, None, size, x.device)
-        if bool((count == 0).any()):
-            empty = (count == 0).nonzero().view(-1).tolist()[:10]
-            raise ValueError(f"global_ema_max_pool: cloud(s) {empty} of "
-                             f"{size} have no points")
+        check_clouds(batch, size)
     return ema_max(x, batch, None, size, dim)
+
+
+def check_clouds(batch: Tensor, size: int):
+    r"""Raises a :class:`ValueError` naming the clouds of :obj:`batch`
+    (among :obj:`size`) that have no points: their EMA offset
+    :math:`\delta(0)` is undefined (the check of
+    :func:`global_ema_max_pool`)."""
+    count = group_sizes(batch, None, size, batch.device)
+    if bool((count == 0).any()):
+        empty = (count == 0).nonzero().view(-1).tolist()[:10]
+        raise ValueError(f"global_ema_max_pool: cloud(s) {empty} of {size} "
+                         f"have no points")
 
 
 def ema_aggregation(aggr):
