@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from torch_geometric_binary.deploy import pack_modules
+from torch_geometric_binary.deploy.generic import MAX_PLANS
 from torch_geometric_binary.deploy.replay import (Miss, Unrecordable,
                                                   record, recorded,
                                                   state_tensors)
-from torch_geometric_binary.nn.models import PointNet, PointNetSeg
+from torch_geometric_binary.nn.models import (DGCNN, PointNet, PointNet2,
+                                              PointNetSeg)
 
 
 #: Not reachable from a model: as the output of an operation that the
@@ -111,6 +113,23 @@ def test_writes_to_computed_values_replay():
     assert torch.equal(plan(x2), M()(x2)) and plan(x2)[0] == 6.
 
 
+def test_a_buffer_the_forward_fills_is_made_anew_on_each_call():
+    class M(torch.nn.Module):
+        def forward(self, x, index):
+            out = torch.zeros(3)  # Folded, then filled: a value again.
+            before = out + 1  # Reads it before the write.
+            out.scatter_add_(0, index, x)
+            return out, before
+
+    x, index = torch.ones(4), torch.tensor([0, 0, 2, 1])
+    _, plan = recorded_plan(M(), x, index)
+    for i in range(3):
+        x2 = torch.randn(4)
+        out, before = plan(x2, index)
+        assert torch.equal(out, M()(x2, index)[0])
+        assert torch.equal(before, torch.ones(3))
+
+
 def test_a_recorded_function_is_one_step():
     calls = []
 
@@ -156,6 +175,29 @@ def test_packed_model_replays_its_forward(kwargs):
     assert [len(p) for p in plans] == [1, 1]
     # For one PointNet cloud: the input check and one chain.
     assert plans[0][0].num_steps <= 5 if not kwargs else True
+
+
+@pytest.mark.parametrize('cls', [PointNet2, DGCNN])
+def test_graph_models_replay_where_shapes_do_not_depend_on_values(cls):
+    # DGCNN's k-NN graphs have k edges a point: one recording serves every
+    # cloud. PointNet++'s radius neighbourhoods change size with the
+    # points: each new cloud misses, and after MAX_PLANS recordings the
+    # forward runs as written.
+    torch.manual_seed(0)
+    model = cls(10, method='bipointnet')
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(256, 3), torch.arange(2).repeat_interleave(128))
+    packed = pack_modules(model.eval())
+    batch = torch.arange(2).repeat_interleave(64)
+    for _ in range(MAX_PLANS + 3):
+        pos = torch.randn(128, 3)
+        assert torch.equal(packed(pos, batch), packed._run(pos, batch))
+    (entry, ) = packed._plans.values()
+    if cls is DGCNN:
+        assert len(entry.plans) == 1 and entry.tries == 1
+    else:
+        assert entry.plans == [] and entry.tries == MAX_PLANS
 
 
 def test_packed_model_replay_misses_other_groupings_and_bad_inputs():

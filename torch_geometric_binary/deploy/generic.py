@@ -276,8 +276,9 @@ def _plain(out: Any) -> Any:
 
 #: A :class:`PackedModel` keeps recorded forwards for at most this many
 #: kinds of input, and tries at most :obj:`MAX_PLANS` recordings per kind
-#: (one per path its forward takes).
-MAX_KINDS, MAX_PLANS = 16, 4
+#: (one per path its forward takes); where they all miss, it runs that
+#: kind as written from then on.
+MAX_KINDS, MAX_PLANS = 16, 3
 
 
 class _Recordings:
@@ -395,6 +396,10 @@ class PackedModel(torch.nn.Module):
                 else:
                     entry.plans.append(plan)
                     return out
+            else:
+                # Each call takes another path (shapes that depend on the
+                # values, as radius neighbourhoods): stop trying.
+                entry.plans = []
         return self._run(*args, **kwargs)
 
     def _run(self, *args, **kwargs):

@@ -211,19 +211,63 @@ class _Recorder(TorchFunctionMode):
         return out
 
     def check_write(self, name: str, target: Any):
-        # Only to values the forward computed, none sharing memory with a
-        # constant (a replay reuses constants) or an input (a replay that
-        # misses a guard runs the forward again on its inputs).
+        # Only to values the forward computed (a folded one becomes a
+        # value here), none sharing memory with a constant (a replay reuses
+        # constants) or an input (a replay that misses a guard runs the
+        # forward again on its inputs).
+        if isinstance(target, Tensor) and id(target) in self.folded:
+            self.unfold(target, name)
         if not isinstance(target, Tensor) or \
                 self.names.get(id(target), 'a')[0] == 'a':
             raise Unrecordable(f"the forward writes in place ({name}) to a "
                                f"tensor that it did not compute")
         ptr = target.untyped_storage().data_ptr()
         if any(t.untyped_storage().data_ptr() == ptr
-               for t in self.keep if id(t) not in self.names or
-               self.names[id(t)][0] == 'a'):
+               for t in self.keep if t is not target and (
+                   id(t) not in self.names or self.names[id(t)][0] == 'a')):
             raise Unrecordable(f"the forward writes in place ({name}) to "
                                f"memory of a constant or an input")
+
+    def folds_write(self, func: Callable, name: str, target: Any,
+                    rest: tuple, kwargs: dict) -> bool:
+        r"""Whether the in-place :obj:`func` writes constants only into a
+        folded tensor (a buffer filled from constants): then it runs once,
+        here, and the steps before read a snapshot of the buffer."""
+        if not isinstance(target, Tensor) or id(target) not in self.folded \
+                or target._base is not None or \
+                any(r in name for r in _RANDOM) or any(
+                    isinstance(a, Tensor) and id(a) in self.names
+                    for a in tree_flatten((rest, kwargs))[0]):
+            return False
+        self.snapshot(target)
+        return True
+
+    def snapshot(self, t: Tensor):
+        # The constants written so far that share t's memory, as they are
+        # before a write to t.
+        ptr = t.untyped_storage().data_ptr()
+        self.consts = [c.clone() if isinstance(c, Tensor) and
+                       c.untyped_storage().data_ptr() == ptr else c
+                       for c in self.consts]
+
+    def unfold(self, t: Tensor, name: str):
+        r"""Turns the folded tensor :obj:`t`, about to be written in place
+        (a buffer the forward fills, as :obj:`zeros(n).scatter_add_(...)`),
+        into a value of the plan: a copy of it, made where it is written;
+        the steps before read a snapshot of it."""
+        ptr = t.untyped_storage().data_ptr()
+        if t._base is not None or any(
+                u is not t and u.untyped_storage().data_ptr() == ptr
+                for u in self.keep):
+            raise Unrecordable(f"the forward writes in place ({name}) to a "
+                               f"view of a constant")
+        self.snapshot(t)
+        snapshot = t.clone()
+        self.folded.discard(id(t))
+        self.state.discard(id(t))
+        self.count += 1
+        self.names[id(t)] = f'v{self.count}'
+        self.lines.append(f'v{self.count} = {self.const(snapshot)}.clone()')
 
     def run(self, fn: Callable, args: tuple, kwargs: dict) -> Any:
         try:
@@ -262,10 +306,13 @@ class _Recorder(TorchFunctionMode):
             with self:
                 return type(deferred[0]).__torch_function__(
                     func, types, args, kwargs)
-        code = self.call(func, args, kwargs)
         name = getattr(func, '__name__', '')
-        if _writes(func, kwargs):
-            self.check_write(name, args[0] if args else None)
+        if _writes(func, kwargs):  # Before call(): it may unfold.
+            target = args[0] if args else None
+            if self.folds_write(func, name, target, args[1:], kwargs):
+                return self.run(func, args, kwargs)
+            self.check_write(name, target)
+        code = self.call(func, args, kwargs)
         fold = not self.varying and not any(r in name for r in _RANDOM)
         of_input = func in _INPUT_FACTS and \
             self.names.get(id(args[0]), 'v')[0] == 'a' and \
