@@ -370,11 +370,10 @@ def trained_binary_model(path: str, classes: int) -> torch.nn.Module:
 def graph_fn(packed, pos, batch) -> Callable[[], None]:
     r"""The packed model's graph construction alone (sampling, radius or
     k-NN search, the gathers and edge features), to time."""
-    from torch_geometric_binary.deploy import PackedModel
+    from torch_geometric_binary.deploy import PackedModel, PackedPointNet2
     b = torch.zeros(pos.size(0), dtype=torch.long) if batch is None \
         else batch
-    assert isinstance(packed, PackedModel)
-    if hasattr(packed, 'sa1'):  # A PointNet++.
+    if isinstance(packed, PackedPointNet2):
         # The float steps of forward(): graph, gathers, edge offsets.
         def run():
             p, bb = pos, b
@@ -383,7 +382,8 @@ def graph_fn(packed, pos, batch) -> Callable[[], None]:
                 pd = p[idx]
                 p[ei[0]] - pd[ei[1]]
                 p, bb = pd, bb[idx]
-    else:  # A DGCNN.
+    else:
+        assert isinstance(packed, PackedModel)  # A DGCNN.
         # k-NN on the points, and on the 64-d features of conv1 (same size
         # as the model's; random values), and the edge inputs.
         x1 = torch.randn(pos.size(0), packed.conv1.nn.out_channels)

@@ -4,9 +4,9 @@ deploy.fusion`: consecutive packed MLPs, the pooling and the activation run
 as one chain) against the same modules one by one
 (:meth:`PackedModel.forward_layers`), against the forward as written
 without the replay of its recording (:mod:`~torch_geometric_binary.deploy.
-replay`), for the classifiers against FP32, and for PointNet against its
-hand-fused packed class (*twin*: what
-:func:`~torch_geometric_binary.deploy.pack` gives,
+replay`), for the classifiers against FP32, and for PointNet and
+PointNet++ against their hand-fused packed classes (*twin*: what
+:func:`~torch_geometric_binary.deploy.pack` gives, e.g.
 :class:`~torch_geometric_binary.deploy.PackedPointNet`).
 
 Medians of alternating runs in one process, random weights with calibrated
@@ -51,7 +51,7 @@ MODELS = {
 }
 SEGMENTATION = ('PointNetSeg', 'PointNet2Seg', 'DGCNNSeg')
 #: The classifiers with a hand-fused twin.
-TWINS = ('PointNet', )
+TWINS = ('PointNet', 'PointNet2')
 FP = {'PointNet': PointNet, 'PointNet2': PointNet2, 'DGCNN': DGCNN}
 #: Timed at --batch-sizes; the others at --seg-batch-sizes.
 POINTNETS = ('PointNet', 'PointNet, T-Nets')

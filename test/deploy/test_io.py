@@ -330,7 +330,7 @@ def test_unknown_type_in_description(tmp_path):
     _raises_naming(path, "unknown packed module type 'PackedNoSuchModule'")
 
 
-@pytest.mark.parametrize('retired', ['PackedDGCNN', 'PackedPointNet2'])
+@pytest.mark.parametrize('retired', ['PackedDGCNN'])
 def test_retired_packed_file_names_its_version(tmp_path, retired):
     # Files of format version 2 whose root is a retired hand-fused packed
     # class (its description as that version wrote it).

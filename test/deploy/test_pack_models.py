@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from torch_geometric_binary.deploy import (PackedMLP, PackedModel,
-                                           PackedPointNet,
+                                           PackedPointNet, PackedPointNet2,
                                            pack)
 from torch_geometric_binary.nn import BiLinear, BiMLP
 from torch_geometric_binary.nn.methods import BinaryMethod
@@ -414,7 +414,7 @@ def test_an_empty_cloud_is_an_error_as_in_the_trained_model(cls):
 
 def test_types_and_repr():
     for cls, kwargs, ptype in ((PointNet, {}, PackedPointNet),
-                               (PointNet2, {}, PackedModel),
+                               (PointNet2, {}, PackedPointNet2),
                                (DGCNN, {'k': 12}, PackedModel)):
         packed = pack(copy.deepcopy(cached(cls, **kwargs)[0]))
         assert type(packed) is ptype

@@ -28,7 +28,7 @@ from .chain import BinaryChain, PoolTable, pooled_floats
 from .modules import (FrozenBatchNorm, PackedGlobalPool, PackedLinear,
                       PackedMLP)
 from .models import (PackedEdgeConv, PackedPointConv,
-                     PackedPointNet, PackedSetAbstraction,
+                     PackedPointNet, PackedPointNet2, PackedSetAbstraction,
                      PackedTNet, pack)
 from .kernels import cat_bits
 from .generic import PackedFeaturePropagation, PackedModel, pack_modules
@@ -70,6 +70,7 @@ __all__ = [
     'PackedPointNet',
     'PackedSetAbstraction',
     'PackedPointConv',
+    'PackedPointNet2',
     'PackedEdgeConv',
     'PackedFeaturePropagation',
     'PackedModel',

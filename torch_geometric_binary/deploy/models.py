@@ -1,9 +1,10 @@
-r"""Packed binary point-cloud models: :func:`pack` turns a trained
-binary :class:`~torch_geometric_binary.nn.models.PointNet` into a
-hand-fused inference module, and every other model (PointNet++, DGCNN, the
-segmentation networks, yours) into a
-:class:`~torch_geometric_binary.deploy.PackedModel` of its packed parts
-(the packed set abstractions, edge convolutions and T-Nets live here).
+r"""Packed binary point-cloud models: :func:`pack` turns a trained binary
+:class:`~torch_geometric_binary.nn.models.PointNet` or
+:class:`~torch_geometric_binary.nn.models.PointNet2` into a hand-fused
+inference module, and every other model (DGCNN, the segmentation networks,
+yours) into a :class:`~torch_geometric_binary.deploy.PackedModel` of its
+packed parts (the packed set abstractions, edge convolutions and T-Nets
+live here).
 
 Each packed model mirrors its trained model one to one (same attribute
 names, :class:`~torch_geometric_binary.deploy.modules.PackedMLP` for every
@@ -53,10 +54,10 @@ from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
                                                     is_part_only,
                                                     register_packed,
                                                     run_converter)
-from torch_geometric_binary.nn.aggr import EMAMaxAggregation
+from torch_geometric_binary.nn.aggr import EMAMaxAggregation, check_clouds
 from torch_geometric_binary.nn.linear import BiLinear
 from torch_geometric_binary.nn.mlp import BiMLP
-from torch_geometric_binary.nn.models import PointNet
+from torch_geometric_binary.nn.models import PointNet, PointNet2
 from torch_geometric_binary.nn.models.common import PointCloudClassifier
 from torch_geometric_binary.nn.models.pointnet import apply_transform
 from torch_geometric_binary.nn.neighbors import fps, knn_edges, radius_edges
@@ -548,6 +549,65 @@ class PackedSetAbstraction(torch.nn.Module):
         return conv.global_nn(out), pos, batch
 
 
+@register_packed
+class PackedPointNet2(_PackedClassifier):
+    r"""A packed binary
+    :class:`~torch_geometric_binary.nn.models.PointNet2`. Build it with
+    :func:`pack`."""
+    PARTS = ('sa1', 'sa2', 'global_mlp')
+
+    @classmethod
+    def pack_parts(cls, model, where, fp_dtype, epilogue_dtype):
+        args = (fp_dtype, epilogue_dtype)
+
+        def sa(name):
+            m = getattr(model, name)
+            _check_children(m, ('conv', ))
+            return PackedSetAbstraction(
+                m.ratio, m.r, m.max_num_neighbors,
+                PackedPointConv.from_conv(m.conv, f'{where}.{name}.conv',
+                                          *args))
+        return dict(sa1=sa('sa1'), sa2=sa('sa2'),
+                    global_mlp=_mlp(model.global_mlp, f'{where}.global_mlp',
+                                    *args))
+
+    def _build_segments(self):
+        c1, c2 = self.sa1.conv, self.sa2.conv
+        return {
+            'sa1': Segment([c1.local_nn], [], True, c1.ema, c1.global_nn,
+                           pool_theta=theta_of(
+                               c2.local_nn, 0, c1.local_nn.out_channels)),
+            'sa2': Segment([c2.local_nn], [], True, c2.ema, c2.global_nn,
+                           pool_theta=theta_of(
+                               self.global_mlp, 0,
+                               c2.local_nn.out_channels)),
+            'global': Segment([self.global_mlp], [self.head], True,
+                              self.pool.ema, self.act, fuse_last=True),
+        }
+
+    @staticmethod
+    def _level(sa: PackedSetAbstraction, seg: Segment, x: Optional[Tensor],
+               pos: Tensor, batch: Tensor):
+        msg, _, counts, pos, batch = sa.edge_inputs(x, pos, batch)
+        return seg(msg, counts), pos, batch
+
+    def _forward(self, seg, pos: Tensor, batch: Optional[Tensor],
+                 x: Optional[Tensor]) -> Tensor:
+        batch, size = self._check(pos, batch, x)
+        if self.pool.ema:  # As the trained model's global pooling.
+            check_clouds(batch, size)
+        x, pos, batch = self._level(self.sa1, seg['sa1'], x, pos, batch)
+        x, pos, batch = self._level(self.sa2, seg['sa2'], x, pos, batch)
+        C = self.sa2.conv.local_nn.out_channels
+        h = cat_bits([(x, C), (_binarize(pos, self.global_mlp, C),
+                               pos.size(1))])
+        counts = torch.bincount(batch, minlength=size)
+        return seg['global'](h, counts)
+
+    POINT_MLP = PointNet2.POINT_MLP
+    point_inputs = PointNet2.point_inputs
+
+
 # --------------------------------------------------------------------------
 # DGCNN.
 
@@ -668,6 +728,12 @@ def _pack_pointnet(model, fp_dtype, epilogue_dtype, num_points):
         packed.fix_num_points(num_points)
 
 
+@converter(PointNet2)
+def _pack_pointnet2(model, fp_dtype, epilogue_dtype, num_points):
+    _any_size(model, num_points)
+    return PackedPointNet2.from_model(model, fp_dtype, epilogue_dtype)
+
+
 @converter(BiMLP)
 def _pack_bimlp(model, fp_dtype, epilogue_dtype, num_points,
                 where='BiMLP'):
@@ -701,16 +767,17 @@ def pack(model: torch.nn.Module, fp_dtype: torch.dtype = torch.float32,
     * **fused** (the fast path): a class with a converter of its own
       (:func:`~torch_geometric_binary.deploy.converter`) becomes its packed
       twin. :class:`~torch_geometric_binary.nn.models.PointNet` (with or
-      without T-Nets) runs its binary layers as fused C++ chains; a single
+      without T-Nets) and
+      :class:`~torch_geometric_binary.nn.models.PointNet2` run their binary
+      layers as fused C++ chains; a single
       :class:`~torch_geometric_binary.nn.BiMLP` becomes a
       :class:`~torch_geometric_binary.deploy.PackedMLP`, a
       :class:`~torch_geometric_binary.nn.BiLinear` a
       :class:`~torch_geometric_binary.deploy.PackedBiLinear` with float
       output.
     * **module by module** (every other model:
-      :class:`~torch_geometric_binary.nn.models.PointNet2` and
       :class:`~torch_geometric_binary.nn.models.DGCNN`, as fast this way
-      as their former twins, the segmentation networks
+      as its former twin, the segmentation networks
       :class:`~torch_geometric_binary.nn.models.PointNetSeg`,
       :class:`~torch_geometric_binary.nn.models.PointNet2Seg`,
       :class:`~torch_geometric_binary.nn.models.DGCNNSeg`, your own
@@ -775,6 +842,7 @@ __all__ = [
     'pack',
     'PackedPointNet',
     'PackedTNet',
+    'PackedPointNet2',
     'PackedSetAbstraction',
     'PackedPointConv',
     'PackedEdgeConv',
