@@ -25,6 +25,7 @@ Python value a guard cannot compare, writes in place to the model's state,
 or catches an error of an operation.
 """
 import functools
+import re
 import sys
 import threading
 from typing import Any, Callable, Dict, List, Sequence, Set
@@ -326,7 +327,7 @@ class Plan:
     the input tensors in the order given to :func:`record`."""
     def __init__(self, source: str, consts: List[Any], num_inputs: int):
         self.source = source
-        self.num_steps = source.count('\n') - 2  # Not def, return.
+        self.num_steps = source.count('\n') - 2 - source.count(' del ')
         scope = {'C': consts, 'Miss': Miss}
         exec(compile(source, '<recorded forward>', 'exec'), scope)
         self._fn = scope['plan']
@@ -361,9 +362,33 @@ def record(fn: Callable, inputs: Sequence[Tensor], state: Set[int],
         _local.active = None
     ret = rec.expr(out, fresh=True)
     params = ''.join(f'a{k}, ' for k in range(len(inputs)))
-    body = ''.join(f'    {line}\n' for line in rec.lines)
+    body = ''.join(f'    {line}\n' for line in _free_after_last_use(
+        rec.lines, set(_VALUE.findall(ret))))
     source = f'def plan({params}):\n{body}    return {ret}\n'
     return out, Plan(source, rec.consts, len(inputs))
+
+
+_VALUE = re.compile(r'\bv\d+\b')
+
+
+def _free_after_last_use(lines: List[str], kept: Set[str]) -> List[str]:
+    # Each value is released after the last step that reads it, as the
+    # forward's own locals are: a plan that held all of them would hold
+    # more memory at once (slower, fresh allocations) than the forward.
+    last: Dict[str, int] = {}
+    for i, line in enumerate(lines):
+        for name in _VALUE.findall(line):
+            last[name] = i
+    free: Dict[int, List[str]] = {}
+    for name, i in last.items():
+        if name not in kept:
+            free.setdefault(i, []).append(name)
+    out = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        if i in free:
+            out.append(f'del {", ".join(sorted(free[i]))}')
+    return out
 
 
 __all__ = ['Plan', 'Miss', 'Unrecordable', 'record', 'recorded',
