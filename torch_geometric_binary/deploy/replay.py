@@ -325,7 +325,7 @@ class _Recorder(TorchFunctionMode):
 class Plan:
     r"""A recorded forward (see the module documentation): call it with
     the input tensors in the order given to :func:`record`."""
-    def __init__(self, source: str, consts: List[Any], num_inputs: int):
+    def __init__(self, source: str, consts: List[Any]):
         self.source = source
         self.num_steps = source.count('\n') - 2 - source.count(' del ')
         scope = {'C': consts, 'Miss': Miss}
@@ -365,7 +365,7 @@ def record(fn: Callable, inputs: Sequence[Tensor], state: Set[int],
     body = ''.join(f'    {line}\n' for line in _free_after_last_use(
         rec.lines, set(_VALUE.findall(ret))))
     source = f'def plan({params}):\n{body}    return {ret}\n'
-    return out, Plan(source, rec.consts, len(inputs))
+    return out, Plan(source, rec.consts)
 
 
 _VALUE = re.compile(r'\bv\d+\b')
