@@ -55,6 +55,7 @@ from torch_geometric_binary.deploy import (BinaryChain, kernels,  # noqa
                                            num_bytes, pack, save)
 from torch_geometric_binary.nn.models import DGCNN, PointNet  # noqa: E402
 from torch_geometric_binary.nn.models import PointNet2  # noqa: E402
+from torch_geometric_binary.utils import check_points  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), 'results')
 
@@ -212,10 +213,12 @@ def pointnet_layers(fp: PointNet, packed, pos, batch) -> Dict[str, Dict]:
         out['fp32'] = {'fns': fns}
 
         # Packed.
-        seg = packed.segments()['main']
+        packed(pos, batch)  # Builds its fused chains.
+        seg, = [s for s in packed.fused_segments()
+                if s.chain.pool is not None and s.final is not None]
         m, i0 = seg.first
         pfns = {}
-        pfns['input checks'] = lambda: packed._check_fast(pos, batch, None)
+        pfns['input checks'] = lambda: check_points(pos, 'pos', batch)
         lin0 = m.lins[i0]
         pfns[f'mlp1.lins.0 FP ({lin0.in_channels}->{lin0.out_channels}, '
              f'linear; its BN + sign are thresholds in the chain)'] = \
@@ -237,7 +240,7 @@ def pointnet_layers(fp: PointNet, packed, pos, batch) -> Dict[str, Dict]:
                 x = ch(x, in_threshold=thr)
             elif j == P:
                 ch = BinaryChain([layer], 'bits', pool=0,
-                                 pool_ema=packed.pool.ema,
+                                 pool_ema=packed.method.ema,
                                  pool_act=packed.act)
                 key = (f'{names[j]} binary ({layer.in_channels}->'
                        f'{layer.out_channels}) + EMA-max pool as OR of bits')
@@ -370,26 +373,28 @@ def trained_binary_model(path: str, classes: int) -> torch.nn.Module:
 def graph_fn(packed, pos, batch) -> Callable[[], None]:
     r"""The packed model's graph construction alone (sampling, radius or
     k-NN search, the gathers and edge features), to time."""
-    from torch_geometric_binary.deploy import PackedModel, PackedPointNet2
+    from torch_geometric_binary.deploy.models import grouped_edges
+    from torch_geometric_binary.nn.models import PointNet2
     b = torch.zeros(pos.size(0), dtype=torch.long) if batch is None \
         else batch
-    if isinstance(packed, PackedPointNet2):
+    model = packed.model
+    if isinstance(model, PointNet2):
         # The float steps of forward(): graph, gathers, edge offsets.
         def run():
             p, bb = pos, b
-            for sa in (packed.sa1, packed.sa2):
-                idx, ei = sa.graph(p, bb)
+            for sa in (model.sa1, model.sa2):
+                idx, j, i, _ = grouped_edges(p, bb, sa.ratio, sa.r,
+                                             sa.max_num_neighbors)
                 pd = p[idx]
-                p[ei[0]] - pd[ei[1]]
+                p[j] - pd[i]
                 p, bb = pd, bb[idx]
-    else:
-        assert isinstance(packed, PackedModel)  # A DGCNN.
+    else:  # A DGCNN.
         # k-NN on the points, and on the 64-d features of conv1 (same size
         # as the model's; random values), and the edge inputs.
-        x1 = torch.randn(pos.size(0), packed.conv1.nn.out_channels)
+        x1 = torch.randn(pos.size(0), model.conv1.nn.out_channels)
 
         def run():
-            for conv, h in ((packed.conv1, pos), (packed.conv2, x1)):
+            for conv, h in ((model.conv1, pos), (model.conv2, x1)):
                 conv.edge_inputs(h, b)
     return run
 

@@ -4,10 +4,9 @@ deploy.fusion`: consecutive packed MLPs, the pooling and the activation run
 as one chain) against the same modules one by one
 (:meth:`PackedModel.forward_layers`), against the forward as written
 without the replay of its recording (:mod:`~torch_geometric_binary.deploy.
-replay`), for the classifiers against FP32, and for PointNet and
-PointNet++ against their hand-fused packed classes (*twin*: what
-:func:`~torch_geometric_binary.deploy.pack` gives, e.g.
-:class:`~torch_geometric_binary.deploy.PackedPointNet`).
+replay`), and for the classifiers against FP32. (The hand-fused packed
+classes it once compared with, the *twins*, are retired:
+:func:`~torch_geometric_binary.deploy.pack` gives these models.)
 
 Medians of alternating runs in one process, random weights with calibrated
 normalization statistics, points uniform in the unit ball; each call takes
@@ -32,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 from benchmarks.bench_deploy import (clouds, median_times, ms,  # noqa
                                      pin_one_cpu, prepare, report_head,
                                      run_meta)
-from torch_geometric_binary.deploy import pack, pack_modules  # noqa
+from torch_geometric_binary.deploy import pack_modules  # noqa
 from torch_geometric_binary.nn.models import (DGCNN, DGCNNSeg,  # noqa
                                               PointNet, PointNet2,
                                               PointNet2Seg, PointNetSeg)
@@ -52,8 +51,6 @@ MODELS = {
     'DGCNNSeg': lambda: DGCNNSeg(50, method='bipointnet'),
 }
 SEGMENTATION = ('PointNetSeg', 'PointNet2Seg', 'DGCNNSeg')
-#: The classifiers with a hand-fused twin.
-TWINS = ('PointNet', 'PointNet2')
 FP = {'PointNet': PointNet, 'PointNet2': PointNet2, 'DGCNN': DGCNN}
 #: Timed at --batch-sizes; the others at --seg-batch-sizes.
 POINTNETS = ('PointNet', 'PointNet, T-Nets')
@@ -80,8 +77,6 @@ def bench(name: str, batch_size: int, num_points: int, reps: int) -> Dict:
     fns = {'fused': cycling(packed, inputs),
            'written': cycling(packed._run, inputs),
            'layers': cycling(packed.forward_layers, inputs)}
-    if name in TWINS:
-        fns['twin'] = cycling(pack(model), inputs)
     if name in FP:
         fns['FP32'] = cycling(prepare(FP[name](40, method='fp'),
                                       num_points), inputs)
@@ -91,8 +86,6 @@ def bench(name: str, batch_size: int, num_points: int, reps: int) -> Dict:
     row = {k: ms(v) for k, v in t.items()}
     row['layers_over_fused'] = round(t['layers'] / t['fused'], 2)
     row['written_over_fused'] = round(t['written'] / t['fused'], 2)
-    if 'twin' in t:
-        row['fused_over_twin'] = round(t['fused'] / t['twin'], 2)
     row['same_argmax'] = bool(torch.equal(out.argmax(-1), ref.argmax(-1)))
     row['max_abs_diff'] = float((out - ref).abs().max())
     return row
@@ -109,18 +102,14 @@ def markdown(res: Dict) -> str:
         '*written*: the forward as written (fusion on, not replayed); '
         '*layers*: `PackedModel.forward_layers` (each packed module on its '
         'own).', '',
-        '*twin*: the hand-fused packed class of `pack()`.', '',
         '| model | batch | fused | written | written / fused | layers | '
-        'layers / fused | twin | fused / twin | FP32 | same argmax | '
-        'max abs diff |',
-        '|---|---|---|---|---|---|---|---|---|---|---|---|']
+        'layers / fused | FP32 | same argmax | max abs diff |',
+        '|---|---|---|---|---|---|---|---|---|---|']
     for r in res['rows']:
-        ratio = r.get('fused_over_twin')
         lines.append(
             f"| {r['model']} | {r['batch']} | {r['fused']} | {r['written']} "
             f"| {r['written_over_fused']}x | {r['layers']} "
-            f"| {r['layers_over_fused']}x | {r.get('twin', '-')} | "
-            f"{'-' if ratio is None else f'{ratio}x'} "
+            f"| {r['layers_over_fused']}x "
             f"| {r.get('FP32', '-')} | {r['same_argmax']} | "
             f"{r['max_abs_diff']:.2g} |")
     return '\n'.join(lines) + '\n'
@@ -170,9 +159,9 @@ def main(argv: Optional[List[str]] = None):
         if r['model'] == 'PointNet':
             summary[f"pointnet_layers_over_fused_b{r['batch']}"] = \
                 r['layers_over_fused']
-        if 'fused_over_twin' in r:
-            summary[f"{r['model'].lower()}_fused_over_twin_b{r['batch']}"] \
-                = r['fused_over_twin']
+        if r['model'] in FP:
+            summary[f"{r['model'].lower()}_fp32_over_fused_b{r['batch']}"] \
+                = round(r['FP32'] / r['fused'], 2)
     print(json.dumps(summary))
 
 

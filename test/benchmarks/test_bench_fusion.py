@@ -16,10 +16,11 @@ def test_quick_mode_compares_fused_and_module_by_module(run_quick):
     assert all(r['written'] > 0 and r['written_over_fused'] > 0
                for r in rows)
     summary = json.loads(lines[-1])
-    # And how its time compares with the hand-fused twins.
+    # And how the fused classifiers compare with FP32.
     assert set(summary) == {'pointnet_layers_over_fused_b1',
                             'pointnet_layers_over_fused_b4',
-                            'pointnet_fused_over_twin_b1',
-                            'pointnet_fused_over_twin_b4',
-                            'pointnet2_fused_over_twin_b2'}
+                            'pointnet_fp32_over_fused_b1',
+                            'pointnet_fp32_over_fused_b4',
+                            'pointnet2_fp32_over_fused_b2',
+                            'dgcnn_fp32_over_fused_b2'}
     assert all(v > 0 for v in summary.values())

@@ -174,6 +174,28 @@ def test_groups_the_chain_does_not_take_pool_layer_by_layer():
         first.max_pool(pos, batch.float(), 3, ema=False)
 
 
+@pytest.mark.parametrize('ema', [False, True])
+def test_pool_groups_of_consecutive_rows(ema):
+    # Rows grouped as a set abstraction's edges come: pending, and the
+    # values of pool() (pooled, into the next MLP, and as its bits).
+    first, head, pos = small_mlps()
+    counts = torch.tensor([1, 30, 9, 80])
+    index = torch.arange(4).repeat_interleave(counts)
+    pooled = first.pool_groups(pos, index, counts, ema)
+    assert isinstance(pooled, Pending) and pooled.shape == (4, 32)
+    ref = first.pool_layers(pos, index, 4, ema)
+    assert torch.allclose(pooled + 0, ref, atol=1e-6)
+    again = first.pool_groups(pos, index, counts, ema)
+    assert torch.allclose(head(again), head.forward_layers(ref),
+                          atol=1e-5, rtol=1e-5)
+    # A group without rows: pool()'s answer (zeros there).
+    counts = torch.tensor([40, 0, 80])
+    index = torch.tensor([0] * 40 + [2] * 80)
+    out = first.pool_groups(pos, index, counts, ema)
+    assert torch.equal(out, first.pool_layers(pos, index, 3, ema))
+    assert torch.equal(out[1], torch.zeros(32))
+
+
 def test_fusion_is_off_outside_packed_models():
     # A packed MLP on its own (as in the fused classifiers) runs its
     # layers; only PackedModel turns fusion on.

@@ -65,7 +65,7 @@ def test_round_trip_of_fixed_cloud_size(tmp_path):
     save(packed, tmp_path / 'fixed.tgb')
     loaded = load(tmp_path / 'fixed.tgb')
     assert loaded.num_points == 37
-    assert loaded.input_tnet.pool.num_points == 37
+    assert loaded.input_tnet.point_mlp.pool_size == 37
     assert num_bytes(loaded) == num_bytes(packed)
     assert file_size(loaded) < file_size(pack(model, fp_dtype=torch.float16))
     pos, batch = batch_of([37, 37], seed=4)
@@ -330,7 +330,8 @@ def test_unknown_type_in_description(tmp_path):
     _raises_naming(path, "unknown packed module type 'PackedNoSuchModule'")
 
 
-@pytest.mark.parametrize('retired', ['PackedDGCNN'])
+@pytest.mark.parametrize('retired', ['PackedDGCNN', 'PackedPointNet',
+                                     'PackedPointNet2'])
 def test_retired_packed_file_names_its_version(tmp_path, retired):
     # Files of format version 2 whose root is a retired hand-fused packed
     # class (its description as that version wrote it).

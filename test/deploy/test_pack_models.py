@@ -6,9 +6,7 @@ import re
 import pytest
 import torch
 
-from torch_geometric_binary.deploy import (PackedMLP, PackedModel,
-                                           PackedPointNet, PackedPointNet2,
-                                           pack)
+from torch_geometric_binary.deploy import PackedMLP, PackedModel, pack
 from torch_geometric_binary.nn import BiLinear, BiMLP
 from torch_geometric_binary.nn.methods import BinaryMethod
 from torch_geometric_binary.nn.models import DGCNN, PointNet, PointNet2
@@ -204,10 +202,11 @@ def test_pointnet_one_cloud_fast_path(kwargs):
     general path's."""
     need_cpp()
     model, packed = cached(PointNet, True, **kwargs)
-    segments = list(packed.segments().values())
-    fast = [seg for seg in segments
+    packed(batch_of([64])[0])
+    fast = [seg for seg in packed.fused_segments()
             if seg._one_group_ok and seg.chain.pool is not None]
-    assert packed.segments()['main'] in fast
+    # The main chain (mlp1 to the head) and one per T-Net.
+    assert len(fast) == (3 if kwargs else 1)
     for n in (1024, 37):
         pos, _ = batch_of([n], seed=n)
         for seg in fast:
@@ -236,7 +235,7 @@ def test_unsorted_batch_and_extra_features():
     with torch.no_grad():
         ref = model(pos[perm], batch[perm], x[perm])
     assert_same_predictions(ref, packed(pos[perm], batch[perm], x[perm]))
-    with pytest.raises(ValueError, match='point features'):
+    with pytest.raises(ValueError, match="in_channels=2 but got no 'x'"):
         packed(pos, batch)
 
 
@@ -249,17 +248,21 @@ def test_layer_by_layer():
     pos, batch = batch_of([101, 37], seed=1)
     with torch.no_grad():
         h1 = model.mlp1(pos)
-        bits = packed.mlp1(pos)  # Only mlp2 (binary) reads it: bits.
-        assert torch.equal(bits, pack_bits(h1))
+        assert torch.equal(packed.mlp1.forward_layers(pos), h1)
         h2 = model.mlp2(h1)
-        assert torch.equal(packed.mlp2(bits), h2)
-        assert torch.equal(packed.mlp2(h1), h2)
-        g = model.act(model.pool(h2, batch, 2))
-        assert torch.equal(packed.act(packed.pool(h2, batch, 2)), g)
-        assert torch.equal(packed.head(g), model.head(g))
+        assert torch.equal(packed.mlp2.forward_layers(h1), h2)
+        assert torch.equal(packed.mlp2.forward_layers(pack_bits(h1)), h2)
+        g = model.act(model.mlp2.max_pool(h1, batch, 2, True))
+        packed.model.mlp2.fuse = False
+        try:
+            pooled = packed.mlp2.max_pool(h1, batch, 2, True)
+        finally:
+            packed.model.mlp2.fuse = True
+        assert torch.equal(packed.act(pooled), g)
+        assert torch.equal(packed.head.forward_layers(g), model.head(g))
     # One module per trained module.
     children = {n for n, _ in model.named_children()}
-    assert {n for n, _ in packed.named_children()} == children | {'pool'}
+    assert {n for n, _ in packed.model.named_children()} == children
     for name in ('mlp1', 'mlp2', 'head'):
         assert len(getattr(packed, name).lins) == \
             len(getattr(model, name).lins)
@@ -370,14 +373,17 @@ def test_errors():
         bad = copy.deepcopy(model)
         bad.mlp2.norms[0] = torch.nn.LayerNorm(64)
         pack(bad)
-    with pytest.raises(TypeError, match='GELU'):
-        bad = copy.deepcopy(model)
-        bad.act = torch.nn.GELU()
-        pack(bad)
-    with pytest.raises(TypeError, match='Dropout'):
-        bad = copy.deepcopy(model)
-        bad.extra = torch.nn.Dropout()
-        pack(bad)
+    # Modules without parameters stay as they are, run by the model's
+    # forward (an activation that is not non-decreasing, such as GELU,
+    # takes the pooled floats).
+    for name, module in (('act', torch.nn.GELU()),
+                         ('extra', torch.nn.Dropout())):
+        odd = copy.deepcopy(model)
+        setattr(odd, name, module)
+        pos, batch = batch_of([20, 9])
+        with torch.no_grad():
+            ref = odd.eval()(pos, batch)
+        assert_same_predictions(ref, pack(odd)(pos, batch))
     with pytest.raises(TypeError, match='cannot pack a .*Sequential'):
         pack(torch.nn.Sequential(torch.nn.Linear(3, 4)))
 
@@ -413,13 +419,11 @@ def test_an_empty_cloud_is_an_error_as_in_the_trained_model(cls):
 
 
 def test_types_and_repr():
-    for cls, kwargs, ptype in ((PointNet, {}, PackedPointNet),
-                               (PointNet2, {}, PackedPointNet2),
-                               (DGCNN, {'k': 12}, PackedModel)):
+    for cls, kwargs in ((PointNet, {}), (PointNet2, {}),
+                        (DGCNN, {'k': 12})):
         packed = pack(copy.deepcopy(cached(cls, **kwargs)[0]))
-        assert type(packed) is ptype
-        assert ('PackedMLP' if ptype is PackedModel else 'PackedBiLinear') \
-            in repr(packed)
+        assert type(packed) is PackedModel
+        assert 'PackedMLP' in repr(packed)
         packed.train()  # Inference-only: training mode changes nothing.
         pos, batch = batch_of([20, 9])
         a = packed(pos, batch)
@@ -471,7 +475,7 @@ def test_fixed_cloud_size_errors():
     with pytest.raises(ValueError, match='already specialized'):
         fixed.fix_num_points(41)
     assert fixed.fix_num_points(40) is fixed
-    assert 'num_points=40' in repr(fixed.pool)
+    assert 'pool_size=40' in repr(fixed.mlp2)
 
 
 def test_pack_dispatches_through_registered_converters():
@@ -481,9 +485,9 @@ def test_pack_dispatches_through_registered_converters():
         pass
 
     torch.manual_seed(0)
-    assert isinstance(pack(Subclass(5, method='bnn').eval()), PackedPointNet)
-    with pytest.raises(ValueError, match='PointNet already has a converter'):
-        converter(PointNet)(lambda *args: None)
+    assert isinstance(pack(Subclass(5, method='bnn').eval()), PackedModel)
+    with pytest.raises(ValueError, match='BiMLP already has a converter'):
+        converter(BiMLP)(lambda *args: None)
 
     class Wrapper(torch.nn.Module):  # A new trained class: one converter.
         def __init__(self):

@@ -13,6 +13,7 @@ from torch_geometric_binary.deploy.generic import MAX_PLANS
 from torch_geometric_binary.deploy.replay import (Miss, Unrecordable,
                                                   record, recorded,
                                                   state_tensors)
+from torch_geometric_binary.nn import BiMLP
 from torch_geometric_binary.nn.models import (DGCNN, PointNet, PointNet2,
                                               PointNetSeg)
 
@@ -179,10 +180,9 @@ def test_packed_model_replays_its_forward(kwargs):
 
 @pytest.mark.parametrize('cls', [PointNet2, DGCNN])
 def test_graph_models_replay_where_shapes_do_not_depend_on_values(cls):
-    # DGCNN's k-NN graphs have k edges a point: one recording serves every
-    # cloud. PointNet++'s radius neighbourhoods change size with the
-    # points: each new cloud misses, and after MAX_PLANS recordings the
-    # forward runs as written.
+    # DGCNN's k-NN graphs have k edges a point, and PointNet++'s radius
+    # neighbourhoods, whose size changes with the points, are formed and
+    # pooled inside recorded steps: one recording serves every cloud.
     torch.manual_seed(0)
     model = cls(10, method='bipointnet')
     model.train()
@@ -194,10 +194,28 @@ def test_graph_models_replay_where_shapes_do_not_depend_on_values(cls):
         pos = torch.randn(128, 3)
         assert torch.equal(packed(pos, batch), packed._run(pos, batch))
     (entry, ) = packed._plans.values()
-    if cls is DGCNN:
-        assert len(entry.plans) == 1 and entry.tries == 1
-    else:
-        assert entry.plans == [] and entry.tries == MAX_PLANS
+    assert len(entry.plans) == 1 and entry.tries == 1
+
+
+def test_value_dependent_shapes_run_as_written():
+    # Rows picked by value: each new input misses the guard on their
+    # number, and after MAX_PLANS recordings the forward runs as written.
+    class Masked(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mlp = BiMLP([3, 16, 4], method='bnn')
+
+        def forward(self, pos):
+            return self.mlp(pos[pos[:, 0] > 0]).sum(0)
+
+    torch.manual_seed(0)
+    packed = pack_modules(Masked().eval())
+    for i in range(MAX_PLANS + 3):
+        pos = torch.randn(40, 3).abs()
+        pos[:30 - i, 0] *= -1  # 10 + i rows kept.
+        assert torch.equal(packed(pos), packed._run(pos))
+    (entry, ) = packed._plans.values()
+    assert entry.plans == [] and entry.tries == MAX_PLANS
 
 
 def test_packed_model_replay_misses_other_groupings_and_bad_inputs():

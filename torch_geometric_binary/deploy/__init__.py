@@ -27,8 +27,7 @@ from .epilogue import AffineEpilogue, fma32
 from .chain import BinaryChain, PoolTable, pooled_floats
 from .modules import (FrozenBatchNorm, PackedGlobalPool, PackedLinear,
                       PackedMLP)
-from .models import (PackedEdgeConv, PackedPointConv,
-                     PackedPointNet, PackedPointNet2, PackedSetAbstraction,
+from .models import (PackedEdgeConv, PackedPointConv, PackedSetAbstraction,
                      PackedTNet, pack)
 from .kernels import cat_bits
 from .generic import PackedFeaturePropagation, PackedModel, pack_modules
@@ -67,10 +66,8 @@ __all__ = [
     'PackedMLP',
     'PackedGlobalPool',
     'PackedTNet',
-    'PackedPointNet',
     'PackedSetAbstraction',
     'PackedPointConv',
-    'PackedPointNet2',
     'PackedEdgeConv',
     'PackedFeaturePropagation',
     'PackedModel',

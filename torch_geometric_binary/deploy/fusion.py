@@ -212,9 +212,11 @@ def _bits_out(mlp, nxt):
 
 
 def _float_last(mlp) -> bool:
+    # A float output, or the pooled bits of an MLP specialized to pool.
     last = mlp.lins[-1]
-    return isinstance(last, PackedBiLinear) and last.output == 'float' \
-        and last.epilogue is not None
+    return isinstance(last, PackedBiLinear) and (
+        last.output == 'float' and last.epilogue is not None
+        or mlp.pool_size is not None)
 
 
 def starts_chain(mlp) -> bool:
@@ -374,7 +376,8 @@ class Pending(Deferred):
     def extend(self, mlp: torch.nn.Module) -> Optional['Pending']:
         r"""The output of :obj:`mlp` on this value, pending, or
         :obj:`None` if it does not extend the sequence."""
-        if self.pool is not None or not _roles(mlp)[1]:
+        if self.pool is not None or not _roles(mlp)[1] or \
+                self.mlps[-1].pool_size is not None:
             return None
         return Pending(self.source, self.mlps + (mlp, ), self.rows,
                        parent=self)
@@ -442,12 +445,15 @@ class Pending(Deferred):
                 # its last layer (from one chain where the MLPs form one).
                 counts, ema, index = self.pool
                 mlps = self.mlps
-                seg = _cached_segment(mlps, (mlps, 'dots'), out='dots')
+                seg = None if mlps[-1].pool_size is not None else \
+                    _cached_segment(mlps, (mlps, 'dots'), out='dots')
+                # The unpooled rows, in the order of index (a grouped
+                # value has no unpooled parent).
+                rows = self.source if parent is None else parent.source
                 if seg is not None:
-                    x = mlps[-1].pool_dots(seg(parent.source), index,
-                                           self.rows, ema)
+                    x = mlps[-1].pool_dots(seg(rows), index, self.rows, ema)
                 else:
-                    x = parent.source if parent.parent is None \
+                    x = rows if parent is None or parent.parent is None \
                         else parent.parent.value()
                     x = mlps[-1].pool_layers(x, index, self.rows, ema)
             elif parent is not None and parent._value is not None:
@@ -726,7 +732,8 @@ def _segment(mlps: Tuple[torch.nn.Module, ...], post: torch.nn.Module,
                                   None if act is None else act[0]),
                            post=[post], pool=True, ema=ema,
                            pool_act=None if act is None else act[1],
-                           fuse_last=post.is_output)
+                           fuse_last=post.is_output,
+                           pool_size=mlps[-1].pool_size)
 
 
 def run_mlps(mlps: Tuple[torch.nn.Module, ...], x: Tensor) -> Tensor:
@@ -753,13 +760,33 @@ def pending(mlp: torch.nn.Module, x: Tensor) -> Optional[Pending]:
         if not (mlp.is_binary(0) and _roles(mlp)[0]):
             return None
         return Pending(x.bits(mlp), (mlp, ), x.rows)
-    if x.dim() != 2 or not _roles(mlp)[0]:
+    if not _starts_on(mlp, x):
         return None
-    if x.dtype == torch.float32 or (  # Or the packed signs it reads.
+    return Pending(x, (mlp, ), x.size(0))
+
+
+def grouped(mlp: torch.nn.Module, x: Tensor, index: Tensor, counts: Tensor,
+            ema: bool) -> Optional[Pending]:
+    r"""The max of the packed MLP :obj:`mlp`'s output on the rows
+    :obj:`x` over consecutive groups (:obj:`counts` rows each, none empty;
+    :obj:`index` the group of each row), minus :math:`\delta(n)` with
+    :obj:`ema`, pending where the MLP starts a fused sequence on :obj:`x`;
+    else :obj:`None`. Unlike :meth:`Pending.pooled` it neither checks the
+    groups nor reads the number of rows, so a recorded forward
+    (:mod:`~torch_geometric_binary.deploy.replay`) serves inputs whose
+    groups differ in size (a set abstraction's neighbourhoods)."""
+    if not _starts_on(mlp, x):
+        return None
+    return Pending(x, (mlp, ), counts.numel(), (counts, ema, index))
+
+
+def _starts_on(mlp: torch.nn.Module, x: Tensor) -> bool:
+    # Whether mlp starts a fused sequence on the computed rows x: floats,
+    # or the packed signs that its binary first layer reads.
+    return x.dim() == 2 and _roles(mlp)[0] and (
+        x.dtype == torch.float32 or (
             x.dtype == torch.int64 and mlp.is_binary(0)
-            and x.size(1) == kernels.num_words(mlp.in_channels)):
-        return Pending(x, (mlp, ), x.size(0))
-    return None
+            and x.size(1) == kernels.num_words(mlp.in_channels)))
 
 
 def fuse(mlp: torch.nn.Module, x: Tensor) -> Optional[Tensor]:
@@ -799,5 +826,5 @@ def _roles(mlp: torch.nn.Module) -> Tuple[bool, bool]:
 
 
 __all__ = ['Segment', 'NotFusable', 'Deferred', 'Pending', 'Joined',
-           'fuse', 'pending', 'bits_layer',
+           'fuse', 'pending', 'grouped', 'bits_layer',
            'starts_chain', 'continues_chain']

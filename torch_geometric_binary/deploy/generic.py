@@ -1,6 +1,6 @@
 r"""The generic packed model: :func:`~torch_geometric_binary.deploy.pack`
-for a trained model that has no fused packed class of its own (DGCNN,
-the segmentation networks, models converted by
+for a trained model that has no fused packed class of its own (PointNet,
+DGCNN, the segmentation networks, models converted by
 :func:`~torch_geometric_binary.binarize`, your own models).
 
 :func:`pack_modules` copies the model and walks its module tree
@@ -52,13 +52,13 @@ from torch_geometric.nn.norm import BatchNorm as PyGBatchNorm
 
 from torch_geometric_binary.deploy import kernels
 from torch_geometric_binary.deploy.activations import convert_act
-from torch_geometric_binary.deploy.fusion import Deferred
+from torch_geometric_binary.deploy.fusion import Deferred, Segment
 from torch_geometric_binary.deploy.linear import PackedBiLinear
 from torch_geometric_binary.deploy.models import (PackedEdgeConv,
                                                   PackedPointConv,
                                                   PackedSetAbstraction,
                                                   PackedTNet,
-                                                  _check_children)
+                                                  _check_children, theta_of)
 from torch_geometric_binary.deploy.modules import (FrozenBatchNorm,
                                                    PackedLinear, PackedMLP,
                                                    check_method)
@@ -70,10 +70,11 @@ from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
                                                     is_packed,
                                                     register_packed,
                                                     run_converter)
+from torch_geometric_binary.deploy.threads import run_with_policy
 from torch_geometric_binary.nn import neighbors
 from torch_geometric_binary.nn.conv import BiDynamicEdgeConv
 from torch_geometric_binary.nn.methods import BinaryMethod, resolve_method
-from torch_geometric_binary.nn.models import MODELS, SEG_MODELS
+from torch_geometric_binary.nn.models import MODELS, SEG_MODELS, PointNet
 from torch_geometric_binary.nn.models.common import PointCloudClassifier
 from torch_geometric_binary.nn.models.pointnet import TNet
 from torch_geometric_binary.nn.models.pointnet2 import SetAbstraction
@@ -218,7 +219,7 @@ def pack_modules(model: torch.nn.Module,
     without a converter of its own class."""
     cls = type(model)
     name = cls.__name__
-    if num_points is not None:
+    if num_points is not None and not isinstance(model, PointNet):
         raise ValueError(f"pack: 'num_points' (a fixed cloud size) is "
                          f"supported for PointNet only (got a {name})")
     method = getattr(model, 'method', None)
@@ -235,7 +236,8 @@ def pack_modules(model: torch.nn.Module,
                         f"BiMLP and the modules built of them)")
     trained = name if TRAINED.get(name) is cls else None
     kwargs = constructor_kwargs(model) if trained is not None else None
-    return PackedModel(copied, converted, trained, kwargs)
+    packed = PackedModel(copied, converted, trained, kwargs)
+    return packed if num_points is None else packed.fix_num_points(num_points)
 
 
 def constructor_kwargs(model: torch.nn.Module) -> Dict[str, Any]:
@@ -293,14 +295,17 @@ def _input_kind(args: tuple, kwargs: dict) -> Optional[tuple]:
     kernels chosen by the environment and whether autocast is on (state
     the forward may read without a tensor); :obj:`None` for other
     arguments (the forward then always runs as written)."""
-    key = [tuple(kwargs), os.environ.get(kernels.ENV_BACKEND),
-           os.environ.get(neighbors.ENV_BACKEND),
+    get = os.environ.get
+    key = [get(kernels.ENV_BACKEND), get(neighbors.ENV_BACKEND),
            torch.is_autocast_enabled('cpu')]
-    for a in (*args, *kwargs.values()):
+    if kwargs:
+        key.append(tuple(kwargs))
+        args = args + tuple(kwargs.values())
+    for a in args:
         if a is None:
             key.append(None)
         elif type(a) is Tensor:
-            key.append((a.shape, a.dtype, a.device))
+            key += (a.shape, a.dtype, a.device)
         else:
             return None
     return tuple(key)
@@ -364,10 +369,19 @@ class PackedModel(torch.nn.Module):
         and later calls of that kind replay the recording
         (:mod:`~torch_geometric_binary.deploy.replay`) where the forward
         would take the same path; the others run the forward as
-        written."""
+        written. Small inputs run on one thread
+        (:mod:`~torch_geometric_binary.deploy.threads`)."""
         if torch.is_grad_enabled():
             with torch.no_grad():
                 return self.forward(*args, **kwargs)
+        first = args[0] if args else next(iter(kwargs.values()), None)
+        if torch.get_num_threads() > 1 and type(first) is Tensor and \
+                first.dim() > 0:
+            return run_with_policy(lambda: self._forward(*args, **kwargs),
+                                   first.size(0))
+        return self._forward(*args, **kwargs)
+
+    def _forward(self, *args, **kwargs):
         key = _input_kind(args, kwargs)
         if key is None:
             return self._run(*args, **kwargs)
@@ -404,6 +418,42 @@ class PackedModel(torch.nn.Module):
 
     def _run(self, *args, **kwargs):
         return _plain(self.model(*args, **kwargs))
+
+    def fused_segments(self) -> List[Segment]:
+        r"""The fused chains (:class:`~torch_geometric_binary.deploy.
+        fusion.Segment`) the forward has built so far, in module order."""
+        return [seg for m in self.model.modules() if isinstance(m, PackedMLP)
+                for seg in m.fusions.values() if isinstance(seg, Segment)]
+
+    @property
+    def num_points(self) -> Optional[int]:
+        r"""The cloud size a packed PointNet is specialized to
+        (:obj:`pack(..., num_points=n)`, :meth:`fix_num_points`), or
+        :obj:`None` (any size)."""
+        if not isinstance(self.model, PointNet):
+            return None
+        return getattr(self.model, self.model.POINT_MLP).pool_size
+
+    def fix_num_points(self, n: int) -> 'PackedModel':
+        r"""Specializes a packed PointNet to clouds of exactly :obj:`n`
+        points: every pooled layer (T-Nets included) stores integer
+        thresholds instead of its float epilogue (a smaller file), and
+        clouds of other sizes raise a :class:`ValueError`. The outputs stay
+        exact."""
+        model = self.model
+        if not isinstance(model, PointNet):
+            raise ValueError(f"pack: 'num_points' (a fixed cloud size) is "
+                             f"supported for PointNet only (got a "
+                             f"{type(model).__name__})")
+        name = type(model).__name__
+        mlp = getattr(model, model.POINT_MLP)
+        mlp.fix_pool_size(n, model.method.ema, model.act,
+                          theta_of(model.head), f'{name}.{model.POINT_MLP}')
+        for tnet in (model.input_tnet, model.feature_tnet):
+            if tnet is not None:
+                tnet.fix_num_points(n)
+        self._plans = {}
+        return self
 
     def _apply(self, fn, *args, **kwargs):
         self._plans = {}  # Recordings hold the model's tensors.

@@ -41,9 +41,17 @@ FORMAT = 'torch_geometric_binary.packed'
 VERSION = 2  # 2: adds "checksum".
 #: Packed classes that files of format versions 1 and 2 may hold and that
 #: this version no longer has, with what replaced them.
-RETIRED = {'PackedDGCNN': 'the hand-fused DGCNN of format versions 1 and 2, '
-                          'replaced by a PackedModel (packed module by '
-                          'module, as fast)'}
+RETIRED = {
+    'PackedDGCNN': 'the hand-fused DGCNN of format versions 1 and 2, '
+                   'replaced by a PackedModel (packed module by module, as '
+                   'fast)',
+    'PackedPointNet': 'the hand-fused PointNet of format versions 1 and 2, '
+                      'replaced by a PackedModel (packed module by module, '
+                      'as fast)',
+    'PackedPointNet2': 'the hand-fused PointNet++ of format versions 1 and '
+                       '2, replaced by a PackedModel (packed module by '
+                       'module, as fast)',
+}
 _READABLE = (1, 2)
 
 

@@ -25,7 +25,8 @@ from torch_geometric_binary.deploy.chain import (PoolTable, pooled_floats,
                                                  wrong_size)
 from torch_geometric_binary.deploy.epilogue import AffineEpilogue
 from torch_geometric_binary.deploy.fold import _unwrap_norm
-from torch_geometric_binary.deploy.fusion import Deferred, fuse, pending
+from torch_geometric_binary.deploy.fusion import (Deferred, fuse, grouped,
+                                                  pending)
 from torch_geometric_binary.deploy.kernels import unpack_bits, xnor_gemm
 from torch_geometric_binary.deploy.linear import (PackedBiLinear,
                                                   binarize_floats,
@@ -221,6 +222,10 @@ class PackedMLP(torch.nn.Module):
     normalized layer), layer :obj:`i` uses :obj:`acts[i]` instead of
     :obj:`act`.
 
+    With :obj:`pool_size` (:meth:`fix_pool_size`), the MLP only pools:
+    groups of exactly that many rows, its last layer giving the pooled
+    signs through integer thresholds instead of a float epilogue.
+
     :meth:`forward` returns what the trained MLP returns (in inference
     mode): with :attr:`fuse` on (:class:`~torch_geometric_binary.deploy.
     PackedModel` sets it), as a :class:`~torch_geometric_binary.deploy.
@@ -232,7 +237,8 @@ class PackedMLP(torch.nn.Module):
                  norms: List[torch.nn.Module],
                  act: Optional[torch.nn.Module], plain_last: bool,
                  last_norm: Optional[torch.nn.Module] = None,
-                 acts: Optional[List[torch.nn.Module]] = None):
+                 acts: Optional[List[torch.nn.Module]] = None,
+                 pool_size: Optional[int] = None, pool_ema: bool = False):
         super().__init__()
         self.channel_list = list(channel_list)
         self.lins = torch.nn.ModuleList(lins)
@@ -243,6 +249,10 @@ class PackedMLP(torch.nn.Module):
         # layer folds it into its epilogue).
         self.last_norm = last_norm
         self.acts = None if acts is None else torch.nn.ModuleList(acts)
+        #: The group size (and EMA switch) its last layer is specialized
+        #: to pool (fix_pool_size), or None.
+        self.pool_size = pool_size
+        self.pool_ema = pool_ema
         # The falling channels of the pooled last layer, by EMA (pool).
         self._flips: Dict[bool, Tensor] = {}
         #: Whether forward and pool fuse with the next packed modules.
@@ -330,7 +340,8 @@ class PackedMLP(torch.nn.Module):
 
     def packed_config(self, add: AddTensor) -> PackedConfig:
         return ({'channel_list': self.channel_list,
-                 'plain_last': self.plain_last},
+                 'plain_last': self.plain_last, 'pool_size': self.pool_size,
+                 'pool_ema': self.pool_ema},
                 {}, {'lins': self.lins, 'norms': self.norms, 'act': self.act,
                      'last_norm': self.last_norm, 'acts': self.acts})
 
@@ -341,7 +352,37 @@ class PackedMLP(torch.nn.Module):
         return cls(attrs['channel_list'], list(children['lins']),
                    list(children['norms']), children['act'],
                    attrs['plain_last'], children['last_norm'],
-                   children.get('acts'))
+                   children.get('acts'), attrs.get('pool_size'),
+                   attrs.get('pool_ema', False))
+
+    def fix_pool_size(self, n: int, ema: bool,
+                      act: Optional[torch.nn.Module] = None,
+                      theta: Optional[Tensor] = None,
+                      where: str = 'PackedMLP') -> 'PackedMLP':
+        r"""Specializes the MLP to be max-pooled (with :obj:`ema`) over
+        groups of exactly :obj:`n` rows, the pooled value then passed
+        through the non-decreasing :obj:`act` and read by a binary layer
+        with input threshold :obj:`theta`: the last layer is replaced by
+        its :meth:`PoolTable.fixed_layer` (integer thresholds instead of
+        the float epilogue; the same signs after the pooling), and other
+        group sizes raise a :class:`ValueError`."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"pack: 'num_points' must be a positive integer "
+                             f"(got {n!r})")
+        if self.pool_size is not None:
+            if (self.pool_size, self.pool_ema) != (n, ema):
+                raise ValueError(f"pack: {where} is already specialized to "
+                                 f"{self.pool_size} points")
+            return self
+        layer = self.lins[-1]
+        if not isinstance(layer, PackedBiLinear) or layer.epilogue is None:
+            raise ValueError(f"pack: num_points needs a binary layer before "
+                             f"the pooling ({where} ends with a "
+                             f"{type(layer).__name__})")
+        self.lins[-1] = PoolTable(layer, ema, act, theta=theta).fixed_layer(n)
+        self.pool_size, self.pool_ema = n, ema
+        self.fusions = {}
+        return self
 
     @property
     def in_channels(self) -> int:
@@ -459,7 +500,12 @@ class PackedMLP(torch.nn.Module):
         same values, without the float output of every row.
 
         With :attr:`fuse` on, the pooled value is pending where the
-        layers fuse (see :meth:`forward`)."""
+        layers fuse (see :meth:`forward`). With :attr:`pool_size`, each
+        group must have that many rows, and the pooled values are the
+        pooled signs as :math:`\pm` the largest float (see
+        :class:`PackedGlobalPool`)."""
+        if self.pool_size is not None:
+            self._check_pool(ema)
         if self.fuse or isinstance(x, Deferred):
             self._check_input(x)
             out = pending(self, x)
@@ -468,6 +514,22 @@ class PackedMLP(torch.nn.Module):
                 if out is not None:
                     return out
         return self.pool_layers(x, index, num_groups, ema)
+
+    def pool_groups(self, x: Tensor, index: Tensor, counts: Tensor,
+                    ema: bool) -> Tensor:
+        r""":meth:`pool` over consecutive groups of rows, as a set
+        abstraction's edges come: :obj:`counts` rows in each group,
+        :obj:`index` the group of each row. Fused, it does not read the
+        number of rows (:func:`~torch_geometric_binary.deploy.fusion.
+        grouped`), so that a recorded forward serves neighbourhoods of
+        other sizes; groups without rows go to :meth:`pool`."""
+        if self.fuse and self.pool_size is None and \
+                not isinstance(x, Deferred) and not bool((counts == 0).any()):
+            self._check_input(x)
+            out = grouped(self, x, index, counts, ema)
+            if out is not None:
+                return out
+        return self.pool(x, index, counts.numel(), ema)
 
     def pool_dots(self, dots: Tensor, index: Tensor, num_groups: int,
                   ema: bool) -> Tensor:
@@ -484,6 +546,10 @@ class PackedMLP(torch.nn.Module):
         r""":meth:`pool` from the layers one by one."""
         if isinstance(x, Deferred):
             x = x.value()
+        if self.pool_size is not None:
+            self._check_pool(ema)
+            pool = PackedGlobalPool(ema, self.pool_size, self.out_channels)
+            return pool(self.forward_layers(x), index, num_groups)
         last = self.lins[-1]
         if isinstance(last, PackedBiLinear) and last.output == 'float' \
                 and last.epilogue is not None:
@@ -499,6 +565,11 @@ class PackedMLP(torch.nn.Module):
         reduce = EMAMaxAggregation() if ema else MaxAggregation()
         return reduce(out, index, dim_size=num_groups)
 
+    def _check_pool(self, ema: bool):
+        if ema != self.pool_ema:
+            raise ValueError(f"PackedMLP: specialized to pool with "
+                             f"ema={self.pool_ema} (got ema={ema})")
+
     def _check_input(self, x: Tensor):
         if x.is_floating_point() and x.size(-1) != self.in_channels:
             raise ValueError(f"PackedMLP expects inputs with "
@@ -512,7 +583,10 @@ class PackedMLP(torch.nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f'channels={self.channel_list}, plain_last={self.plain_last}'
+        out = f'channels={self.channel_list}, plain_last={self.plain_last}'
+        if self.pool_size is not None:
+            out += f', pool_size={self.pool_size}, pool_ema={self.pool_ema}'
+        return out
 
 
 def _unwrap_norm_or_none(norm):

@@ -24,16 +24,17 @@ step, nor state of the model (an operation the mode does not see), reads a
 Python value a guard cannot compare, writes in place to the model's state,
 or catches an error of an operation.
 """
-import functools
 import re
 import sys
-import threading
 from typing import Any, Callable, Dict, List, Sequence, Set
 
 import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode, _pop_mode_temporarily
 from torch.utils._pytree import tree_flatten
+
+from torch_geometric_binary.utils.recording import local as _local
+from torch_geometric_binary.utils.recording import recorded
 
 
 class Miss(Exception):
@@ -57,25 +58,6 @@ _INPUT_FACTS = frozenset([
     Tensor.__len__, Tensor.shape.__get__, Tensor.dtype.__get__,
     Tensor.device.__get__, Tensor.ndim.__get__, Tensor.is_cuda.__get__,
 ])
-
-#: The recording of this thread (other threads run their forwards as
-#: usual meanwhile).
-_local = threading.local()
-
-
-def recorded(fn: Callable) -> Callable:
-    r"""Marks :obj:`fn` as one step of a recorded forward: while
-    :func:`record` runs, a call is written down as one call of :obj:`fn`
-    (its tensor arguments inputs or recorded values, the others constants),
-    and what runs inside it is not recorded. For functions that call
-    operations the recording mode does not see (methods of C++ plans)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        rec = getattr(_local, 'active', None)
-        if rec is None or rec.inside:
-            return fn(*args, **kwargs)
-        return rec.step(fn, args, kwargs)
-    return wrapper
 
 
 def state_tensors(root: Any) -> Set[int]:
@@ -281,7 +263,9 @@ class _Recorder(TorchFunctionMode):
     def step(self, fn: Callable, args: tuple, kwargs: dict) -> Any:
         r"""A call of a :func:`recorded` function, as one step."""
         if any(_is_deferred(a) for a in tree_flatten((args, kwargs))[0]):
-            raise Unrecordable(f"{fn.__qualname__} takes a deferred value")
+            # A deferred value has no name in the plan: the function runs
+            # as any code, its operations recorded (or refused) one by one.
+            return fn(*args, **kwargs)
         code = self.call(fn, args, kwargs)
         self.inside = True
         try:

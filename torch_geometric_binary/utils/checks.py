@@ -1,9 +1,13 @@
+import math
 from typing import Optional
 
 import torch
 from torch import Tensor
 
+from torch_geometric_binary.utils.recording import recorded
 
+
+@recorded  # One step of a recorded forward: its reads need no guards.
 def check_points(pos: Tensor, name: str = 'pos',
                  batch: Optional[Tensor] = None, where: str = ''):
     r"""Raises a :class:`ValueError` naming the problem for point
@@ -24,7 +28,7 @@ def check_points(pos: Tensor, name: str = 'pos',
                          f"'.float()'")
     # A sum is finite if every value is (one pass, no mask); a non-finite
     # sum of finite values (an overflow) is checked value by value.
-    if not bool(pos.sum().isfinite()) and \
+    if not math.isfinite(pos.detach().sum().item()) and \
             not bool(torch.isfinite(pos).all()):
         bad = (~torch.isfinite(pos)).any(dim=-1).nonzero().view(-1)
         raise ValueError(f"{prefix}'{name}' has {bad.numel()} point(s) with "

@@ -81,12 +81,16 @@ def input_dtype(head: torch.nn.Module) -> torch.dtype:
 
 
 def check_inputs(name: str, pos: Tensor, batch: Optional[Tensor],
-                 x: Optional[Tensor], dtype: torch.dtype):
-    r"""The input checks of the models' :meth:`forward`: finite point
-    matrices :obj:`pos` and :obj:`x` of as many rows as :obj:`batch` has
-    entries, and coordinates of the parameters' :obj:`dtype` (outside
-    :func:`torch.autocast`)."""
+                 x: Optional[Tensor], dtype: torch.dtype, in_channels: int):
+    r"""The input checks of the models' :meth:`forward`: finite
+    coordinates :obj:`pos` :obj:`[N, 3]` of the parameters' :obj:`dtype`
+    (outside :func:`torch.autocast`), :obj:`N` entries in :obj:`batch`, and
+    point features :obj:`x` :obj:`[N, in_channels]` where the model takes
+    them."""
     check_points(pos, 'pos', batch, where=name)
+    if pos.size(1) != 3:
+        raise ValueError(f"{name}: 'pos' must be a [num_points, 3] matrix "
+                         f"(got shape {tuple(pos.shape)})")
     if pos.dtype != dtype and not torch.is_autocast_enabled(
             pos.device.type):
         raise ValueError(f"{name}: 'pos' is {pos.dtype} but the model's "
@@ -98,6 +102,13 @@ def check_inputs(name: str, pos: Tensor, batch: Optional[Tensor],
         if x.size(0) != pos.size(0):
             raise ValueError(f"{name}: 'x' has {x.size(0)} rows but 'pos' "
                              f"has {pos.size(0)}")
+        if x.size(1) != in_channels:
+            raise ValueError(f"{name}: 'x' has {x.size(1)} features per "
+                             f"point but the model was built with "
+                             f"in_channels={in_channels}")
+    elif in_channels:
+        raise ValueError(f"{name}: the model was built with "
+                         f"in_channels={in_channels} but got no 'x'")
 
 
 class PointCloudClassifier(torch.nn.Module):
@@ -155,7 +166,7 @@ class PointCloudClassifier(torch.nn.Module):
         given by coordinates :obj:`pos`, optional point features :obj:`x`
         and the batch vector :obj:`batch` (:obj:`None` for one cloud)."""
         check_inputs(self.__class__.__name__, pos, batch, x,
-                     input_dtype(self.head))
+                     input_dtype(self.head), self.in_channels)
         batch = batch_or_zeros(pos, batch)
         size = int(batch.max()) + 1
         h, batch = self.point_inputs(pos, batch, x, size)
@@ -261,15 +272,8 @@ class PointCloudSegmenter(torch.nn.Module):
         and, for part segmentation, the category of every cloud
         :obj:`category` :obj:`[num_clouds]`."""
         name = self.__class__.__name__
-        check_inputs(name, pos, batch, x, input_dtype(self.head))
-        if x is not None and x.size(1) != self.in_channels:
-            raise ValueError(f"{name}: 'x' has {x.size(1)} features per "
-                             f"point but the model was built with "
-                             f"in_channels={self.in_channels}")
-        if x is None and self.in_channels:
-            raise ValueError(f"{name}: the model was built with "
-                             f"in_channels={self.in_channels} but got no "
-                             f"'x'")
+        check_inputs(name, pos, batch, x, input_dtype(self.head),
+                     self.in_channels)
         batch = batch_or_zeros(pos, batch)
         size = int(batch.max()) + 1
         code = None
