@@ -1,11 +1,10 @@
 r"""Bit-packed inference for trained binary layers and models: XNOR-popcount
 kernels (C++ with a pure-PyTorch fallback), packed layers whose batch
 normalization is folded into integer thresholds, :func:`pack` for whole
-binary models (hand-fused for PointNet and PointNet++; module by module,
-with consecutive packed MLPs fused at run time
-(:mod:`~torch_geometric_binary.deploy.fusion`), for DGCNN, the
-segmentation networks and other models), and :func:`save` / :func:`load`
-of packed models."""
+binary models (module by module, with consecutive packed MLPs fused at
+run time, :mod:`~torch_geometric_binary.deploy.fusion`, and the model's
+forward recorded and replayed, :mod:`~torch_geometric_binary.deploy.
+replay`), and :func:`save` / :func:`load` of packed models."""
 from .kernels import (
     backend,
     cpp_available,

@@ -1,6 +1,6 @@
-r"""The generic packed model: :func:`~torch_geometric_binary.deploy.pack`
-for a trained model that has no fused packed class of its own (PointNet,
-DGCNN, the segmentation networks, models converted by
+r"""The packed model: what :func:`~torch_geometric_binary.deploy.pack`
+gives for every trained model (PointNet, PointNet++, DGCNN, the
+segmentation networks, models converted by
 :func:`~torch_geometric_binary.binarize`, your own models).
 
 :func:`pack_modules` copies the model and walks its module tree
@@ -29,8 +29,8 @@ binary.deploy.fusion`): consecutive MLPs of binary layers, a max pooling
 (:meth:`~torch_geometric_binary.nn.BiMLP.max_pool`,
 :func:`~torch_geometric_binary.nn.global_ema_max_pool`,
 :func:`~torch_geometric_binary.nn.global_max_pool`) and the activation
-after it run as one chain when an MLP reads the pooled features, as in the
-hand-fused classifiers. :meth:`PackedModel.forward_layers` runs the packed
+after it run as one chain when an MLP reads the pooled features.
+:meth:`PackedModel.forward_layers` runs the packed
 modules one by one (the reference).
 
 A :class:`PackedModel` holds the result. It saves as the name of the
