@@ -286,8 +286,9 @@ def cmd_start(args) -> List[str]:
         log = open(osp.join(args.runs_dir, f'{name}.log'), 'a')
         subprocess.Popen(command(name, args.runs_dir), cwd=ROOT, stdout=log,
                          stderr=subprocess.STDOUT, start_new_session=True)
-        print(f"{name}: {'continued' if s['state'] != 'not started' else 'started'}"
-              f" ({' '.join(command(name, args.runs_dir)[1:])})")
+        how = 'continued' if s['state'] != 'not started' else 'started'
+        print(f"{name}: {how} "
+              f"({' '.join(command(name, args.runs_dir)[1:])})")
         started.append(name)
     return started
 

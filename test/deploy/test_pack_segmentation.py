@@ -213,6 +213,14 @@ def test_refuses_methods_it_cannot_reproduce(name):
         pack(SEG_MODELS[name](5, method='fp', **SMALL[name]))
 
 
+def test_names_what_it_cannot_pack_yet():
+    model = SEG_MODELS['pointnet'](5, local_features='all').eval()
+    with pytest.raises(TypeError, match=re.escape(
+            "pack: cannot pack this PointNetSeg yet: with "
+            "local_features='all'")):
+        pack(model)
+
+
 def test_fp_dtype_stores_the_classifier_and_num_points_is_refused():
     from torch_geometric_binary.deploy import num_bytes
     model, p32 = cached('pointnet')

@@ -69,6 +69,22 @@ def test_pyg_keyword_form_and_embedding():
         BiMLP(16, out_channels=8)
 
 
+@pytest.mark.parametrize('method', ['fp', 'bipointnet'])
+def test_hidden_outputs(method):
+    mlp = BiMLP([3, 8, 16, 4], method, first_fp=True, norm_last=True).eval()
+    x = torch.randn(10, 3)
+    outs = mlp.hidden_outputs(x)
+    assert [o.shape for o in outs] == [(10, 8), (10, 16)]
+    # Layer by layer, as forward computes them.
+    first = mlp.act(mlp.norms[0](mlp.lins[0](x)))
+    torch.testing.assert_close(outs[0], first)
+    torch.testing.assert_close(mlp.hidden(x), outs[-1])
+    torch.testing.assert_close(mlp.output(outs[-1]), mlp(x))
+    # Without a hidden layer: the input itself.
+    one = BiMLP([3, 4], method)
+    assert torch.equal(one.hidden_outputs(x)[0], x)
+
+
 def test_react_has_one_rprelu_per_layer():
     mlp = BiMLP([3, 64, 128, 1024], 'react', first_fp=True, norm_last=True)
     assert mlp.act is None

@@ -147,10 +147,18 @@ class BiMLP(MLP):
                batch_size: Optional[int] = None) -> Tensor:
         r"""Every layer before the plain last one (all of them without
         :obj:`plain_last`): the input of :meth:`output`."""
+        return self.hidden_outputs(x, batch, batch_size)[-1]
+
+    def hidden_outputs(self, x: Tensor, batch: Optional[Tensor] = None,
+                       batch_size: Optional[int] = None) -> List[Tensor]:
+        r"""The output of every layer of :meth:`hidden` (after its
+        activation), first to last, as PointNet's part segmentation
+        concatenates them; :obj:`[x]` for an MLP with no hidden layer."""
         if x.dim() == 0 or x.size(-1) != self.in_channels:
             raise ValueError(f"{self.__class__.__name__} expects inputs with "
                              f"{self.in_channels} channels in the last "
                              f"dimension (got shape {tuple(x.shape)})")
+        outs = [x]
         for i, (lin, norm) in enumerate(zip(self.lins, self.norms)):
             act = self.act if self.acts is None else self.acts[i]
             x = lin(x)
@@ -163,7 +171,8 @@ class BiMLP(MLP):
             if act is not None and not self.act_first:
                 x = act(x)
             x = F.dropout(x, p=self.dropout[i], training=self.training)
-        return x
+            outs.append(x)
+        return outs[1:] or outs
 
     def output(self, x: Tensor) -> Tensor:
         r"""The plain last layer (with :obj:`norm_last`, its

@@ -3,6 +3,7 @@ import torch
 from torch_geometric.nn.dense.linear import Linear
 
 from torch_geometric_binary.nn import BiLinear, BiMLP
+from torch_geometric_binary.nn.functional import ema_delta
 from torch_geometric_binary.nn.models import (MODELS, SEG_MODELS, DGCNNSeg,
                                               PointNet2Seg, PointNetSeg)
 from torch_geometric_binary.nn.models.common import category_code
@@ -167,7 +168,39 @@ def test_registry_and_checkpoint_build():
     assert type(build_model(config)).__name__ == 'DGCNN'
 
 
+@pytest.mark.parametrize('method', ['fp', 'bnn', 'bipointnet'])
+def test_pointnet_all_local_features(method, monkeypatch):
+    model = PointNetSeg(5, method, num_categories=2,
+                        local_features='all').eval()
+    assert model.head.in_channels == 64 + 64 + 128 + 1024 + 1024 + 2
+    assert "local_features='all'" in repr(model)
+    seen = []
+    original = model.head.forward
+    monkeypatch.setattr(model.head, 'forward',
+                        lambda x, *a: seen.append(x) or original(x, *a))
+    pos, batch = clouds(n=40)
+    with torch.no_grad():
+        out = model(pos, batch, category=torch.tensor([0, 1]))
+    assert out.shape == (80, 5)
+    x = seen[0]
+    h = model.mlp1(pos)
+    hidden = model.mlp2.hidden_outputs(h)
+    point = model.mlp2.output(hidden[-1])
+    # Every per-point layer's output, then the cloud's (EMA) max.
+    torch.testing.assert_close(x[:, :64], h)
+    torch.testing.assert_close(x[:, 64:128], hidden[0])
+    torch.testing.assert_close(x[:, 128:256], hidden[1])
+    torch.testing.assert_close(x[:, 256:1280], model.act(point))
+    pooled = x[:, 1280:2304]
+    assert torch.equal(pooled[:40], pooled[:1].expand(40, -1))
+    delta = ema_delta(40) if model.method.ema else 0.0
+    torch.testing.assert_close(
+        model.act(point[:40].max(0).values - delta), pooled[0])
+
+
 def test_bad_arguments():
+    with pytest.raises(ValueError, match="local_features 'some'"):
+        PointNetSeg(5, local_features='some')
     with pytest.raises(ValueError, match='num_categories'):
         PointNetSeg(5, num_categories=-1)
     with pytest.raises(ValueError, match='dropout'):

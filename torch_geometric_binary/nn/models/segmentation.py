@@ -20,6 +20,7 @@ from torch_geometric_binary.nn.conv import BiDynamicEdgeConv
 from torch_geometric_binary.nn.methods import BinaryMethod
 from torch_geometric_binary.nn.mlp import BiMLP
 from torch_geometric_binary.nn.models.common import (PointCloudSegmenter,
+                                                     global_pool,
                                                      max_aggregation,
                                                      place_activation,
                                                      place_activations)
@@ -100,7 +101,17 @@ class PointNetSeg(PointNetLayers, PointCloudSegmenter):
             (default: :obj:`0.3`)
         ema (bool, optional): Override the method's EMA switch.
         lsr (bool, optional): Override the method's LSR switch.
+        local_features (str, optional): The per-point features the head
+            reads besides the global one: :obj:`"first"`, the 64-d input
+            of :obj:`mlp2` (PointNet's segmentation network);
+            :obj:`"all"`, the output of every per-point layer of
+            :obj:`mlp2` too (64 + 64 + 128 + 1024 channels, as PointNet's
+            part-segmentation network concatenates them), so that in a
+            binary head the per-point bits are not outnumbered by the
+            cloud's pooled ones. (default: :obj:`"first"`)
     """
+    LOCAL_FEATURES = {'first': 64, 'all': 64 + 64 + 128 + 1024}
+
     def __init__(
         self,
         num_classes: int,
@@ -112,20 +123,49 @@ class PointNetSeg(PointNetLayers, PointCloudSegmenter):
         dropout: float = 0.3,
         ema: Optional[bool] = None,
         lsr: Optional[bool] = None,
+        local_features: str = 'first',
     ):
+        if local_features not in self.LOCAL_FEATURES:
+            raise ValueError(f"PointNetSeg: unknown local_features "
+                             f"{local_features!r} (available: "
+                             f"{', '.join(self.LOCAL_FEATURES)})")
         super().__init__(num_classes, method, num_categories, in_channels,
                          (dropout, ), ema, lsr)
+        self.local_features = local_features
         self.build_point_layers(in_channels, input_transform,
                                 feature_transform)
-        self.head = BiMLP([64 + 1024 + num_categories, 512, 256, 128,
+        local = self.LOCAL_FEATURES[local_features]
+        self.head = BiMLP([local + 1024 + num_categories, 512, 256, 128,
                            num_classes], self.method, last_fp=True,
                           dropout=[0.0, 0.0, dropout, 0.0])
 
     def segment(self, pos: Tensor, batch: Tensor, x: Optional[Tensor],
                 size: int, code: Optional[Tensor]) -> Tensor:
         h, batch = self.point_inputs(pos, batch, x, size)
-        g = self.global_feature(self.mlp2, h, batch, size, code)
-        return self.head(torch.cat([h, g[batch].to(h.dtype)], dim=-1))
+        if self.local_features == 'first':
+            g = self.global_feature(self.mlp2, h, batch, size, code)
+            return self.head(torch.cat([h, g[batch].to(h.dtype)], dim=-1))
+        hidden = self.mlp2.hidden_outputs(h, batch, size)
+        out = self.mlp2.output(hidden[-1])
+        g = self.act(global_pool(self.method)(out, batch, size))
+        if code is not None:
+            g = torch.cat([g, code.to(g.dtype)], dim=-1)
+        local = [h, *hidden, self.act(out)]
+        return self.head(torch.cat([t.to(h.dtype) for t in local]
+                                   + [g[batch].to(h.dtype)], dim=-1))
+
+    def pack_problem(self) -> Optional[str]:
+        r"""Why :func:`~torch_geometric_binary.deploy.pack` cannot pack this
+        model yet, or :obj:`None`."""
+        if self.local_features == 'all':
+            return ("with local_features='all' its head reads the hidden "
+                    "layers of mlp2, which a packed MLP chains as bits "
+                    "without their float outputs")
+        return None
+
+    def extra_repr_args(self) -> str:
+        return (super().extra_repr_args()
+                + f', local_features={self.local_features!r}')
 
 
 class PointNet2Seg(PointCloudSegmenter):
