@@ -100,10 +100,12 @@ CASES = [('pointnet', 'bipointnet', {}), ('pointnet2', 'bipointnet', {}),
          ('pointnet', 'react+ema', {}), ('dgcnn', 'react+ema', {}),
          ('pointnet2', 'bnn', {}),
          ('pointnet', 'bipointnet', {'input_transform': True,
-                                     'feature_transform': True})]
+                                     'feature_transform': True}),
+         ('pointnet', 'bipointnet', {'local_features': 'all'}),
+         ('pointnet', 'react+ema', {'local_features': 'all'})]
 CASE_IDS = ['pointnet', 'pointnet2', 'dgcnn', 'pointnet-bnn',
             'pointnet-react+ema', 'dgcnn-react+ema', 'pointnet2-bnn',
-            'pointnet-tnets']
+            'pointnet-tnets', 'pointnet-all', 'pointnet-all-react+ema']
 
 
 @pytest.mark.parametrize('name,method,kwargs', CASES, ids=CASE_IDS)
@@ -117,8 +119,11 @@ def test_packed_segmenter_matches_binary_model(name, method, kwargs):
     check_forward(model, packed)
 
 
-@pytest.mark.parametrize('name,method,kwargs', CASES[:3] + CASES[5:6],
-                         ids=CASE_IDS[:3] + CASE_IDS[5:6])
+ROUND_TRIP = [0, 1, 2, 5, 8]
+
+
+@pytest.mark.parametrize('name,method,kwargs', [CASES[i] for i in ROUND_TRIP],
+                         ids=[CASE_IDS[i] for i in ROUND_TRIP])
 def test_save_load_round_trip(tmp_path, name, method, kwargs):
     model, packed = cached(name, method, **kwargs)
     path = tmp_path / f'{name}.tgb'
@@ -213,12 +218,23 @@ def test_refuses_methods_it_cannot_reproduce(name):
         pack(SEG_MODELS[name](5, method='fp', **SMALL[name]))
 
 
-def test_names_what_it_cannot_pack_yet():
-    model = SEG_MODELS['pointnet'](5, local_features='all').eval()
-    with pytest.raises(TypeError, match=re.escape(
-            "pack: cannot pack this PointNetSeg yet: with "
-            "local_features='all'")):
-        pack(model)
+def test_hidden_outputs_read_by_the_head_stay_float():
+    model, packed = cached('pointnet', local_features='all')
+    mlp2 = packed.model.mlp2
+    # Its binary layers give floats (the head reads them), not bits.
+    assert [lin.output for lin in mlp2.lins] == ['float'] * 3
+    pos, batch, _, _ = batch_of([0, 5])
+    h = model.mlp1(pos)
+    with torch.no_grad():
+        want = model.mlp2.hidden_outputs(h)
+        got = mlp2.hidden_outputs(packed.model.mlp1(pos))
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(mlp2.output(got[-1]),
+                                   model.mlp2.output(want[-1]))
+    # Without the flag, a packed MLP chains bits and says so.
+    plain = cached('pointnet')[1].model.mlp2
+    with pytest.raises(TypeError, match='layer 0 outputs bits'):
+        plain.hidden_outputs(packed.model.mlp1(pos))
 
 
 def test_fp_dtype_stores_the_classifier_and_num_points_is_refused():

@@ -225,10 +225,6 @@ def pack_modules(model: torch.nn.Module,
     method = getattr(model, 'method', None)
     if isinstance(method, BinaryMethod):
         check_method(method, name)
-    problem = getattr(model, 'pack_problem', None)
-    problem = problem() if callable(problem) else None
-    if problem is not None:
-        raise TypeError(f"pack: cannot pack this {name} yet: {problem}")
     copied = copy.deepcopy(model)
     converted: List[str] = []
     _convert_children(copied, name, '', epilogue_dtype, converted, fp_dtype)

@@ -287,6 +287,7 @@ class PackedMLP(torch.nn.Module):
             raise TypeError(f"pack: {where} is a {type(mlp).__name__}, "
                             f"expected a BiMLP")
         check_method(mlp.method, where)
+        hidden_read = bool(getattr(mlp, 'hidden_read', False))
         if getattr(mlp, 'act_first', False):
             raise ValueError(f"pack: {where} applies its activation before "
                              f"the normalization (act_first=True), which "
@@ -317,7 +318,8 @@ class PackedMLP(torch.nn.Module):
                     epi_norm = norm
                     epi_act = (act if acts is None else acts[i]) \
                         if normed else None
-                nxt = not last and binary[i + 1]
+                # Hidden outputs read outside the MLP stay floats.
+                nxt = not last and binary[i + 1] and not hidden_read
                 theta = input_threshold_of(mlp.lins[i + 1]) if nxt else None
                 lins.append(pack_binary(lin, epi_norm, epi_act,
                                         'bits' if nxt else 'float',
@@ -441,6 +443,36 @@ class PackedMLP(torch.nn.Module):
             else:
                 x = self.fp_layer(i, x)
         return x
+
+    def hidden_outputs(self, x: Tensor, batch: Optional[Tensor] = None,
+                       batch_size: Optional[int] = None) -> List[Tensor]:
+        r"""What :meth:`BiMLP.hidden_outputs
+        <torch_geometric_binary.nn.BiMLP.hidden_outputs>` gives: the float
+        output of every layer before the plain last one. The trained MLP
+        must say that its hidden outputs are read (:obj:`hidden_read`, as
+        :class:`~torch_geometric_binary.nn.models.PointNetSeg` sets it), so
+        that its binary layers keep float outputs."""
+        if isinstance(x, Deferred):
+            x = x.value()
+        self._check_input(x)
+        n = len(self.lins) - int(self.plain_last)
+        outs = [x]
+        for i in range(n):
+            lin = self.lins[i]
+            x = lin(x) if self.is_binary(i) else self.fp_layer(i, x)
+            if not x.is_floating_point():
+                raise TypeError(f"PackedMLP.hidden_outputs: layer {i} outputs "
+                                "bits; pack the BiMLP with hidden_read=True")
+            outs.append(x)
+        return outs[1:] or outs
+
+    def output(self, x: Tensor) -> Tensor:
+        r"""The plain last layer on the output of :meth:`hidden_outputs`, as
+        :meth:`BiMLP.output <torch_geometric_binary.nn.BiMLP.output>`."""
+        if not self.plain_last:
+            return x
+        i = len(self.lins) - 1
+        return self.lins[i](x) if self.is_binary(i) else self.fp_layer(i, x)
 
     def max_pool(self, x: Tensor, batch: Optional[Tensor], size: int,
                  ema: Optional[bool] = None) -> Tensor:

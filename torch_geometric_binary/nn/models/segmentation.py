@@ -134,6 +134,8 @@ class PointNetSeg(PointNetLayers, PointCloudSegmenter):
         self.local_features = local_features
         self.build_point_layers(in_channels, input_transform,
                                 feature_transform)
+        # The head reads mlp2's hidden layers: deploy.pack keeps them float.
+        self.mlp2.hidden_read = local_features == 'all'
         local = self.LOCAL_FEATURES[local_features]
         self.head = BiMLP([local + 1024 + num_categories, 512, 256, 128,
                            num_classes], self.method, last_fp=True,
@@ -153,15 +155,6 @@ class PointNetSeg(PointNetLayers, PointCloudSegmenter):
         local = [h, *hidden, self.act(out)]
         return self.head(torch.cat([t.to(h.dtype) for t in local]
                                    + [g[batch].to(h.dtype)], dim=-1))
-
-    def pack_problem(self) -> Optional[str]:
-        r"""Why :func:`~torch_geometric_binary.deploy.pack` cannot pack this
-        model yet, or :obj:`None`."""
-        if self.local_features == 'all':
-            return ("with local_features='all' its head reads the hidden "
-                    "layers of mlp2, which a packed MLP chains as bits "
-                    "without their float outputs")
-        return None
 
     def extra_repr_args(self) -> str:
         return (super().extra_repr_args()
