@@ -6,7 +6,9 @@ category (PointNet's evaluation), so a network that cannot tell the
 categories apart loses nothing by it. For each checkpoint this prints, on
 its test split: the point accuracy with the restriction and without it,
 and the share of points whose unrestricted prediction is a part of another
-category. One JSON line per checkpoint::
+category; and, with the restriction, the IoU of every part over all test
+points (which parts a network never predicts). One JSON line per
+checkpoint::
 
     python3 benchmarks/seg_category_confusion.py RUN/best.pt [RUN2/best.pt ...]
 """
@@ -45,6 +47,8 @@ def confusion(path: str) -> dict:
     model.eval()
     mask = category_part_mask(config['parts'], config['num_classes'])
     counts = torch.zeros(3, dtype=torch.long)  # restricted, free, outside
+    inter = torch.zeros(config['num_classes'], dtype=torch.long)
+    union = torch.zeros_like(inter)
     total = 0
     for data in DataLoader(splits.test, batch_size=16):
         out = seg_forward(model, data).float()
@@ -56,12 +60,18 @@ def confusion(path: str) -> dict:
             (kept == data.y).sum(), (free == data.y).sum(),
             (~own.gather(1, free.view(-1, 1)).view(-1)).sum()])
         total += data.y.numel()
+        parts = torch.arange(config['num_classes']).view(-1, 1)
+        hit, want = kept.view(1, -1) == parts, data.y.view(1, -1) == parts
+        inter += (hit & want).sum(1)
+        union += (hit | want).sum(1)
     acc = (counts.double() / total).tolist()
     return {'checkpoint': path, 'method': config['method'],
             'model_kwargs': config['model_kwargs'], 'epoch': state['epoch'],
             'points': total, 'acc_restricted': round(acc[0], 4),
             'acc_unrestricted': round(acc[1], 4),
-            'other_category_share': round(acc[2], 4)}
+            'other_category_share': round(acc[2], 4),
+            'part_iou': [round(i / u, 4) if u else None for i, u in
+                         zip(inter.tolist(), union.tolist())]}
 
 
 def main(argv=None):

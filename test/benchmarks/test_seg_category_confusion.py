@@ -58,3 +58,6 @@ def test_counts_match_a_direct_count(tmp_path):
     assert result['acc_restricted'] == round(right / total, 4)
     assert result['acc_unrestricted'] == round(free / total, 4)
     assert result['other_category_share'] == round(outside / total, 4)
+    ious = [i for i in result['part_iou'] if i is not None]
+    assert len(result['part_iou']) == config['num_classes']
+    assert ious and all(0.0 <= i <= 1.0 for i in ious)
