@@ -77,17 +77,13 @@ class PointNetSegGlobalFP(PointNetSeg):
     def segment(self, pos, batch, x, size, code):
         h, batch = self.point_inputs(pos, batch, x, size)
         if self.local_features == 'first':
-            local = [h]
-            out = self.mlp2(h)
+            local, out = [h], self.mlp2(h)
         else:
-            hidden = self.mlp2.hidden_outputs(h, batch, size)
-            out = self.mlp2.output(hidden[-1])
-            local = [h, *hidden, self.act(out)]
+            local, out = self.all_local_features(h, batch, size)
         if os.environ.get('GFP_DETACH') == '1':  # No gradient via the max.
             out = out.detach()
-        g = self.act(global_pool(self.method)(out, batch, size))
-        if code is not None:
-            g = torch.cat([g, code.to(g.dtype)], dim=-1)
+        g = self.pooled_feature(global_pool(self.method)(out, batch, size),
+                                code)
         self.head.lins[0].extra = self.cloud_lin(g)[batch]
         return self.head(torch.cat([t.to(h.dtype) for t in local], dim=-1))
 

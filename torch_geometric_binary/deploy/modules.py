@@ -287,7 +287,6 @@ class PackedMLP(torch.nn.Module):
             raise TypeError(f"pack: {where} is a {type(mlp).__name__}, "
                             f"expected a BiMLP")
         check_method(mlp.method, where)
-        hidden_read = bool(getattr(mlp, 'hidden_read', False))
         if getattr(mlp, 'act_first', False):
             raise ValueError(f"pack: {where} applies its activation before "
                              f"the normalization (act_first=True), which "
@@ -319,7 +318,7 @@ class PackedMLP(torch.nn.Module):
                     epi_act = (act if acts is None else acts[i]) \
                         if normed else None
                 # Hidden outputs read outside the MLP stay floats.
-                nxt = not last and binary[i + 1] and not hidden_read
+                nxt = not last and binary[i + 1] and not mlp.hidden_read
                 theta = input_threshold_of(mlp.lins[i + 1]) if nxt else None
                 lins.append(pack_binary(lin, epi_norm, epi_act,
                                         'bits' if nxt else 'float',
@@ -437,12 +436,13 @@ class PackedMLP(torch.nn.Module):
         if isinstance(x, Deferred):
             x = x.value()
         self._check_input(x)
-        for i, lin in enumerate(self.lins):
-            if isinstance(lin, PackedBiLinear):
-                x = lin(x)
-            else:
-                x = self.fp_layer(i, x)
+        for i in range(len(self.lins)):
+            x = self.layer(i, x)
         return x
+
+    def layer(self, i: int, x: Tensor) -> Tensor:
+        r"""Layer :obj:`i` with its normalization and activation."""
+        return self.lins[i](x) if self.is_binary(i) else self.fp_layer(i, x)
 
     def hidden_outputs(self, x: Tensor, batch: Optional[Tensor] = None,
                        batch_size: Optional[int] = None) -> List[Tensor]:
@@ -458,8 +458,7 @@ class PackedMLP(torch.nn.Module):
         n = len(self.lins) - int(self.plain_last)
         outs = [x]
         for i in range(n):
-            lin = self.lins[i]
-            x = lin(x) if self.is_binary(i) else self.fp_layer(i, x)
+            x = self.layer(i, x)
             if not x.is_floating_point():
                 raise TypeError(f"PackedMLP.hidden_outputs: layer {i} outputs "
                                 "bits; pack the BiMLP with hidden_read=True")
@@ -469,10 +468,7 @@ class PackedMLP(torch.nn.Module):
     def output(self, x: Tensor) -> Tensor:
         r"""The plain last layer on the output of :meth:`hidden_outputs`, as
         :meth:`BiMLP.output <torch_geometric_binary.nn.BiMLP.output>`."""
-        if not self.plain_last:
-            return x
-        i = len(self.lins) - 1
-        return self.lins[i](x) if self.is_binary(i) else self.fp_layer(i, x)
+        return self.layer(len(self.lins) - 1, x) if self.plain_last else x
 
     def max_pool(self, x: Tensor, batch: Optional[Tensor], size: int,
                  ema: Optional[bool] = None) -> Tensor:

@@ -108,6 +108,9 @@ class BiMLP(MLP):
         self.method = method
         self.first_fp = first_fp
         self.last_fp = last_fp
+        #: Whether a model reads :meth:`hidden_outputs` (then
+        #: :func:`~torch_geometric_binary.deploy.pack` keeps them float).
+        self.hidden_read = False
         self.last_norm: Optional[torch.nn.Module] = None
         if norm_last:
             if not self.plain_last:

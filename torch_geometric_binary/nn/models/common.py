@@ -252,7 +252,14 @@ class PointCloudSegmenter(torch.nn.Module):
         :obj:`mlp(h)` over the cloud's rows (:meth:`BiMLP.max_pool`, minus
         :math:`\delta(n)` of that cloud's number of rows when the method
         has EMA), the activation, and the category :obj:`code` if given."""
-        g = self.act(mlp.max_pool(h, batch, size, self.method.ema))
+        return self.pooled_feature(
+            mlp.max_pool(h, batch, size, self.method.ema), code)
+
+    def pooled_feature(self, pooled: Tensor,
+                       code: Optional[Tensor]) -> Tensor:
+        r"""The global feature from the clouds' (EMA) max :obj:`pooled`:
+        the activation, and the category :obj:`code` if given."""
+        g = self.act(pooled)
         if code is None:
             return g
         return torch.cat([g, code.to(g.dtype)], dim=-1)

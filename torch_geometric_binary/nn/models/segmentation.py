@@ -10,7 +10,7 @@ feature concatenated back to every point); for part segmentation the
 one-hot object category joins the global feature, as in PointNet's
 part-segmentation network.
 """
-from typing import Optional, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -147,14 +147,20 @@ class PointNetSeg(PointNetLayers, PointCloudSegmenter):
         if self.local_features == 'first':
             g = self.global_feature(self.mlp2, h, batch, size, code)
             return self.head(torch.cat([h, g[batch].to(h.dtype)], dim=-1))
-        hidden = self.mlp2.hidden_outputs(h, batch, size)
-        out = self.mlp2.output(hidden[-1])
-        g = self.act(global_pool(self.method)(out, batch, size))
-        if code is not None:
-            g = torch.cat([g, code.to(g.dtype)], dim=-1)
-        local = [h, *hidden, self.act(out)]
+        local, out = self.all_local_features(h, batch, size)
+        g = self.pooled_feature(global_pool(self.method)(out, batch, size),
+                                code)
         return self.head(torch.cat([t.to(h.dtype) for t in local]
                                    + [g[batch].to(h.dtype)], dim=-1))
+
+    def all_local_features(self, h: Tensor, batch: Tensor, size: int
+                           ) -> Tuple[List[Tensor], Tensor]:
+        r"""The per-point features of :obj:`local_features="all"` (the
+        input :obj:`h` of :obj:`mlp2` and every layer's output, the last
+        after the activation), and :obj:`mlp2`'s output to pool."""
+        hidden = self.mlp2.hidden_outputs(h, batch, size)
+        out = self.mlp2.output(hidden[-1])
+        return [h, *hidden, self.act(out)], out
 
     def extra_repr_args(self) -> str:
         return (super().extra_repr_args()
