@@ -30,7 +30,8 @@ def cli_command(script: str, config: Dict[str, Any], keys: List[str],
     for key in keys:
         value = config.get(key)
         if value is not None and not (key == 'weight_decay' and value == 0):
-            args += [f"--{key.replace('_', '-')}", str(value)]
+            values = value if isinstance(value, list) else [value]
+            args += [f"--{key.replace('_', '-')}", *map(str, values)]
     kwargs = {k: v for k, v in (config.get('model_kwargs') or {}).items()
               if k not in derived}
     if kwargs:

@@ -7,15 +7,20 @@
 #
 #   bash benchmarks/segmentation_synthetic.sh   # 30 epochs, 40 objects a category
 #   EPOCHS=10 MODELS=pointnet bash benchmarks/segmentation_synthetic.sh
+#
+# EXTRA adds options to every run (words without spaces) and TAG names its
+# folders <model>-<TAG>_<method>; TABLE=0 skips the table (see
+# segmentation_per_category.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 EPOCHS="${EPOCHS:-30}"
 PER_CATEGORY="${PER_CATEGORY:-40}"
 RUNS="${RUNS:-../runs/segsyn_e${EPOCHS}_c${PER_CATEGORY}}"
+read -r -a extra <<< "${EXTRA:-}"
 for model in ${MODELS:-pointnet pointnet2 dgcnn}; do
   for method in ${METHODS:-fp bnn bipointnet}; do
-    out="$RUNS/${model}_${method}"
+    out="$RUNS/${model}${TAG:+-$TAG}_${method}"
     if [ -f "$out/results.json" ] && "$PYTHON" -c "import json, sys; \
 sys.exit(not json.load(open(sys.argv[1]))['finished'])" "$out/results.json"
     then
@@ -24,9 +29,10 @@ sys.exit(not json.load(open(sys.argv[1]))['finished'])" "$out/results.json"
     "$PYTHON" examples/segmentation.py --model "$model" --method "$method" \
       --synthetic-per-category "$PER_CATEGORY" --num-points 512 \
       --epochs "$EPOCHS" --batch-size 16 --lr 0.002 --threads 1 --quiet \
-      --out "$out" --resume
+      ${extra[@]+"${extra[@]}"} --out "$out" --resume
   done
 done
+[ "${TABLE:-1}" = 0 ] && exit 0
 # The table holds every run of this protocol in $RUNS, also those of
 # earlier calls with other MODELS or METHODS.
 folders=()

@@ -21,7 +21,8 @@ METRICS = {'part': ['instance_miou', 'category_miou'],
 def command(config: Dict[str, Any], out: str) -> str:
     r"""The ``examples/segmentation.py`` command line of a run."""
     return cli_command('examples/segmentation.py', config, [
-        'synthetic_per_category', 'synthetic_points', 'num_points', 'epochs',
+        'categories', 'synthetic_per_category', 'synthetic_points',
+        'num_points', 'epochs',
         'batch_size', 'lr', 'weight_decay', 'seed', 'precision'], out,
         derived=('num_categories', 'in_channels'))
 
@@ -35,6 +36,7 @@ def row(run_dir: str) -> Dict[str, Any]:
         'run': os.path.basename(os.path.normpath(run_dir)),
         'model': config['model'], 'method': config['method'],
         'task': config['seg_task'],
+        'categories': config.get('categories'),
         'epochs_done': results['epochs_done'], 'epochs': config['epochs'],
         'finished': results['finished'],
         'last': {k: results['last'][k] for k in names},
@@ -49,16 +51,20 @@ def row(run_dir: str) -> Dict[str, Any]:
 def markdown(rows: List[Dict[str, Any]]) -> str:
     names = METRICS[rows[0]['task']]
     head = ' | '.join(f'{n} last | {n} best (epoch)' for n in names)
-    lines = [f'| backbone | method | epochs | {head} | final train loss '
-             f'| train min |',
-             '| --- ' * (5 + 2 * len(names)) + '|']
+    # A column for runs on some categories only (one model per category).
+    by_cat = any(r.get('categories') for r in rows)
+    lines = [f'| backbone | method | {"categories | " * by_cat}epochs | '
+             f'{head} | final train loss | train min |',
+             '| --- ' * (5 + by_cat + 2 * len(names)) + '|']
     for r in rows:
+        cats = (', '.join(r.get('categories') or ['all']) + ' | ') * by_cat
         cells = ' | '.join(
             f"{100 * r['last'][n]:.2f} | {100 * r['best'][n]:.2f} "
             f"({r['best']['epoch']})" for n in names)
         epochs = f"{r['epochs_done']}/{r['epochs']}" + (
             '' if r['finished'] else ' (unfinished)')
-        lines.append(f"| {r['model']} | {r['method']} | {epochs} | {cells} "
+        lines.append(f"| {r['model']} | {r['method']} | {cats}{epochs} "
+                     f"| {cells} "
                      f"| {r['final_train_loss']:.3f} "
                      f"| {r['train_minutes']:.1f} |")
     lines += ['', 'Commands:', '']

@@ -22,6 +22,10 @@ Examples::
         --root ../shared/data/stanford_indoor3d --test-area 5 \
         --num-points 4096 --out runs/seg-s3dis
 
+    # One model per category (BiPointNet's ShapeNet part protocol):
+    python examples/segmentation.py --dataset shapenet --root ... \
+        --categories Airplane --model-kwargs '{"local_features": "all"}'
+
     # Continue an interrupted run, evaluate the best checkpoint:
     python examples/segmentation.py ... --out runs/seg --resume
     python examples/segmentation.py --eval runs/seg/best.pt
@@ -71,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help='S3DIS area of the test split, 1-6 (default: 5)')
     g.add_argument('--normals', action='store_true',
                    help='ShapeNet part: the normals as point features')
+    g.add_argument('--categories', nargs='+', default=None, metavar='NAME',
+                   help='part segmentation: train and test on these '
+                   "categories' shapes only, e.g. one model per category as "
+                   "BiPointNet's ShapeNet part results (default: all)")
     g.add_argument('--num-points', type=int, default=None,
                    help='points per cloud: a random subset each epoch for '
                    'training, a fixed subset for testing (default: all)')

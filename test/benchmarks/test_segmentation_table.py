@@ -17,7 +17,7 @@ def table():
         sys.path.remove(str(ROOT / 'benchmarks'))
 
 
-def _run(folder: Path, method: str, scores):
+def _run(folder: Path, method: str, scores, categories=None):
     folder.mkdir(parents=True)
     history = [{'epoch': e + 1, 'loss': 2.0 - e, 'instance_miou': s,
                 'category_miou': s / 2} for e, s in enumerate(scores)]
@@ -26,6 +26,7 @@ def _run(folder: Path, method: str, scores):
         'config': {'model': 'dgcnn', 'method': method,
                    'dataset': 'synthetic', 'seg_task': 'part',
                    'epochs': 3, 'num_points': 512, 'lr': 0.002,
+                   'categories': categories,
                    'model_kwargs': {'num_categories': 6, 'in_channels': 0,
                                     'k': 10}},
         'history': history, 'epochs_done': len(history),
@@ -53,6 +54,18 @@ def test_table_reports_last_best_and_command(table, tmp_path):
     # Model arguments set from the data are not options of the command.
     assert """--model-kwargs '{"k": 10}'""" in md and 'num_categories' \
         not in md
+
+
+def test_per_category_runs(table, tmp_path):
+    _run(tmp_path / 'chair_fp', 'fp', [0.2, 0.6, 0.5], ['chair'])
+    _run(tmp_path / 'all_fp', 'fp', [0.3, 0.4, 0.5])
+    table.main([str(tmp_path / 'chair_fp'), str(tmp_path / 'all_fp'),
+                '--out', str(tmp_path / 'table')])
+    md = (tmp_path / 'table.md').read_text()
+    assert '| backbone | method | categories | epochs |' in md
+    assert '| dgcnn | fp | chair | 3/3 | 50.00 |' in md
+    assert '| dgcnn | fp | all | 3/3 | 50.00 |' in md
+    assert '--categories chair --num-points 512' in md
 
 
 def test_mixed_tasks_and_missing_results_are_refused(table, tmp_path):

@@ -99,6 +99,9 @@ def test_resume_continues(main, tmp_path, capsys):
     (['--model-kwargs', '{"num_categories": 2}'], 'set from the dataset'),
     (['--model-kwargs', '{"bogus": 1}'], "no option(s) 'bogus'"),
     (['--batch-size', '1'], 'at least 2 clouds'),
+    (['--categories', 'rockets'], "Unknown categories ['rockets']"),
+    (['--dataset', 's3dis', '--root', '.', '--categories', 'chair'],
+     'part-segmentation option'),
     (['--eval', 'missing.pt'], "'missing.pt' does not exist"),
 ])
 def test_bad_arguments(main, tmp_path, capsys, argv, message):
@@ -106,6 +109,27 @@ def test_bad_arguments(main, tmp_path, capsys, argv, message):
         main(TINY + ['--epochs', '1', '--out', str(tmp_path / 'x')] + argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_one_category(main, tmp_path, capsys):
+    # One model per category: only that category's shapes and parts,
+    # renumbered, and --eval keeps the selection from the checkpoint.
+    out = tmp_path / 'run'
+    summary = main(TINY + ['--model', 'pointnet', '--method', 'bipointnet',
+                           '--epochs', '1', '--categories', 'rocket',
+                           '--out', str(out)])
+    assert summary['config']['categories'] == ['rocket']
+    assert summary['config']['parts'] == {'rocket': [0, 1, 2]}
+    assert summary['config']['num_classes'] == 3
+    assert summary['config']['model_kwargs']['num_categories'] == 1
+    capsys.readouterr()
+    result = main(['--eval', str(out / 'best.pt'), '--threads', '1',
+                   '--quiet'])
+    line = last_json(capsys.readouterr().out)
+    assert line['num_test'] == 1
+    assert list(result['metrics']['category_iou']) == ['rocket']
+    assert line['instance_miou'] == pytest.approx(
+        summary['best']['instance_miou'], abs=1e-9)
 
 
 def test_eval_refuses_a_classifier_checkpoint(main, tmp_path, capsys):

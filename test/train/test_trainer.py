@@ -35,6 +35,7 @@ def parser(segmentation: bool = False) -> argparse.ArgumentParser:
     if segmentation:
         p.add_argument('--test-area', type=int)
         p.add_argument('--normals', action='store_true')
+        p.add_argument('--categories', nargs='+')
         p.add_argument('--synthetic-per-category', type=int)
     else:
         p.add_argument('--synthetic-classes', type=int)

@@ -5,7 +5,8 @@ metrics). Training itself is :func:`~torch_geometric_binary.train.
 train_epoch` with :func:`seg_forward`."""
 import os.path as osp
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import (Any, Callable, Dict, Iterable, List, Optional, Tuple,
+                    Union)
 
 import torch
 import torch_geometric.transforms as T
@@ -63,6 +64,35 @@ def _limit(dataset, n: Optional[int], by_category: bool):
     return dataset[torch.tensor(idx, dtype=torch.long)]
 
 
+def select_categories(dataset, names: List[str],
+                      parts: Dict[str, List[int]]
+                      ) -> Tuple[Any, Dict[str, List[int]]]:
+    r"""The examples of :obj:`dataset` whose category is one of
+    :obj:`names` (a copy), and their categories' parts. Categories are
+    renumbered :obj:`0..` in the order of :obj:`parts` (every category's
+    part ids), and so are the part ids, so that a network has an output
+    for each part it can meet only (as BiPointNet's per-category ShapeNet
+    part networks)."""
+    order = list(parts)
+    keep = [order.index(n) for n in order if n in names]
+    cat = dataset._data.category.view(-1)
+    idx = [j for j, i in enumerate(dataset.indices()) if int(cat[i]) in keep]
+    sub = dataset.copy(torch.tensor(idx, dtype=torch.long))
+    renumber = torch.full((len(order), ), -1, dtype=torch.long)
+    renumber[keep] = torch.arange(len(keep))
+    sub._data.category = renumber[sub._data.category]
+    old = [p for i in keep for p in parts[order[i]]]
+    relabel = torch.full((max(max(v) for v in parts.values()) + 1, ), -1,
+                         dtype=torch.long)
+    relabel[old] = torch.arange(len(old))
+    sub._data.y = relabel[sub._data.y]
+    new, start = {}, 0
+    for i in keep:
+        new[order[i]] = list(range(start, start + len(parts[order[i]])))
+        start += len(parts[order[i]])
+    return sub, new
+
+
 def build_seg_datasets(
     name: str,
     root: Optional[str] = None,
@@ -75,6 +105,7 @@ def build_seg_datasets(
     synthetic_points: int = 1024,
     normals: bool = False,
     test_seed: int = 0,
+    categories: Optional[List[str]] = None,
     log: bool = False,
 ) -> SegDataSplits:
     r"""Builds the training and test sets of :obj:`name` (one of
@@ -94,7 +125,11 @@ def build_seg_datasets(
     as test split, 6 features per point): the same point subsets, no
     normalization or augmentation (block coordinates are metric).
     :obj:`limit_train`/:obj:`limit_test` keep a subset for smoke runs
-    (category-balanced for part segmentation).
+    (category-balanced for part segmentation). :obj:`categories` keeps
+    the shapes of those part-segmentation categories only (one model per
+    category, the protocol of BiPointNet's ShapeNet part results), with
+    the categories and their parts renumbered in the dataset's order (see
+    :func:`select_categories`).
     """
     if name not in SEG_DATASETS:
         raise ValueError(f"Unknown dataset '{name}' (available: "
@@ -146,6 +181,23 @@ def build_seg_datasets(
                                list(getattr(cls, 'PART_NAMES', []) or [])
                                or None, info)
     by_category = splits.task == 'part'
+    if categories is not None:
+        if not by_category:
+            raise ValueError(f"Dataset '{name}' has no categories (part "
+                             f"segmentation only)")
+        known = list(splits.parts)
+        unknown = [c for c in categories if c not in known]
+        if unknown or not categories:
+            raise ValueError(f"Unknown categories {unknown} of dataset "
+                             f"'{name}' (available: {', '.join(known)})")
+        train, parts = select_categories(train, categories, splits.parts)
+        test, _ = select_categories(test, categories, splits.parts)
+        if splits.class_names:
+            splits.class_names = [splits.class_names[p] for c in known
+                                  if c in categories
+                                  for p in splits.parts[c]]
+        splits.parts = parts
+        splits.num_classes = sum(len(v) for v in parts.values())
     train = _limit(train, limit_train, by_category)
     test = _limit(test, limit_test, by_category)
     if name != 'synthetic':  # A fixed random subset of every test cloud.

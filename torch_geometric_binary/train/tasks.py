@@ -130,11 +130,13 @@ class Segmentation(Task):
     needs_root = SEG_NEEDS_ROOT
     default_batch_size = 16
     data_options = ['dataset', 'root', 'num_points', 'limit_test',
-                    'test_area', 'normals', 'synthetic_per_category',
+                    'test_area', 'normals', 'categories',
+                    'synthetic_per_category',
                     'synthetic_points', 'batch_size']
     fixed = ['model', 'method', 'model_kwargs', 'dataset', 'num_points',
-             'limit_train', 'test_area', 'normals', 'synthetic_per_category',
-             'synthetic_points', 'weight_avg_decay']
+             'limit_train', 'test_area', 'normals', 'categories',
+             'synthetic_per_category', 'synthetic_points',
+             'weight_avg_decay']
     metrics = {'part': ['instance_miou', 'category_miou'],
                'semantic': ['overall_acc', 'mean_class_acc', 'miou']}
 
@@ -157,6 +159,9 @@ class Segmentation(Task):
         if args.dataset != 'shapenet' and args.normals:
             raise UsageError("--normals is a ShapeNet part option "
                              "(--dataset shapenet)")
+        if args.dataset == 's3dis' and args.categories:
+            raise UsageError("--categories is a part-segmentation option "
+                             "(--dataset synthetic or shapenet)")
         if args.dataset != 'synthetic' and (
                 args.synthetic_points or args.synthetic_per_category):
             raise UsageError("--synthetic-points/--synthetic-per-category "
@@ -175,6 +180,7 @@ class Segmentation(Task):
             'test_area': (args.test_area or 5) if args.dataset == 's3dis'
             else None,
             'normals': args.normals,
+            'categories': args.categories,
             'num_points': args.num_points,
             'augment': not args.no_augment,
             'limit_train': args.limit_train,
@@ -192,7 +198,8 @@ class Segmentation(Task):
             test_area=config.get('test_area') or 5,
             synthetic_per_category=config.get('synthetic_per_category'),
             synthetic_points=config.get('synthetic_points') or 1024,
-            normals=bool(config.get('normals')), log=log)
+            normals=bool(config.get('normals')),
+            categories=config.get('categories'), log=log)
         if len(data.train) == 0 or len(data.test) == 0:
             raise ValueError(f"an empty split ({len(data.train)} training, "
                              f"{len(data.test)} test clouds)")
