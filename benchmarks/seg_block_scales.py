@@ -1,7 +1,7 @@
 """Experiment (issue 21; not part of the package): PointNetSeg whose head's
 first binary layer has one LSR scale per input block (the 64 per-point
 channels, the 1024 pooled ones), to test whether EMA's cloud-varying pooled
-bits drown the per-point bits. It patches PointNetSeg at run time and runs
+bits drown the per-point bits. It trains that variant as PointNet through
 examples/segmentation.py with the given arguments:
 
     BLOCK_INIT=balanced|data python3 benchmarks/seg_block_scales.py \\
@@ -13,19 +13,16 @@ block's scale as LSR does, from the first training batch.
 """
 import functools
 import os
-import os.path as osp
-import runpy
-import sys
 
 import torch
 import torch.nn.functional as F
 from torch.nn import Parameter
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import torch_geometric_binary.nn.models as M  # noqa: E402
-from torch_geometric_binary.nn.functional import scaled_linear  # noqa: E402
-from torch_geometric_binary.nn.linear import BiLinear  # noqa: E402
+# First: it puts the checkout on sys.path.
+from seg_experiment import train_pointnet_variant
+from torch_geometric_binary.nn.functional import scaled_linear
+from torch_geometric_binary.nn.linear import BiLinear
+from torch_geometric_binary.nn.models import PointNetSeg
 
 SPLIT = 64  # The per-point channels come first.
 MODE = os.environ.get('BLOCK_INIT', 'data')
@@ -64,17 +61,13 @@ class BlockBiLinear(BiLinear):
         return out
 
 
-_init = M.PointNetSeg.__init__
+class PointNetSegBlocks(PointNetSeg):
+    @functools.wraps(PointNetSeg.__init__)  # Its options, for --model-kwargs.
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.method.binary:
+            self.head.lins[0] = BlockBiLinear(self.head.lins[0])
 
 
-@functools.wraps(_init)
-def _patched(self, *args, **kwargs):
-    _init(self, *args, **kwargs)
-    if self.method.binary:
-        self.head.lins[0] = BlockBiLinear(self.head.lins[0])
-
-
-M.PointNetSeg.__init__ = _patched
-sys.argv = ['segmentation.py'] + sys.argv[1:]
-runpy.run_path(osp.join(ROOT, 'examples', 'segmentation.py'),
-               run_name='__main__')
+if __name__ == '__main__':
+    train_pointnet_variant(PointNetSegBlocks)

@@ -30,19 +30,16 @@ An experiment, not a package feature: :func:`deploy.pack` does not know
 the layer, and :obj:`--eval` of the checkpoint needs this script.
 """
 import os
-import sys
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'examples'))
-from torch_geometric_binary.nn import BiMLP  # noqa: E402
-from torch_geometric_binary.nn.models import (SEG_MODELS,  # noqa: E402
-                                              PointNetSeg)
-from torch_geometric_binary.nn.models.common import global_pool  # noqa
+# First: it puts the checkout on sys.path.
+from seg_experiment import train_pointnet_variant
+from torch_geometric_binary.nn import BiMLP
+from torch_geometric_binary.nn.models import PointNetSeg
+from torch_geometric_binary.nn.models.common import global_pool
 
 
 class PlusCloudTerm(torch.nn.Module):
@@ -89,6 +86,4 @@ class PointNetSegGlobalFP(PointNetSeg):
 
 
 if __name__ == '__main__':
-    SEG_MODELS['pointnet'] = PointNetSegGlobalFP
-    import segmentation  # examples/segmentation.py
-    segmentation.main(['--model', 'pointnet'] + sys.argv[1:])
+    train_pointnet_variant(PointNetSegGlobalFP)

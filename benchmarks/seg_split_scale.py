@@ -24,18 +24,15 @@ the layer, and :obj:`--eval` of the checkpoint needs this script.
 """
 import math
 import os
-import sys
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'examples'))
-from torch_geometric_binary.nn import BiLinear  # noqa: E402
-from torch_geometric_binary.nn.models import (SEG_MODELS,  # noqa: E402
-                                              PointNetSeg)
+# First: it puts the checkout on sys.path.
+from seg_experiment import train_pointnet_variant
+from torch_geometric_binary.nn import BiLinear
+from torch_geometric_binary.nn.models import PointNetSeg
 
 
 class SplitScaleBiLinear(BiLinear):
@@ -91,6 +88,4 @@ class PointNetSegSplit(PointNetSeg):
 
 
 if __name__ == '__main__':
-    SEG_MODELS['pointnet'] = PointNetSegSplit
-    import segmentation  # examples/segmentation.py
-    segmentation.main(['--model', 'pointnet'] + sys.argv[1:])
+    train_pointnet_variant(PointNetSegSplit)

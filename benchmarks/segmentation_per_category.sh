@@ -17,17 +17,14 @@ PER_CATEGORY="${PER_CATEGORY:-80}"
 export EPOCHS PER_CATEGORY
 export RUNS="${RUNS:-../runs/segcat_e${EPOCHS}_c${PER_CATEGORY}}"
 ALL="table chair lamp mug airplane rocket"
-POINTNET_KWARGS='--model-kwargs={"local_features":"all"}'
 for model in ${MODELS:-pointnet}; do
   for category in ${CATEGORIES:-$ALL}; do
-    if [ "$model" = pointnet ]; then
-      MODELS=pointnet TAG="all_$category" TABLE=0 \
-        EXTRA="--categories $category $POINTNET_KWARGS" \
-        bash benchmarks/segmentation_synthetic.sh
-    else
-      MODELS="$model" TAG="$category" TABLE=0 EXTRA="--categories $category" \
-        bash benchmarks/segmentation_synthetic.sh
+    tag="$category" extra=""
+    if [ "$model" = pointnet ]; then  # Its head reads every layer.
+      tag="all_$category" extra='--model-kwargs={"local_features":"all"}'
     fi
+    MODELS="$model" TAG="$tag" TABLE=0 EXTRA="--categories $category $extra" \
+      bash benchmarks/segmentation_synthetic.sh
   done
 done
 # The table holds every started run of this protocol in $RUNS.

@@ -73,24 +73,20 @@ def select_categories(dataset, names: List[str],
     part ids), and so are the part ids, so that a network has an output
     for each part it can meet only (as BiPointNet's per-category ShapeNet
     part networks)."""
-    order = list(parts)
-    keep = [order.index(n) for n in order if n in names]
+    keep = [i for i, name in enumerate(parts) if name in names]
+    kept = {name: ids for name, ids in parts.items() if name in names}
     cat = dataset._data.category.view(-1)
     idx = [j for j, i in enumerate(dataset.indices()) if int(cat[i]) in keep]
     sub = dataset.copy(torch.tensor(idx, dtype=torch.long))
-    renumber = torch.full((len(order), ), -1, dtype=torch.long)
+    renumber = torch.full((len(parts), ), -1, dtype=torch.long)
     renumber[keep] = torch.arange(len(keep))
     sub._data.category = renumber[sub._data.category]
-    old = [p for i in keep for p in parts[order[i]]]
+    old = [p for ids in kept.values() for p in ids]
     relabel = torch.full((max(max(v) for v in parts.values()) + 1, ), -1,
                          dtype=torch.long)
     relabel[old] = torch.arange(len(old))
     sub._data.y = relabel[sub._data.y]
-    new, start = {}, 0
-    for i in keep:
-        new[order[i]] = list(range(start, start + len(parts[order[i]])))
-        start += len(parts[order[i]])
-    return sub, new
+    return sub, {name: relabel[ids].tolist() for name, ids in kept.items()}
 
 
 def build_seg_datasets(
@@ -192,9 +188,8 @@ def build_seg_datasets(
                              f"'{name}' (available: {', '.join(known)})")
         train, parts = select_categories(train, categories, splits.parts)
         test, _ = select_categories(test, categories, splits.parts)
-        if splits.class_names:
-            splits.class_names = [splits.class_names[p] for c in known
-                                  if c in categories
+        if splits.class_names:  # The new ids, in order, of the old parts.
+            splits.class_names = [splits.class_names[p] for c in parts
                                   for p in splits.parts[c]]
         splits.parts = parts
         splits.num_classes = sum(len(v) for v in parts.values())
