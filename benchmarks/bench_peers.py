@@ -340,10 +340,13 @@ def dgcnn_graph_fns(fp, bi, packed, pos, batch) -> Dict[str, Callable]:
     with torch.inference_mode():
         x1 = {name: place_activation(m, 0)(m.conv1(pos, b))
               for name, m in (('packed', bi), ('fp32', fp))}
-    k1, k2 = fp.conv1.k, fp.conv2.k
-    return {f'{name}_graph_only': (lambda h=h: (
+    k1 = fp.conv1.k
+    # Each model's own second search (a Hamming one on the signs for a
+    # binary model built with graph_metric='hamming').
+    return {f'{name}_graph_only': (lambda h=h, m=m: (
         neighbors.knn_edges(pos, pos, k1, b, b),
-        neighbors.knn_edges(h, h, k2, b, b))) for name, h in x1.items()}
+        m.conv2.knn_graph((h, h), (b, b))))
+        for (name, h), m in zip(x1.items(), (bi, fp))}
 
 
 def profile_ops(fn: Callable, calls: int, top: int = 10) -> List[Dict]:
@@ -367,10 +370,11 @@ def bench_graph_model(args, cls) -> Dict:
     torch.manual_seed(0)
     fp = bench_deploy.prepare(cls(args.classes, method='fp'),
                               args.num_points)
-    bi = bench_deploy.prepare(cls(args.classes, method='bipointnet'),
-                              args.num_points)
+    extra = {'graph_metric': args.dgcnn_graph} if cls is DGCNN else {}
+    bi = bench_deploy.prepare(cls(args.classes, method='bipointnet',
+                                  **extra), args.num_points)
     packed = pack(bi)
-    res: Dict = {'graph_backend': neighbors.backend()}
+    res: Dict = {'graph_backend': neighbors.backend(), **extra}
     pos, batch = clouds(4, args.num_points, seed=2)
     with torch.inference_mode():
         res['packed_vs_binary_model'] = same_predictions(
@@ -538,7 +542,9 @@ def markdown(res: Dict) -> str:
         if name not in res:
             continue
         d = res[name]
-        lines += [f"## {title}", ''] + table(res, name) + ['']
+        graph = (f" (binary model's second graph: "
+                 f"{d['graph_metric']} k-NN)") if 'graph_metric' in d else ''
+        lines += [f"## {title}{graph}", ''] + table(res, name) + ['']
         for k, v in d.items():
             if k.startswith('batch_'):
                 lines.append(f"- {k.replace('_', ' ')}: graph construction "
@@ -604,6 +610,12 @@ def main(argv: Optional[List[str]] = None):
                         help='times of single calls (median, 90th '
                         'percentile) at --threads and $OMP_WAIT_POLICY; '
                         'one JSON line')
+    parser.add_argument('--dgcnn-graph', choices=['euclidean', 'hamming'],
+                        default='euclidean',
+                        help="the binary DGCNN's second graph: DGCNN's "
+                        "Euclidean k-NN on the features, or the Hamming "
+                        "k-NN on their signs (graph_metric='hamming'; the "
+                        "FP32 peers keep the Euclidean one)")
     parser.add_argument('--profile', action='store_true',
                         help='DGCNN: the packed model\'s operators '
                         '(torch.profiler, self CPU time per call)')

@@ -17,6 +17,7 @@ cloud of 1,024 points (every 100th cloud), which is the number of rows the
 packed chain pools.
 """
 import argparse
+import json
 import os
 import sys
 
@@ -38,8 +39,14 @@ def main():
     parser.add_argument('checkpoint')
     parser.add_argument('--root', required=True)
     parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument('--model-kwargs', type=json.loads, default={},
+                        help='model options (JSON) that replace the '
+                        "checkpoint's")
     args = parser.parse_args()
     state = load_checkpoint(args.checkpoint)
+    config = state['config']
+    config['model_kwargs'] = {**(config.get('model_kwargs') or {}),
+                              **args.model_kwargs}
     model = model_from_checkpoint(state)
     packed = pack(model)
     n = int(state['config']['num_points'])

@@ -74,6 +74,26 @@ def test_pack_bits_leading_dims_and_views(kernel_backend):
                        ref_pack(xt >= 0))
 
 
+@pytest.mark.parametrize('C', [3, 64, 100])
+@pytest.mark.parametrize('with_theta', [False, True])
+def test_edge_diff_bits(kernel_backend, C, with_theta):
+    # EdgeConv's difference signs without the float messages, against the
+    # float messages packed (ties at zero, NaN and infinities included).
+    from torch_geometric_binary.deploy.kernels import edge_diff_bits
+    g = torch.Generator().manual_seed(C)
+    N, k = 41, 6
+    x = special_values(torch.round(torch.randn(N, C, generator=g) * 2) / 2)
+    src = torch.randint(0, N, (N * k, ), generator=g)
+    theta = torch.randn(C, generator=g) if with_theta else None
+    diff = (x[src] - x.repeat_interleave(k, 0))
+    if theta is not None:
+        diff = diff - theta
+    out = edge_diff_bits(x, src, k, theta, backend=kernel_backend)
+    assert torch.equal(out, ref_pack(diff >= 0))
+    with pytest.raises(ValueError, match='sources per point'):
+        edge_diff_bits(x, src[:-1], k, backend=kernel_backend)
+
+
 @pytest.mark.parametrize('K', KS)
 def test_xnor_gemm(kernel_backend, K):
     for M, N in SHAPES:

@@ -90,8 +90,9 @@ MODELS = [
     (PointNet, {'input_transform': True, 'feature_transform': True}),
     (PointNet2, {}),
     (DGCNN, {'k': 12}),
+    (DGCNN, {'k': 12, 'graph_metric': 'hamming'}),
 ]
-IDS = ['pointnet', 'pointnet_tnets', 'pointnet2', 'dgcnn']
+IDS = ['pointnet', 'pointnet_tnets', 'pointnet2', 'dgcnn', 'dgcnn_hamming']
 # Odd sizes (37, 101) and mixed sizes in one batch; a batch with large
 # clouds takes the row-sliced PointNet kernel (>= 128 points per cloud).
 SIZES = [[37], [101, 37, 5], [300, 517]]

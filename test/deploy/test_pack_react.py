@@ -95,8 +95,9 @@ MODELS = [
     (PointNet, {'input_transform': True, 'feature_transform': True}),
     (PointNet2, {}),
     (DGCNN, {'k': 12}),
+    (DGCNN, {'k': 12, 'graph_metric': 'hamming'}),
 ]
-IDS = ['pointnet', 'pointnet_tnets', 'pointnet2', 'dgcnn']
+IDS = ['pointnet', 'pointnet_tnets', 'pointnet2', 'dgcnn', 'dgcnn_hamming']
 
 
 def reference(model, *args):
@@ -136,7 +137,7 @@ def assert_packs_exactly(model, kernel_backend):
 
 @pytest.mark.parametrize('cls,kwargs,ema', [
     m + (ema, ) for m, ema in zip(MODELS + MODELS[:1],
-                                  [True, True, True, True, False])
+                                  [True] * len(MODELS) + [False])
 ], ids=IDS + ['pointnet_no_ema'])
 def test_packed_rsign_model_is_exact(kernel_backend, monkeypatch, cls,
                                      kwargs, ema):

@@ -102,10 +102,12 @@ CASES = [('pointnet', 'bipointnet', {}), ('pointnet2', 'bipointnet', {}),
          ('pointnet', 'bipointnet', {'input_transform': True,
                                      'feature_transform': True}),
          ('pointnet', 'bipointnet', {'local_features': 'all'}),
-         ('pointnet', 'react+ema', {'local_features': 'all'})]
+         ('pointnet', 'react+ema', {'local_features': 'all'}),
+         ('dgcnn', 'react+ema', {'graph_metric': 'hamming'})]
 CASE_IDS = ['pointnet', 'pointnet2', 'dgcnn', 'pointnet-bnn',
             'pointnet-react+ema', 'dgcnn-react+ema', 'pointnet2-bnn',
-            'pointnet-tnets', 'pointnet-all', 'pointnet-all-react+ema']
+            'pointnet-tnets', 'pointnet-all', 'pointnet-all-react+ema',
+            'dgcnn-hamming-react+ema']
 
 
 @pytest.mark.parametrize('name,method,kwargs', CASES, ids=CASE_IDS)
@@ -119,7 +121,7 @@ def test_packed_segmenter_matches_binary_model(name, method, kwargs):
     check_forward(model, packed)
 
 
-ROUND_TRIP = [0, 1, 2, 5, 8]
+ROUND_TRIP = [0, 1, 2, 5, 8, 10]
 
 
 @pytest.mark.parametrize('name,method,kwargs', [CASES[i] for i in ROUND_TRIP],

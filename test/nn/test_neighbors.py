@@ -361,3 +361,91 @@ def test_empty(backend):
     none = torch.empty(0, dtype=torch.long)
     assert knn_edges(x, empty, 3, bx, none).shape == (2, 0)
     assert radius_edges(empty, x, 0.5, none, bx).shape == (2, 0)
+
+
+# k-NN by Hamming distance on packed binary codes.
+
+def codes(sizes, channels, levels=None, seed=0):
+    r"""Packed signs of random features; :obj:`levels` distinct rows at most
+    (repeated codes: many equal distances)."""
+    from torch_geometric_binary.utils.bits import pack_bool
+    g = torch.Generator().manual_seed(seed)
+    n = sum(sizes)
+    signs = torch.rand(n, channels, generator=g) < 0.5
+    if levels is not None:
+        signs = signs[torch.randint(0, levels, (n, ), generator=g)]
+    batch = torch.repeat_interleave(torch.arange(len(sizes)),
+                                    torch.tensor(sizes, dtype=torch.long))
+    return pack_bool(signs), signs, batch
+
+
+def brute_hamming(signs_x, signs_y, k, bx, by):
+    r"""The definition, one query at a time: the k smallest (distance,
+    index) pairs of the query's cloud."""
+    src, dst = [], []
+    for q in range(signs_y.size(0)):
+        cand = (bx == by[q]).nonzero().view(-1).tolist()
+        dist = [int((signs_x[j] != signs_y[q]).sum()) for j in cand]
+        for _, j in sorted(zip(dist, cand))[:k]:
+            src.append(j)
+            dst.append(q)
+    return torch.tensor([src, dst], dtype=torch.long).view(2, -1)
+
+
+@pytest.mark.parametrize('channels', [7, 64, 130])
+@pytest.mark.parametrize('sizes,k', [([40], 8), ([25, 3, 31], 5),
+                                     ([12, 9], 20)])
+def test_knn_hamming_matches_definition(backend, channels, sizes, k):
+    bits, signs, batch = codes(sizes, channels, levels=6)
+    out = neighbors.knn_hamming_edges(bits, bits, k, batch, batch)
+    assert_same(out, brute_hamming(signs, signs, k, batch, batch))
+
+
+def test_knn_hamming_kernel_matches_reference():
+    need_cpp()
+    for seed, (sizes, channels, levels) in enumerate([
+            ([300, 517], 64, None), ([200, 1, 150], 128, 40),
+            ([257], 192, 3)]):
+        bits, _, batch = codes(sizes, channels, levels, seed)
+        out = neighbors.knn_hamming_edges(bits, bits, 20, batch, batch)
+        ref = neighbors._knn_hamming_torch(bits, bits, 20, batch, batch,
+                                           len(sizes))
+        assert_same(out, ref)
+
+
+def test_knn_hamming_bipartite(backend):
+    bx_bits, sx, bx = codes([10, 20], 64, seed=1)
+    by_bits, sy, by = codes([4, 6], 64, seed=2)
+    out = neighbors.knn_hamming_edges(bx_bits, by_bits, 3, bx, by)
+    assert_same(out, brute_hamming(sx, sy, 3, bx, by))
+
+
+def test_knn_hamming_is_knn_on_signs():
+    # The same neighbours as the Euclidean k-NN of the +-1 rows wherever the
+    # k-th distance is not tied.
+    bits, signs, batch = codes([200], 64, seed=3)
+    k = 10
+    out = neighbors.knn_hamming_edges(bits, bits, k, batch, batch)
+    pm = signs.float() * 2 - 1
+    dist = torch.cdist(pm, pm).pow(2).round()
+    kth = dist.sort(dim=1).values
+    untied = kth[:, k - 1] < kth[:, k]
+    ref = dist.topk(k, dim=1, largest=False).indices.sort(dim=1).values
+    got = out[0].view(-1, k).sort(dim=1).values
+    assert untied.sum() > 10
+    assert torch.equal(got[untied], ref[untied])
+
+
+def test_knn_hamming_bad_input(backend):
+    bits, signs, batch = codes([10], 64)
+    with pytest.raises(ValueError, match='packed int64 words'):
+        neighbors.knn_hamming_edges(signs.float(), bits, 3)
+    with pytest.raises(ValueError, match="'k' must be >= 1"):
+        neighbors.knn_hamming_edges(bits, bits, 0)
+    with pytest.raises(ValueError, match='words per code'):
+        neighbors.knn_hamming_edges(bits, bits[:, :0], 3)
+    with pytest.raises(ValueError, match='must be sorted'):
+        neighbors.knn_hamming_edges(bits, bits, 3, batch.flip(0) * 0 +
+                                    torch.arange(10).flip(0),
+                                    torch.arange(10).flip(0))
+    assert neighbors.knn_hamming_edges(bits[:0], bits[:0], 3).shape == (2, 0)

@@ -39,6 +39,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <bitset>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -1239,6 +1240,154 @@ static Tensor graph_knn_kdtree(const Tensor& x_, const Tensor& y_, int64_t k,
   return concat_edges(chunks, a.x.options());
 }
 
+// ---------------------------------------------------------------------------
+// k-NN by Hamming distance between packed binary codes (int64 words, the
+// layout of torch_geometric_binary.utils.bits: padding bits 0, so they never
+// count). Nearest first, equal distances in index order: a counting sort
+// over the distances 0..64W, O(n + 64W) per query after the popcounts.
+
+static Tensor words_arg(const Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK_VALUE(t.device().is_cpu(), op, ": '", name,
+                    "' must be a CPU tensor (got ", t.device(), ")");
+  TORCH_CHECK_VALUE(t.scalar_type() == at::kLong && t.dim() == 2, op, ": '",
+                    name, "' must be packed int64 words of shape "
+                    "[num_points, num_words] (got ", t.sizes(), ", ",
+                    t.scalar_type(), ")");
+  return t.contiguous();
+}
+
+static inline int popcount64(uint64_t v) {
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_popcountll(v);
+#else
+  return static_cast<int>(std::bitset<64>(v).count());
+#endif
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TGB_INLINE inline __attribute__((always_inline))
+#else
+#define TGB_INLINE inline
+#endif
+
+// Inlined into a caller compiled for POPCNT where the CPU has it.
+static TGB_INLINE void knn_hamming_queries(const uint64_t* x, const uint64_t* y,
+                                int64_t W, int64_t k,
+                                const std::vector<int64_t>& ptr_x,
+                                const std::vector<int64_t>& cloud_y,
+                                int64_t q0, int64_t q1, Edges& out) {
+  // Four interleaved histograms: repeated codes give runs of one distance,
+  // and one counter would serialize their increments.
+  const int64_t H = 64 * W + 2;
+  std::vector<int32_t> dist, hist(4 * H), next(H);
+  for (int64_t q = q0; q < q1; q++) {
+    const int64_t b = cloud_y[q], s0 = ptr_x[b], n = ptr_x[b + 1] - s0;
+    const int64_t kk = std::min(k, n);
+    if (kk == 0) continue;
+    dist.resize(n);
+    std::fill(hist.begin(), hist.end(), 0);
+    const uint64_t* yq = y + q * W;
+    const uint64_t* xs = x + s0 * W;
+    if (W == 1) {  // DGCNN's 64 channels: one word per code.
+      const uint64_t y0 = yq[0];
+      for (int64_t j = 0; j < n; j++) {
+        const int32_t d = popcount64(xs[j] ^ y0);
+        dist[j] = d;
+        hist[(j & 3) * H + d]++;
+      }
+    } else {
+      for (int64_t j = 0; j < n; j++) {
+        const uint64_t* xj = xs + j * W;
+        int32_t d = 0;
+        for (int64_t w = 0; w < W; w++) d += popcount64(xj[w] ^ yq[w]);
+        dist[j] = d;
+        hist[(j & 3) * H + d]++;
+      }
+    }
+    for (int64_t d = 0; d < H; d++)
+      hist[d] += hist[H + d] + hist[2 * H + d] + hist[3 * H + d];
+    // The k-th distance t; every point nearer is kept, then the first ones
+    // at distance t in index order.
+    int64_t below = 0, t = 0;
+    while (below + hist[t] < kk) below += hist[t++];
+    int64_t pos = 0;
+    for (int64_t d = 0; d <= t; d++) {
+      next[d] = static_cast<int32_t>(pos);
+      pos += hist[d];
+    }
+    const size_t base = out.src.size();
+    out.src.resize(base + kk);
+    int64_t at_t = kk - below, left = kk;
+    for (int64_t j = 0; j < n; j++) {
+      const int32_t d = dist[j];
+      if (d < t || (d == t && at_t-- > 0)) {
+        out.src[base + next[d]++] = s0 + j;
+        if (--left == 0) break;
+      }
+    }
+    out.dst.insert(out.dst.end(), kk, q);
+  }
+}
+
+#if TGB_X86
+__attribute__((target("popcnt")))
+#endif
+static void knn_hamming_popcnt(const uint64_t* x, const uint64_t* y,
+                               int64_t W, int64_t k,
+                               const std::vector<int64_t>& ptr_x,
+                               const std::vector<int64_t>& cloud_y,
+                               int64_t q0, int64_t q1, Edges& out) {
+  knn_hamming_queries(x, y, W, k, ptr_x, cloud_y, q0, q1, out);
+}
+
+static void knn_hamming_generic(const uint64_t* x, const uint64_t* y,
+                                int64_t W, int64_t k,
+                                const std::vector<int64_t>& ptr_x,
+                                const std::vector<int64_t>& cloud_y,
+                                int64_t q0, int64_t q1, Edges& out) {
+  knn_hamming_queries(x, y, W, k, ptr_x, cloud_y, q0, q1, out);
+}
+
+static Tensor graph_knn_hamming(const Tensor& x_, const Tensor& y_, int64_t k,
+                                const std::optional<Tensor>& batch_x,
+                                const std::optional<Tensor>& batch_y) {
+  const char* op = "knn_hamming";
+  TORCH_CHECK_VALUE(k >= 1, op, ": 'k' must be >= 1 (got ", k, ")");
+  const Tensor x = words_arg(x_, op, "x"), y = words_arg(y_, op, "y");
+  TORCH_CHECK_VALUE(x.size(1) == y.size(1), op, ": 'x' has ", x.size(1),
+                    " words per code, 'y' has ", y.size(1));
+  const int64_t Nx = x.size(0), Ny = y.size(0), W = x.size(1);
+  const int64_t mx = check_batch(batch_x, Nx, op, "batch_x");
+  const int64_t my = check_batch(batch_y, Ny, op, "batch_y");
+  TORCH_CHECK_VALUE(
+      (batch_x.has_value() || my <= 0) && (batch_y.has_value() || mx <= 0),
+      op, ": give both 'batch_x' and 'batch_y' for more than one cloud");
+  if (Nx == 0 || Ny == 0 || W == 0) return concat_edges({}, x.options());
+  const int64_t B = std::max<int64_t>(std::max(mx, my), 0) + 1;
+  const std::vector<int64_t> ptr_x = cloud_ptr(batch_x, Nx, B);
+  const std::vector<int64_t> ptr_y = cloud_ptr(batch_y, Ny, B);
+  std::vector<int64_t> cloud_y(Ny);
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t i = ptr_y[b]; i < ptr_y[b + 1]; i++) cloud_y[i] = b;
+  const auto* xp = reinterpret_cast<const uint64_t*>(x.data_ptr<int64_t>());
+  const auto* yp = reinterpret_cast<const uint64_t*>(y.data_ptr<int64_t>());
+#if TGB_X86
+  static const bool popcnt = __builtin_cpu_supports("popcnt");
+#else
+  static const bool popcnt = false;
+#endif
+  std::vector<Edges> chunks((Ny + kQueryChunk - 1) / kQueryChunk);
+  at::parallel_for(0, chunks.size(), 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; c++) {
+      const int64_t q0 = c * kQueryChunk;
+      const int64_t q1 = std::min(Ny, q0 + kQueryChunk);
+      (popcnt ? knn_hamming_popcnt : knn_hamming_generic)(
+          xp, yp, W, k, ptr_x, cloud_y, q0, q1, chunks[c]);
+    }
+  });
+  return concat_edges(chunks, x.options());
+}
+
 }  // namespace tgb_graph
 
 TORCH_LIBRARY_FRAGMENT(torch_geometric_binary, m) {
@@ -1247,6 +1396,8 @@ TORCH_LIBRARY_FRAGMENT(torch_geometric_binary, m) {
   m.def("graph_radius(Tensor x, Tensor y, float r, Tensor? batch_x, "
         "Tensor? batch_y, int max_num_neighbors) -> Tensor");
   m.def("graph_knn(Tensor x, Tensor y, int k, Tensor? batch_x, "
+        "Tensor? batch_y) -> Tensor");
+  m.def("graph_knn_hamming(Tensor x, Tensor y, int k, Tensor? batch_x, "
         "Tensor? batch_y) -> Tensor");
   m.def("graph_knn_kdtree(Tensor x, Tensor y, int k, Tensor? batch_x, "
         "Tensor? batch_y) -> Tensor");
@@ -1257,6 +1408,7 @@ TORCH_LIBRARY_IMPL(torch_geometric_binary, CPU, m) {
   m.impl("graph_radius", &tgb_graph::graph_radius);
   m.impl("graph_knn", &tgb_graph::graph_knn);
   m.impl("graph_knn_kdtree", &tgb_graph::graph_knn_kdtree);
+  m.impl("graph_knn_hamming", &tgb_graph::graph_knn_hamming);
 }
 
 // A plain module so that `import torch_geometric_binary._graph` loads the

@@ -22,11 +22,14 @@ Two interchangeable backends compute bit-identical results:
   :obj:`TORCH_GEOMETRIC_BINARY_KERNELS=torch` is set.
 """
 import os
-import sys
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
+
+from torch_geometric_binary.utils.bits import num_words  # noqa: F401
+from torch_geometric_binary.utils.bits import pack_bool as _pack_bool
+from torch_geometric_binary.utils.bits import unpack_bool as _unpack_bool
 
 ENV_BACKEND = 'TORCH_GEOMETRIC_BINARY_KERNELS'
 
@@ -97,39 +100,8 @@ def _use_cpp(name: Optional[str], *tensors: Tensor) -> bool:
     return all(t.device.type == 'cpu' for t in tensors)
 
 
-def num_words(channels: int) -> int:
-    r"""The number of :obj:`int64` words holding :obj:`channels` bits."""
-    return (channels + 63) // 64
-
-
 # --------------------------------------------------------------------------
 # The torch backend.
-
-def _pack_bool(b: Tensor) -> Tensor:
-    r"""Packs a :obj:`[M, K]` boolean tensor into :obj:`[M, W]` words."""
-    M, K = b.shape
-    W = num_words(K)
-    b = torch.nn.functional.pad(b.to(torch.uint8), (0, 64 * W - K))
-    if sys.byteorder == 'little':  # Build bytes, then view them as words.
-        shifts = torch.arange(8, dtype=torch.uint8, device=b.device)
-        by = (b.view(M, 8 * W, 8) << shifts).sum(-1, dtype=torch.uint8)
-        return by.view(torch.int64)
-    shifts = torch.arange(64, dtype=torch.int64, device=b.device)
-    # Distinct powers of two: the sum is the bitwise OR (bit 63 wraps).
-    return (b.view(M, W, 64).to(torch.int64) << shifts).sum(-1)
-
-
-def _unpack_bool(bits: Tensor, K: int) -> Tensor:
-    M, W = bits.shape
-    if sys.byteorder == 'little':
-        shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
-        by = bits.contiguous().view(torch.uint8)
-        b = (by.unsqueeze(-1) >> shifts) & 1
-    else:
-        shifts = torch.arange(64, dtype=torch.int64, device=bits.device)
-        b = (bits.unsqueeze(-1) >> shifts) & 1
-    return b.reshape(M, 64 * W)[:, :K].bool()
-
 
 def _rows_per_chunk(K: int, N: int) -> int:
     # Bounds the unpacked temporaries to a few million elements.
@@ -209,6 +181,35 @@ def pack_bits(x: Tensor, backend: Optional[str] = None) -> Tensor:
     else:
         out = _pack_bool(x2 >= 0)
     return out.view(*lead, num_words(K))
+
+
+def edge_diff_bits(x: Tensor, src: Tensor, k: int,
+                   theta: Optional[Tensor] = None,
+                   backend: Optional[str] = None) -> Tensor:
+    r"""The packed signs of EdgeConv's differences :math:`\mathbf{x}_j -
+    \mathbf{x}_i - \boldsymbol{\theta}` on a graph with :obj:`k` sources
+    :obj:`src` per point, listed point by point (edge :math:`e` targets
+    point :math:`\lfloor e / k \rfloor`), without forming the float
+    messages: equal to :obj:`pack_bits((x[src].view(N, k, C) - x[:, None])
+    .view(-1, C) - theta)`, with the same float operations.
+
+    Returns:
+        :obj:`int64` tensor of shape :math:`(N k, \lceil C / 64 \rceil)`.
+    """
+    N, C = x.shape
+    if src.dim() != 1 or src.numel() != N * k:
+        raise ValueError(f"edge_diff_bits: 'src' must list k = {k} sources "
+                         f"per point of 'x' ({N} points; got "
+                         f"{list(src.shape)})")
+    if (x.dtype == torch.float32 and (theta is None or theta.dtype ==
+                                      torch.float32)
+            and _use_cpp(backend, x, src)):
+        return torch.ops.torch_geometric_binary.edge_diff_bits(
+            x, src, int(k), theta)
+    diff = (x[src].view(N, k, C) - x.unsqueeze(1)).view(-1, C)
+    if theta is not None:
+        diff = diff - theta.to(diff.dtype)
+    return pack_bits(diff, backend)
 
 
 def unpack_bits(bits: Tensor, K: int,

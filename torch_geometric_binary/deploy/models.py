@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch_geometric.nn.conv import EdgeConv, PointNetConv
 
-from torch_geometric_binary.deploy.kernels import cat_bits
+from torch_geometric_binary.deploy.kernels import cat_bits, edge_diff_bits
 from torch_geometric_binary.deploy.fusion import (Deferred, Segment,
                                                   value_bits)
 from torch_geometric_binary.deploy.linear import binarize_floats
@@ -46,7 +46,9 @@ from torch_geometric_binary.deploy.registry import (AddTensor, PackedConfig,
 from torch_geometric_binary.nn.aggr import EMAMaxAggregation
 from torch_geometric_binary.nn.linear import BiLinear
 from torch_geometric_binary.nn.mlp import BiMLP
-from torch_geometric_binary.nn.neighbors import fps, knn_edges, radius_edges
+from torch_geometric_binary.nn.neighbors import (fps, knn_edges,
+                                                 knn_hamming_edges,
+                                                 radius_edges)
 from torch_geometric_binary.utils.recording import recorded
 
 
@@ -285,13 +287,16 @@ def edge_messages(x: Optional[Tensor], channels: int, pos: Tensor,
 class PackedEdgeConv(EdgeConv):
     r"""A packed :class:`~torch_geometric_binary.nn.BiDynamicEdgeConv`:
     PyG's :class:`~torch_geometric.nn.conv.EdgeConv` with a packed MLP on
-    the :math:`k`-NN graph of its input."""
+    the :math:`k`-NN graph of its input, by Euclidean distance or, with
+    :obj:`metric="hamming"`, by XOR and popcount on the packed signs its
+    first layer reads."""
     def __init__(self, nn: PackedMLP, k: int, ema: bool,
-                 num_workers: int = 1):
+                 num_workers: int = 1, metric: str = 'euclidean'):
         super().__init__(nn, aggr=EMAMaxAggregation() if ema else 'max')
         self.k = k
         self.ema = ema
         self.num_workers = num_workers
+        self.metric = metric
 
     @classmethod
     def from_conv(cls, conv, where, fp_dtype, epilogue_dtype):
@@ -301,26 +306,40 @@ class PackedEdgeConv(EdgeConv):
                             f"expected a BiDynamicEdgeConv")
         return cls(_mlp(conv.nn, f'{where}.nn', fp_dtype, epilogue_dtype),
                    conv.k, aggr_is_ema(conv.aggr_module, f'{where}.aggr'),
-                   conv.num_workers)
+                   conv.num_workers, conv.metric)
 
     def packed_config(self, add: AddTensor) -> PackedConfig:
         return ({'k': self.k, 'ema': self.ema,
-                 'num_workers': self.num_workers}, {}, {'nn': self.nn})
+                 'num_workers': self.num_workers, 'metric': self.metric}, {},
+                {'nn': self.nn})
 
     @classmethod
     def from_packed_config(cls, attrs: Dict[str, Any],
                            tensors: Dict[str, Optional[Tensor]],
                            children: Dict[str, Any]) -> 'PackedEdgeConv':
+        # Files written before the Hamming graph have no 'metric'.
         return cls(children['nn'], attrs['k'], attrs['ema'],
-                   attrs['num_workers'])
+                   attrs['num_workers'], attrs.get('metric', 'euclidean'))
 
-    def graph(self, x: Tensor, batch: Tensor
+    def codes(self, x: Tensor) -> Tensor:
+        r"""The packed signs the first (binary) layer of :obj:`nn` takes of
+        :obj:`x` as :math:`\mathbf{x}_i`."""
+        return _binarize(x, self.nn)
+
+    def graph(self, x: Tensor, batch: Tensor, codes: Optional[Tensor] = None
               ) -> Tuple[Tensor, Tensor, Tensor, bool]:
-        r"""The :math:`k`-NN edges :math:`(j, i)` on :obj:`x`, sorted by
-        target :math:`i`, the group sizes, and whether every point has
-        exactly :math:`k` neighbours (then the edges of point :math:`i` are
-        rows :math:`ik, \ldots, ik + k - 1`)."""
-        edge_index = knn_edges(x, x, self.k, batch, batch, self.num_workers)
+        r"""The :math:`k`-NN edges :math:`(j, i)` on :obj:`x` (on its
+        :meth:`codes`, given or computed, for :obj:`metric="hamming"`),
+        sorted by target :math:`i`, the group sizes, and whether every point
+        has exactly :math:`k` neighbours (then the edges of point :math:`i`
+        are rows :math:`ik, \ldots, ik + k - 1`)."""
+        if self.metric == 'hamming':
+            codes = self.codes(x) if codes is None else codes
+            edge_index = knn_hamming_edges(codes, codes, self.k, batch,
+                                           batch)
+        else:
+            edge_index = knn_edges(x, x, self.k, batch, batch,
+                                   self.num_workers)
         perm, counts = _sorted_groups(edge_index[1], x.size(0))
         if perm is not None:
             edge_index = edge_index[:, perm]
@@ -340,8 +359,8 @@ class PackedEdgeConv(EdgeConv):
         return torch.cat([x_i, x[j].view_as(x_i) - x_i],
                          dim=-1).view(j.numel(), 2 * C)
 
-    def edge_bits(self, x: Tensor, j: Tensor, i: Tensor,
-                  uniform: bool) -> Tensor:
+    def edge_bits(self, x: Tensor, j: Tensor, i: Tensor, uniform: bool,
+                  codes: Optional[Tensor] = None) -> Tensor:
         r"""The packed signs of the messages that the binary first layer of
         :obj:`nn` reads, without the float messages: the signs of
         :math:`\mathbf{x}_i` once per point, the differences (the same
@@ -349,20 +368,22 @@ class PackedEdgeConv(EdgeConv):
         binarized as they are formed."""
         n, C = x.shape
         if uniform:
-            diff = x[j].view(n, -1, C) - x.unsqueeze(1)
+            diff_bits = edge_diff_bits(x, j, j.numel() // n,
+                                       theta_of(self.nn, C, 2 * C))
         else:
-            diff = x[j] - x[i]
-        return cat_bits([(_binarize(x, self.nn)[i], C),
-                         (_binarize(diff.view(-1, C), self.nn, C), C)])
+            diff_bits = _binarize(x[j] - x[i], self.nn, C)
+        codes = self.codes(x) if codes is None else codes
+        return cat_bits([(codes[i], C), (diff_bits, C)])
 
     def edge_inputs(self, x: Tensor, batch: Tensor
                     ) -> Tuple[Tensor, Tensor, Tensor]:
         r"""What :obj:`nn` reads on the :math:`k`-NN graph of :obj:`x`
         (packed signs where its first layer is binary, else the float
         messages), the target of each edge and the group sizes."""
-        j, i, counts, uniform = self.graph(x, batch)
-        if self.nn.is_binary(0):
-            return self.edge_bits(x, j, i, uniform), i, counts
+        codes = self.codes(x) if self.nn.is_binary(0) else None
+        j, i, counts, uniform = self.graph(x, batch, codes)
+        if codes is not None:
+            return self.edge_bits(x, j, i, uniform, codes), i, counts
         return self.messages(x, j, i, uniform), i, counts
 
     def forward(self, x: Tensor, batch: Tensor) -> Tensor:  # type: ignore
@@ -375,8 +396,10 @@ class PackedEdgeConv(EdgeConv):
         return self.nn.pool(msg, i, x.size(0), self.ema)
 
     def __repr__(self) -> str:
+        metric = '' if self.metric == 'euclidean' else \
+            f', metric={self.metric!r}'
         return (f'{self.__class__.__name__}(nn={self.nn}, k={self.k}, '
-                f'ema={self.ema})')
+                f'ema={self.ema}{metric})')
 
 
 # --------------------------------------------------------------------------

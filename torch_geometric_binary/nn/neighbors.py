@@ -1,4 +1,5 @@
-r"""Sampling and neighbour search: :func:`fps`, :func:`radius`, :func:`knn`.
+r"""Sampling and neighbour search: :func:`fps`, :func:`radius`, :func:`knn`,
+and :func:`knn_hamming_edges` on binary codes.
 
 The one place that builds graphs, for training and for the packed models.
 Two interchangeable implementations give the same indices in the same order:
@@ -134,12 +135,20 @@ def _check_pair(x: Tensor, y: Tensor, batch_x: Optional[Tensor],
     if x.size(1) != y.size(1):
         raise ValueError(f"{op}: 'x' has {x.size(1)} dims, 'y' has "
                          f"{y.size(1)}")
-    mx = _check_batch(batch_x, x.size(0), op, 'batch_x')
-    my = _check_batch(batch_y, y.size(0), op, 'batch_y')
+    _check_batches(batch_x, x.size(0), batch_y, y.size(0), op)
+    return x, y
+
+
+def _check_batches(batch_x: Optional[Tensor], nx: int,
+                   batch_y: Optional[Tensor], ny: int, op: str) -> int:
+    r"""Checks the batch vectors of a search; returns the number of
+    clouds."""
+    mx = _check_batch(batch_x, nx, op, 'batch_x')
+    my = _check_batch(batch_y, ny, op, 'batch_y')
     if (batch_x is None and my > 0) or (batch_y is None and mx > 0):
         raise ValueError(f"{op}: give both 'batch_x' and 'batch_y' for more "
                          f"than one cloud")
-    return x, y
+    return max(mx, my, 0) + 1
 
 
 @torch.compiler.disable
@@ -212,6 +221,80 @@ def knn_edges(x: Tensor, y: Tensor, k: int,
     row, col = torch_cluster.knn(x, y, k, batch_x, batch_y,
                                  num_workers=num_workers)
     return torch.stack([col, row], dim=0)
+
+
+def knn_hamming_edges(x: Tensor, y: Tensor, k: int,
+                      batch_x: Optional[Tensor] = None,
+                      batch_y: Optional[Tensor] = None) -> Tensor:
+    r"""For each binary code of :obj:`y`, its :obj:`k` nearest codes of
+    :obj:`x` in its cloud by Hamming distance (the number of differing
+    bits), as :func:`knn_edges` gives them for float points: edges
+    :obj:`[2, E]` from :obj:`x` (row 0) to :obj:`y` (row 1), nearest first,
+    all of a smaller cloud. Equal distances are taken in index order, which
+    makes the graph deterministic (Hamming distances tie often).
+
+    For :math:`\pm 1` codes of :math:`C` bits, the Hamming distance is
+    :math:`(C - \mathbf{s}_i \cdot \mathbf{s}_j) / 2`: the same neighbours
+    as the Euclidean distance between the signs.
+
+    Args:
+        x (torch.Tensor): Packed codes :obj:`[N, W]`, :obj:`int64` words in
+            the layout of :mod:`torch_geometric_binary.utils.bits` (padding
+            bits :math:`0`), e.g. :obj:`pack_bool(features >= 0)`.
+        y (torch.Tensor): The query codes, the same layout.
+        k (int): The number of neighbours.
+        batch_x, batch_y (torch.Tensor, optional): Sorted cloud ids.
+    """
+    op = 'knn_hamming'
+    for name, t in (('x', x), ('y', y)):
+        if t.dtype != torch.long or t.dim() != 2:
+            raise ValueError(f"{op}: '{name}' must be packed int64 words of "
+                             f"shape [num_points, num_words] (got "
+                             f"{list(t.shape)}, {t.dtype})")
+    if backend() == 'cpp' and x.device.type == 'cpu' \
+            and y.device.type == 'cpu':
+        return torch.ops.torch_geometric_binary.graph_knn_hamming(
+            x, y, int(k), batch_x, batch_y)
+    if k < 1:
+        raise ValueError(f"{op}: 'k' must be >= 1 (got {k})")
+    if x.size(1) != y.size(1):
+        raise ValueError(f"{op}: 'x' has {x.size(1)} words per code, 'y' "
+                         f"has {y.size(1)}")
+    num_clouds = _check_batches(batch_x, x.size(0), batch_y, y.size(0), op)
+    return _knn_hamming_torch(x, y, k, batch_x, batch_y, num_clouds)
+
+
+def _knn_hamming_torch(x: Tensor, y: Tensor, k: int,
+                       batch_x: Optional[Tensor], batch_y: Optional[Tensor],
+                       num_clouds: int) -> Tensor:
+    r"""The reference of the C++ kernel: distances from a product of
+    :math:`\pm 1` rows, ties broken by a key :obj:`distance * n + j`."""
+    from torch_geometric_binary.utils.bits import unpack_bool
+    bits = 64 * x.size(1)
+
+    def ptr(batch, n):
+        if batch is None:
+            return [0, n] + [n] * (num_clouds - 1)
+        counts = torch.bincount(batch, minlength=num_clouds)
+        return [0] + counts.cumsum(0).tolist()
+    px, py = ptr(batch_x, x.size(0)), ptr(batch_y, y.size(0))
+    src, dst = [], []
+    for b in range(num_clouds):
+        xs, ys = x[px[b]:px[b + 1]], y[py[b]:py[b + 1]]
+        n, kk = xs.size(0), min(k, xs.size(0))
+        if kk == 0 or ys.size(0) == 0:
+            continue
+        sx = unpack_bool(xs, bits).double() * 2 - 1
+        sy = unpack_bool(ys, bits).double() * 2 - 1
+        dist = ((bits - sy @ sx.t()) / 2).round().long()
+        key = dist * n + torch.arange(n, device=x.device)
+        j = key.topk(kk, dim=1, largest=False, sorted=True).indices
+        src.append(j.reshape(-1) + px[b])
+        dst.append((torch.arange(ys.size(0), device=x.device) + py[b])
+                   .repeat_interleave(kk))
+    if not src:
+        return torch.empty(2, 0, dtype=torch.long, device=x.device)
+    return torch.stack([torch.cat(src), torch.cat(dst)], dim=0)
 
 
 # PyG's own functions, through these kernels ##################################

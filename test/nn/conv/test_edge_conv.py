@@ -124,3 +124,45 @@ def test_pyg_signatures_keep_the_ema_max():
         BiEdgeConv(BiMLP([6, 16]), aggr='mean')
     with pytest.raises(TypeError, match='num_workers by'):
         BiDynamicEdgeConv(BiMLP([6, 16]), 20, 1)
+
+
+@pytest.mark.parametrize('method', ['bipointnet', 'react+ema'])
+def test_dynamic_edge_conv_hamming_graph(cloud_batch, method):
+    from torch_geometric_binary.nn.neighbors import knn_hamming_edges
+    from torch_geometric_binary.utils.bits import pack_bool
+    data = cloud_batch
+    k = 12
+    conv = BiDynamicEdgeConv(BiMLP([2 * 4, 32], method, plain_last=False),
+                             k=k, metric='hamming')
+    ref = BiEdgeConv(conv.nn)  # Before the thresholds: it resets nn.
+    assert "metric='hamming'" in str(conv)
+    theta = conv.nn.lins[0].input_threshold
+    if theta is not None:  # ReAct: the codes are taken at the thresholds.
+        with torch.no_grad():
+            theta.normal_(0, 0.5)
+    codes = pack_bool(data.x - (0 if theta is None else theta[:4].detach())
+                      >= 0)
+    assert torch.equal(conv.codes(data.x), codes)
+    edge_index = knn_hamming_edges(codes, codes, k, data.batch, data.batch)
+    assert torch.equal(conv.knn_graph((data.x, data.x),
+                                      (data.batch, data.batch)), edge_index)
+    # It differs from the Euclidean graph on the features.
+    euclidean = copy.copy(conv)
+    euclidean.metric = 'euclidean'
+    assert not torch.equal(euclidean.knn_graph(
+        (data.x, data.x), (data.batch, data.batch)), edge_index)
+    out = conv(data.x, data.batch)
+    out.square().mean().backward()
+    conv.eval()
+    expected = ref.eval()(data.x, edge_index)
+    assert torch.allclose(conv(data.x, data.batch), expected, atol=1e-5)
+
+
+def test_dynamic_edge_conv_hamming_needs_a_binary_first_layer():
+    with pytest.raises(ValueError, match="first layer is binary"):
+        BiDynamicEdgeConv(BiMLP([8, 16], first_fp=True), k=4,
+                          metric='hamming')
+    with pytest.raises(ValueError, match="first layer is binary"):
+        BiDynamicEdgeConv(BiMLP([8, 16], 'fp'), k=4, metric='hamming')
+    with pytest.raises(ValueError, match="unknown metric 'cosine'"):
+        BiDynamicEdgeConv(BiMLP([8, 16]), k=4, metric='cosine')

@@ -249,3 +249,16 @@ def test_apply_transform_multiplies_each_point_by_its_clouds_matrix(batch):
     out = apply_transform(h, transform, batch)
     ref = torch.stack([h[i] @ transform[b] for i, b in enumerate(batch)])
     assert torch.allclose(out, ref, atol=1e-6)
+
+
+def test_dgcnn_hamming_graph_option():
+    from torch_geometric_binary.nn.models import DGCNNSeg
+    model = DGCNN(4, method='bipointnet', k=4, graph_metric='hamming')
+    assert "graph_metric='hamming'" in repr(model)
+    assert model.conv1.metric == 'euclidean'  # The graph on the points.
+    assert model.conv2.metric == 'hamming'
+    seg = DGCNNSeg(5, k=4, graph_metric='hamming')
+    assert (seg.conv2.metric, seg.conv3.metric) == ('hamming', 'hamming')
+    assert "graph_metric='hamming'" in repr(seg)
+    with pytest.raises(ValueError, match='first layer is binary'):
+        DGCNN(4, method='fp', graph_metric='hamming')

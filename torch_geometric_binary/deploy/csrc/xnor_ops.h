@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,12 @@ at::Tensor xnor_gemm_threshold(const at::Tensor& a, const at::Tensor& w,
 // --- Bit packing (xnor_pack.cpp) -------------------------------------------
 
 at::Tensor pack_bits(const at::Tensor& x);
+
+// The packed signs of EdgeConv's differences (x[src[e]] - x[e / k]) - theta
+// for k sources per point (DGCNN's uniform neighbourhoods), without the
+// float messages.
+at::Tensor edge_diff_bits(const at::Tensor& x, const at::Tensor& src,
+                          int64_t k, const std::optional<at::Tensor>& theta);
 
 // Packs float32 rows [r0, r1) of x ([*, K]) into out ([*, W] words): bit k
 // is [x_k * sgn_k >= thr_k] with thresholds, else [x_k >= 0]. Returns false

@@ -5,6 +5,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
+#include <vector>
 #include <c10/util/Exception.h>
 
 #include "xnor_kernels.h"
@@ -99,6 +100,52 @@ at::Tensor pack_bits(const at::Tensor& x) {
           pack_rows<scalar_t>(xp, K, W, o, r0, r1);
         });
       });
+  return out;
+}
+
+at::Tensor edge_diff_bits(const at::Tensor& x, const at::Tensor& src,
+                          int64_t k, const std::optional<at::Tensor>& theta) {
+  TORCH_CHECK_VALUE(x.dim() == 2 && x.scalar_type() == at::kFloat &&
+                  x.device().is_cpu(),
+              "edge_diff_bits: 'x' must be a 2-D float32 CPU tensor (got ",
+              x.sizes(), ", ", x.scalar_type(), ")");
+  TORCH_CHECK_VALUE(k >= 1 && src.dim() == 1 && src.scalar_type() == at::kLong &&
+                  src.numel() == x.size(0) * k,
+              "edge_diff_bits: 'src' must be int64 with k = ", k,
+              " sources per point of 'x' (", x.size(0), " points; got ",
+              src.sizes(), ")");
+  const at::Tensor xc = x.contiguous(), sc = src.contiguous();
+  const int64_t N = xc.size(0), C = xc.size(1), W = (C + 63) / 64;
+  const int64_t E = N * k;
+  at::Tensor th;
+  if (theta.has_value()) {
+    TORCH_CHECK_VALUE(theta->numel() == C && theta->scalar_type() == at::kFloat,
+                "edge_diff_bits: 'theta' must be float32 with ", C,
+                " entries");
+    th = theta->contiguous();
+  }
+  at::Tensor out = at::empty({E, W}, xc.options().dtype(at::kLong));
+  if (E == 0 || W == 0) return out;
+  const float* xp = xc.data_ptr<float>();
+  const int64_t* sp = sc.data_ptr<int64_t>();
+  const float* tp = th.defined() ? th.data_ptr<float>() : nullptr;
+  auto* o = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
+  for (int64_t e = 0; e < E; ++e)
+    TORCH_CHECK_VALUE(sp[e] >= 0 && sp[e] < N, "edge_diff_bits: source index ",
+                sp[e], " out of range for ", N, " points");
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / C);
+  at::parallel_for(0, E, grain, [&](int64_t e0, int64_t e1) {
+    std::vector<float> diff(C);
+    for (int64_t e = e0; e < e1; ++e) {
+      // The float operations of torch: (x_j - x_i) - theta.
+      const float* xj = xp + sp[e] * C;
+      const float* xi = xp + (e / k) * C;
+      for (int64_t c = 0; c < C; ++c) diff[c] = xj[c] - xi[c];
+      if (tp != nullptr)
+        for (int64_t c = 0; c < C; ++c) diff[c] = diff[c] - tp[c];
+      pack_float_rows(diff.data(), C, W, nullptr, nullptr, o + e * W, 0, 1);
+    }
+  });
   return out;
 }
 

@@ -20,6 +20,8 @@ TORCH_LIBRARY(torch_geometric_binary, m) {
       .def("run", &tgb::ChainPlan::run)
       .def("num_layers", &tgb::ChainPlan::num_layers);
   m.def("pack_bits(Tensor x) -> Tensor");
+  m.def("edge_diff_bits(Tensor x, Tensor src, int k, Tensor? theta) -> "
+        "Tensor");
   m.def("xnor_gemm(Tensor a, Tensor w, int K) -> Tensor");
   m.def("xnor_gemm_threshold(Tensor a, Tensor w, int K, Tensor threshold, "
         "Tensor flip) -> Tensor");
@@ -34,6 +36,7 @@ TORCH_LIBRARY(torch_geometric_binary, m) {
 
 TORCH_LIBRARY_IMPL(torch_geometric_binary, CPU, m) {
   m.impl("pack_bits", &tgb::pack_bits);
+  m.impl("edge_diff_bits", &tgb::edge_diff_bits);
   m.impl("xnor_gemm", &tgb::xnor_gemm);
   m.impl("xnor_gemm_threshold", &tgb::xnor_gemm_threshold);
 }

@@ -10,9 +10,14 @@ from torch_geometric.typing import Adj, OptTensor, PairTensor
 from torch_geometric_binary.nn.aggr import EMAMaxAggregation, ema_aggregation
 from torch_geometric_binary.nn.conv.base import OwnPropagate
 from torch_geometric_binary.nn.fused import fused_enabled
+from torch_geometric_binary.nn.linear import BiLinear
 from torch_geometric_binary.nn.mlp import BiMLP
-from torch_geometric_binary.nn.neighbors import knn_edges
+from torch_geometric_binary.nn.neighbors import knn_edges, knn_hamming_edges
 from torch_geometric_binary.utils import check_points
+from torch_geometric_binary.utils.bits import pack_bool
+
+#: The distances :class:`BiDynamicEdgeConv` builds its graph by.
+GRAPH_METRICS = ('euclidean', 'hamming')
 
 
 class BiEdgeConv(OwnPropagate, EdgeConv):
@@ -94,17 +99,31 @@ class BiDynamicEdgeConv(BiEdgeConv):
     their own :math:`\delta(n)`. The graph is built with
     :func:`torch_cluster.knn` (PyG 2.8's own operator needs pyg-lib).
 
+    With :obj:`metric="hamming"` the graph is built on binary codes instead:
+    the signs :math:`\mathrm{sign}(\mathbf{x} - \boldsymbol{\theta})`
+    that the binary first layer of :obj:`nn` takes of :math:`\mathbf{x}_i`
+    (against its learned thresholds :math:`\boldsymbol{\theta}`, if any),
+    compared by Hamming distance
+    (:func:`~torch_geometric_binary.nn.neighbors.knn_hamming_edges`; equal
+    distances in index order). A packed model then searches with XOR and
+    popcount on the bits its first layer reads anyway, instead of a float
+    search on the features.
+
     Args:
         nn (torch.nn.Module): :math:`h_{\mathbf{\Theta}}`, mapping
             :obj:`[-1, 2 * in_channels]` to :obj:`[-1, out_channels]`.
         k (int): Number of nearest neighbours.
         num_workers (int): Workers of :func:`torch_cluster.knn` (used when
             :obj:`batch` is :obj:`None`). (default: :obj:`1`)
+        metric (str, optional): :obj:`"euclidean"` (on the features) or
+            :obj:`"hamming"` (on their signs; :obj:`nn` must be a
+            :class:`~torch_geometric_binary.nn.BiMLP` with a binary first
+            layer). (default: :obj:`"euclidean"`)
         **kwargs (optional): Additional arguments of :class:`BiEdgeConv`.
     """
     def __init__(self, nn: Callable, k: int,
                  aggr: Union[str, Aggregation, None] = 'max',
-                 num_workers: int = 1, **kwargs):
+                 num_workers: int = 1, metric: str = 'euclidean', **kwargs):
         if isinstance(aggr, int) and not isinstance(aggr, bool):
             raise TypeError("BiDynamicEdgeConv(nn, k, aggr, num_workers): "
                             "the third argument is the aggregation, as in "
@@ -112,9 +131,20 @@ class BiDynamicEdgeConv(BiEdgeConv):
                             "keyword)")
         if k < 1:
             raise ValueError(f"BiDynamicEdgeConv needs k >= 1 (got {k})")
+        if metric not in GRAPH_METRICS:
+            raise ValueError(f"BiDynamicEdgeConv: unknown metric {metric!r} "
+                             f"(available: {', '.join(GRAPH_METRICS)})")
+        if metric == 'hamming' and not (isinstance(nn, BiMLP) and isinstance(
+                nn.lins[0], BiLinear)):
+            raise ValueError("BiDynamicEdgeConv: metric='hamming' builds the "
+                             "graph on the signs that the first layer of "
+                             "'nn' takes, so 'nn' must be a BiMLP whose first "
+                             "layer is binary (a binary method, first_fp="
+                             "False)")
         super().__init__(nn, aggr, **kwargs)
         self.k = k
         self.num_workers = num_workers
+        self.metric = metric
 
     def forward(  # type: ignore[override]
         self,
@@ -133,10 +163,25 @@ class BiDynamicEdgeConv(BiEdgeConv):
                   batch: Tuple[OptTensor, OptTensor]) -> Tensor:
         r"""The :obj:`[2, E]` edges (source in :obj:`x[0]`, target in
         :obj:`x[1]`) from each target to its :math:`k` nearest sources."""
+        if self.metric == 'hamming':
+            src, dst = (self.codes(t) for t in x)
+            return knn_hamming_edges(src, dst, self.k, batch[0], batch[1])
         # Features in a 16-bit autocast dtype: the search runs in float32.
         src, dst = (t.float() if t.element_size() < 4 else t for t in x)
-        return knn_edges(src, dst, self.k, batch[0], batch[1], self.num_workers)
+        return knn_edges(src, dst, self.k, batch[0], batch[1],
+                         self.num_workers)
+
+    @torch.no_grad()
+    def codes(self, x: Tensor) -> Tensor:
+        r"""The packed signs that the first layer of :obj:`nn` takes of
+        :obj:`x` as :math:`\mathbf{x}_i` (:obj:`metric="hamming"`)."""
+        theta = self.nn.lins[0].input_threshold
+        if theta is not None:
+            x = x - theta[:x.size(-1)].to(x.dtype)
+        return pack_bool(x >= 0)
 
     def __repr__(self) -> str:
+        metric = '' if self.metric == 'euclidean' else \
+            f', metric={self.metric!r}'
         return (f'{self.__class__.__name__}(nn={self.nn}, k={self.k}, '
-                f'aggr={self.aggr_module})')
+                f'aggr={self.aggr_module}{metric})')

@@ -34,6 +34,12 @@ class DGCNN(PointCloudClassifier):
         dropout (float, optional): Dropout in the head. (default: :obj:`0.5`)
         ema (bool, optional): Override the method's EMA switch.
         lsr (bool, optional): Override the method's LSR switch.
+        graph_metric (str, optional): How the second convolution builds its
+            graph on the first one's features: :obj:`"euclidean"` (DGCNN's)
+            or, for a binary method, :obj:`"hamming"` on the signs its
+            binary first layer takes (see
+            :class:`~torch_geometric_binary.nn.BiDynamicEdgeConv`).
+            (default: :obj:`"euclidean"`)
     """
     def __init__(
         self,
@@ -44,6 +50,7 @@ class DGCNN(PointCloudClassifier):
         dropout: float = 0.5,
         ema: Optional[bool] = None,
         lsr: Optional[bool] = None,
+        graph_metric: str = 'euclidean',
     ):
         super().__init__(num_classes, method, in_channels, (dropout, dropout),
                          ema, lsr)
@@ -56,7 +63,7 @@ class DGCNN(PointCloudClassifier):
             k, aggr=max_aggregation(method))
         self.conv2 = BiDynamicEdgeConv(
             BiMLP([2 * 64, 128], method, norm_last=True), k,
-            aggr=max_aggregation(method))
+            aggr=max_aggregation(method), metric=graph_metric)
         self.lin1 = BiMLP([128 + 64, 1024], method, norm_last=True)
         # The convolutions' activations, where they have parameters.
         self.place_acts = place_activations(method, (64, 128))
@@ -71,5 +78,6 @@ class DGCNN(PointCloudClassifier):
         return torch.cat([x1, x2], dim=1), batch
 
     def extra_repr_args(self) -> str:
-        return f', k={self.k}'
-
+        metric = self.conv2.metric
+        return f', k={self.k}' + ('' if metric == 'euclidean' else
+                                  f', graph_metric={metric!r}')

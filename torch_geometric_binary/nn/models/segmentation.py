@@ -272,6 +272,12 @@ class DGCNNSeg(PointCloudSegmenter):
             (default: :obj:`0.5`)
         ema (bool, optional): Override the method's EMA switch.
         lsr (bool, optional): Override the method's LSR switch.
+        graph_metric (str, optional): How the second and third convolutions
+            build their graphs on the features: :obj:`"euclidean"`
+            (DGCNN's) or, for a binary method, :obj:`"hamming"` on the
+            signs their binary first layers take (see
+            :class:`~torch_geometric_binary.nn.BiDynamicEdgeConv`).
+            (default: :obj:`"euclidean"`)
     """
     def __init__(
         self,
@@ -283,6 +289,7 @@ class DGCNNSeg(PointCloudSegmenter):
         dropout: float = 0.5,
         ema: Optional[bool] = None,
         lsr: Optional[bool] = None,
+        graph_metric: str = 'euclidean',
     ):
         super().__init__(num_classes, method, num_categories, in_channels,
                          (dropout, ), ema, lsr)
@@ -294,10 +301,10 @@ class DGCNNSeg(PointCloudSegmenter):
             k, aggr=max_aggregation(method))
         self.conv2 = BiDynamicEdgeConv(
             BiMLP([2 * 64, 64, 64], method, norm_last=True), k,
-            aggr=max_aggregation(method))
+            aggr=max_aggregation(method), metric=graph_metric)
         self.conv3 = BiDynamicEdgeConv(
             BiMLP([2 * 64, 64], method, norm_last=True), k,
-            aggr=max_aggregation(method))
+            aggr=max_aggregation(method), metric=graph_metric)
         self.lin1 = BiMLP([3 * 64, 1024], method, norm_last=True)
         self.head = BiMLP([3 * 64 + 1024 + num_categories, 256, 256, 128,
                            num_classes], method, last_fp=True,
@@ -316,4 +323,6 @@ class DGCNNSeg(PointCloudSegmenter):
         return self.head(torch.cat([h, g[batch].to(h.dtype)], dim=-1))
 
     def extra_repr_args(self) -> str:
-        return f', k={self.k}'
+        metric = self.conv2.metric
+        return f', k={self.k}' + ('' if metric == 'euclidean' else
+                                  f', graph_metric={metric!r}')
