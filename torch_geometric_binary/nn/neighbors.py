@@ -223,6 +223,7 @@ def knn_edges(x: Tensor, y: Tensor, k: int,
     return torch.stack([col, row], dim=0)
 
 
+@torch.compiler.disable
 def knn_hamming_edges(x: Tensor, y: Tensor, k: int,
                       batch_x: Optional[Tensor] = None,
                       batch_y: Optional[Tensor] = None) -> Tensor:

@@ -76,7 +76,9 @@ def test_compile_matches_eager(cloud_batch):
     edge_index = torch_cluster.knn_graph(data.x, 5, data.batch)
     cases = [(BiEdgeConv(BiMLP([8, 16], plain_last=False)), edge_index),
              (BiDynamicEdgeConv(BiMLP([8, 16], plain_last=False), k=5),
-              data.batch)]
+              data.batch),
+             (BiDynamicEdgeConv(BiMLP([8, 16], plain_last=False), k=5,
+                                metric='hamming'), data.batch)]
     for conv, arg in cases:
         conv(data.x, arg)  # LSR init
         conv.eval()
