@@ -768,6 +768,24 @@ struct Pairs {
   std::vector<int64_t> ptr_x, ptr_y, cloud_y;  // cloud_y: cloud of each y.
 };
 
+// Checks the batch vectors of a.x and a.y (rows: points) and sets the
+// cloud count, the cloud offsets of both and the cloud of every y.
+static void set_clouds(Pairs& a, const std::optional<Tensor>& batch_x,
+                       const std::optional<Tensor>& batch_y, const char* op) {
+  const int64_t Nx = a.x.size(0), Ny = a.y.size(0);
+  const int64_t mx = check_batch(batch_x, Nx, op, "batch_x");
+  const int64_t my = check_batch(batch_y, Ny, op, "batch_y");
+  TORCH_CHECK_VALUE(
+      (batch_x.has_value() || my <= 0) && (batch_y.has_value() || mx <= 0),
+      op, ": give both 'batch_x' and 'batch_y' for more than one cloud");
+  a.B = std::max<int64_t>(std::max(mx, my), 0) + 1;
+  a.ptr_x = cloud_ptr(batch_x, Nx, a.B);
+  a.ptr_y = cloud_ptr(batch_y, Ny, a.B);
+  a.cloud_y.resize(Ny);
+  for (int64_t b = 0; b < a.B; b++)
+    for (int64_t i = a.ptr_y[b]; i < a.ptr_y[b + 1]; i++) a.cloud_y[i] = b;
+}
+
 static Pairs pair_args(const Tensor& x_, const Tensor& y_,
                        const std::optional<Tensor>& batch_x,
                        const std::optional<Tensor>& batch_y, const char* op) {
@@ -779,19 +797,8 @@ static Pairs pair_args(const Tensor& x_, const Tensor& y_,
                     a.x.scalar_type(), ", ", a.y.scalar_type(), ")");
   TORCH_CHECK_VALUE(a.x.size(1) == a.y.size(1), op, ": 'x' has ",
                     a.x.size(1), " dims, 'y' has ", a.y.size(1));
-  const int64_t Nx = a.x.size(0), Ny = a.y.size(0);
-  const int64_t mx = check_batch(batch_x, Nx, op, "batch_x");
-  const int64_t my = check_batch(batch_y, Ny, op, "batch_y");
-  TORCH_CHECK_VALUE(
-      (batch_x.has_value() || my <= 0) && (batch_y.has_value() || mx <= 0),
-      op, ": give both 'batch_x' and 'batch_y' for more than one cloud");
   a.D = a.x.size(1);
-  a.B = std::max<int64_t>(std::max(mx, my), 0) + 1;
-  a.ptr_x = cloud_ptr(batch_x, Nx, a.B);
-  a.ptr_y = cloud_ptr(batch_y, Ny, a.B);
-  a.cloud_y.resize(Ny);
-  for (int64_t b = 0; b < a.B; b++)
-    for (int64_t i = a.ptr_y[b]; i < a.ptr_y[b + 1]; i++) a.cloud_y[i] = b;
+  set_clouds(a, batch_x, batch_y, op);
   return a;
 }
 
@@ -1278,7 +1285,7 @@ static TGB_INLINE void knn_hamming_queries(const uint64_t* x, const uint64_t* y,
                                 int64_t q0, int64_t q1, Edges& out) {
   // Four interleaved histograms: repeated codes give runs of one distance,
   // and one counter would serialize their increments.
-  const int64_t H = 64 * W + 2;
+  const int64_t H = 64 * W + 1;  // Distances 0..64W.
   std::vector<int32_t> dist, hist(4 * H), next(H);
   for (int64_t q = q0; q < q1; q++) {
     const int64_t b = cloud_y[q], s0 = ptr_x[b], n = ptr_x[b + 1] - s0;
@@ -1353,24 +1360,18 @@ static Tensor graph_knn_hamming(const Tensor& x_, const Tensor& y_, int64_t k,
                                 const std::optional<Tensor>& batch_y) {
   const char* op = "knn_hamming";
   TORCH_CHECK_VALUE(k >= 1, op, ": 'k' must be >= 1 (got ", k, ")");
-  const Tensor x = words_arg(x_, op, "x"), y = words_arg(y_, op, "y");
-  TORCH_CHECK_VALUE(x.size(1) == y.size(1), op, ": 'x' has ", x.size(1),
-                    " words per code, 'y' has ", y.size(1));
-  const int64_t Nx = x.size(0), Ny = y.size(0), W = x.size(1);
-  const int64_t mx = check_batch(batch_x, Nx, op, "batch_x");
-  const int64_t my = check_batch(batch_y, Ny, op, "batch_y");
-  TORCH_CHECK_VALUE(
-      (batch_x.has_value() || my <= 0) && (batch_y.has_value() || mx <= 0),
-      op, ": give both 'batch_x' and 'batch_y' for more than one cloud");
-  if (Nx == 0 || Ny == 0 || W == 0) return concat_edges({}, x.options());
-  const int64_t B = std::max<int64_t>(std::max(mx, my), 0) + 1;
-  const std::vector<int64_t> ptr_x = cloud_ptr(batch_x, Nx, B);
-  const std::vector<int64_t> ptr_y = cloud_ptr(batch_y, Ny, B);
-  std::vector<int64_t> cloud_y(Ny);
-  for (int64_t b = 0; b < B; b++)
-    for (int64_t i = ptr_y[b]; i < ptr_y[b + 1]; i++) cloud_y[i] = b;
-  const auto* xp = reinterpret_cast<const uint64_t*>(x.data_ptr<int64_t>());
-  const auto* yp = reinterpret_cast<const uint64_t*>(y.data_ptr<int64_t>());
+  Pairs a;  // D: words per code.
+  a.x = words_arg(x_, op, "x");
+  a.y = words_arg(y_, op, "y");
+  TORCH_CHECK_VALUE(a.x.size(1) == a.y.size(1), op, ": 'x' has ",
+                    a.x.size(1), " words per code, 'y' has ", a.y.size(1));
+  a.D = a.x.size(1);
+  set_clouds(a, batch_x, batch_y, op);
+  const int64_t Ny = a.y.size(0), W = a.D;
+  if (a.x.size(0) == 0 || Ny == 0 || W == 0)
+    return concat_edges({}, a.x.options());
+  const auto* xp = reinterpret_cast<const uint64_t*>(a.x.data_ptr<int64_t>());
+  const auto* yp = reinterpret_cast<const uint64_t*>(a.y.data_ptr<int64_t>());
 #if TGB_X86
   static const bool popcnt = __builtin_cpu_supports("popcnt");
 #else
@@ -1382,10 +1383,10 @@ static Tensor graph_knn_hamming(const Tensor& x_, const Tensor& y_, int64_t k,
       const int64_t q0 = c * kQueryChunk;
       const int64_t q1 = std::min(Ny, q0 + kQueryChunk);
       (popcnt ? knn_hamming_popcnt : knn_hamming_generic)(
-          xp, yp, W, k, ptr_x, cloud_y, q0, q1, chunks[c]);
+          xp, yp, W, k, a.ptr_x, a.cloud_y, q0, q1, chunks[c]);
     }
   });
-  return concat_edges(chunks, x.options());
+  return concat_edges(chunks, a.x.options());
 }
 
 }  // namespace tgb_graph

@@ -93,9 +93,9 @@ def backend() -> str:
     return 'cpp'
 
 
-def _use_cpp(*tensors: Tensor) -> bool:
+def _use_cpp(*tensors: Tensor, dtypes=_FLOATS) -> bool:
     return backend() == 'cpp' and all(
-        t.device.type == 'cpu' and t.dtype in _FLOATS for t in tensors)
+        t.device.type == 'cpu' and t.dtype in dtypes for t in tensors)
 
 
 # Checks for the torch_cluster path (the kernels make the same ones in C++).
@@ -252,8 +252,7 @@ def knn_hamming_edges(x: Tensor, y: Tensor, k: int,
             raise ValueError(f"{op}: '{name}' must be packed int64 words of "
                              f"shape [num_points, num_words] (got "
                              f"{list(t.shape)}, {t.dtype})")
-    if backend() == 'cpp' and x.device.type == 'cpu' \
-            and y.device.type == 'cpu':
+    if _use_cpp(x, y, dtypes=(torch.long, )):
         return torch.ops.torch_geometric_binary.graph_knn_hamming(
             x, y, int(k), batch_x, batch_y)
     if k < 1:

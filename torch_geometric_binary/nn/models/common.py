@@ -56,6 +56,14 @@ def place_activation(model: torch.nn.Module, i: int) -> torch.nn.Module:
     return model.act if acts is None else acts[i]
 
 
+def graph_repr_args(k: int, feature_conv: torch.nn.Module) -> str:
+    r"""The :obj:`__repr__` arguments of a DGCNN: :math:`k`, and the metric
+    of its graphs on the features where it is not the Euclidean one."""
+    metric = feature_conv.metric
+    return f', k={k}' + ('' if metric == 'euclidean' else
+                         f', graph_metric={metric!r}')
+
+
 def batch_or_zeros(pos: Tensor, batch: Optional[Tensor]) -> Tensor:
     if batch is None:
         return torch.zeros(pos.size(0), dtype=torch.long, device=pos.device)

@@ -7,6 +7,7 @@ from torch_geometric_binary.nn.conv import BiDynamicEdgeConv
 from torch_geometric_binary.nn.methods import BinaryMethod
 from torch_geometric_binary.nn.mlp import BiMLP
 from torch_geometric_binary.nn.models.common import (PointCloudClassifier,
+                                                     graph_repr_args,
                                                      max_aggregation,
                                                      place_activation,
                                                      place_activations)
@@ -78,6 +79,4 @@ class DGCNN(PointCloudClassifier):
         return torch.cat([x1, x2], dim=1), batch
 
     def extra_repr_args(self) -> str:
-        metric = self.conv2.metric
-        return f', k={self.k}' + ('' if metric == 'euclidean' else
-                                  f', graph_metric={metric!r}')
+        return graph_repr_args(self.k, self.conv2)

@@ -21,6 +21,7 @@ from torch_geometric_binary.nn.methods import BinaryMethod
 from torch_geometric_binary.nn.mlp import BiMLP
 from torch_geometric_binary.nn.models.common import (PointCloudSegmenter,
                                                      global_pool,
+                                                     graph_repr_args,
                                                      max_aggregation,
                                                      place_activation,
                                                      place_activations)
@@ -323,6 +324,4 @@ class DGCNNSeg(PointCloudSegmenter):
         return self.head(torch.cat([h, g[batch].to(h.dtype)], dim=-1))
 
     def extra_repr_args(self) -> str:
-        metric = self.conv2.metric
-        return f', k={self.k}' + ('' if metric == 'euclidean' else
-                                  f', graph_metric={metric!r}')
+        return graph_repr_args(self.k, self.conv2)
