@@ -11,6 +11,11 @@ For the shapes the models use, in one process at one thread (by default):
 * ``knn 64-d``:      k 20 on 64-dimensional features, 32 x 512 points
   (DGCNN's second and later EdgeConvs).
 
+and the Hamming k-NN of the packed signs of such features (DGCNN's
+``graph_metric='hamming'``; k 20, 1 x 1,024 and 32 x 1,024 points, 64
+channels) against our histogram kernel, the one CPUs without AVX2 run
+(:obj:`TORCH_GEOMETRIC_BINARY_GRAPH_ISA=scalar`).
+
 Clouds are the synthetic shapes (surfaces scaled into the unit sphere);
 features are a fixed random two-layer MLP of the coordinates. Every result is
 checked to equal torch_cluster's before it is timed. Prints a table of
@@ -41,6 +46,8 @@ from torch_geometric_binary.datasets.synthetic_shapes import (  # noqa: E402
 from torch_geometric_binary.nn import neighbors  # noqa: E402
 
 from bench_kernels import median_time  # noqa: E402
+
+GRAPH_ISA = 'TORCH_GEOMETRIC_BINARY_GRAPH_ISA'
 
 
 def make_batch(num_clouds: int, num_points: int, seed: int = 0):
@@ -92,6 +99,50 @@ def ops() -> Dict[str, tuple]:
     }
 
 
+def hamming_ops() -> Dict[str, tuple]:
+    r"""name -> (the histogram kernel's call, the best kernel's call)."""
+    from torch_geometric_binary.utils.bits import pack_bool
+    out = {}
+    for B in (1, 32):
+        p, b = make_batch(B, 1024, seed=3)
+        codes = pack_bool(features(p, 64) > 0)
+
+        def best(codes=codes, b=b):
+            return neighbors.knn_hamming_edges(codes, codes, 20, b, b)
+
+        def histogram(best=best):
+            old = os.environ.get(GRAPH_ISA)
+            os.environ[GRAPH_ISA] = 'scalar'
+            try:
+                return best()
+            finally:
+                if old is None:
+                    del os.environ[GRAPH_ISA]
+                else:
+                    os.environ[GRAPH_ISA] = old
+        out[f'hamming {B}x1024'] = (histogram, best)
+    return out
+
+
+def compare(pairs: Dict[str, tuple], ref_name: str, title: str,
+            args) -> Dict[str, Dict]:
+    r"""Checks that each pair gives the same result, then times both and
+    prints a table."""
+    rows = {}
+    print(f"{title:<18} {ref_name:>16} {'ours':>10} {'speed-up':>9}")
+    for name, (ref, ours) in pairs.items():
+        if not torch.equal(ref(), ours()):
+            sys.exit(f'{name}: results differ from {ref_name}')
+        t_ref = median_time(ref, args.reps, args.min_time)
+        t_ours = median_time(ours, args.reps, args.min_time)
+        rows[name] = {f'{ref_name}_ms': round(t_ref * 1e3, 4),
+                      'ours_ms': round(t_ours * 1e3, 4),
+                      'speedup': round(t_ref / t_ours, 2)}
+        print(f'{name:<18} {t_ref * 1e3:>13.3f} ms {t_ours * 1e3:>7.3f} ms '
+              f'{t_ref / t_ours:>8.1f}x')
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--threads', type=int, default=1)
@@ -105,19 +156,9 @@ def main():
         sys.exit(f'The graph extension is not in use '
                  f'({neighbors._EXT_ERROR}); nothing to compare.')
 
-    rows = {}
-    print(f"{'operation':<18} {'torch_cluster':>14} {'ours':>10} "
-          f"{'speed-up':>9}")
-    for name, (ref, ours) in ops().items():
-        if not torch.equal(ref(), ours()):
-            sys.exit(f'{name}: results differ from torch_cluster')
-        t_ref = median_time(ref, args.reps, args.min_time)
-        t_ours = median_time(ours, args.reps, args.min_time)
-        rows[name] = {'torch_cluster_ms': round(t_ref * 1e3, 4),
-                      'ours_ms': round(t_ours * 1e3, 4),
-                      'speedup': round(t_ref / t_ours, 2)}
-        print(f'{name:<18} {t_ref * 1e3:>11.3f} ms {t_ours * 1e3:>7.3f} ms '
-              f'{t_ref / t_ours:>8.1f}x')
+    rows = compare(ops(), 'torch_cluster', 'operation', args)
+    rows.update(compare(hamming_ops(), 'histogram_kernel', 'Hamming k-NN',
+                        args))
 
     result = {
         'command': 'python ' + ' '.join(sys.argv),

@@ -285,6 +285,33 @@ def test_distillation_and_init_from(main, fp_run, tmp_path, capsys):
     assert result['method'] == 'bipointnet'
 
 
+def test_distillation_cached_teacher_logits(main, fp_run, tmp_path, capsys,
+                                           monkeypatch):
+    # Without augmentation, the teacher's logits are computed once: the same
+    # training as with the teacher run at every step, up to rounding (the
+    # points come reordered each epoch).
+    from torch_geometric_binary.train.tasks import Classification
+    fp_out, _ = fp_run
+    argv = TINY + ['--model', 'pointnet', '--method', 'bipointnet',
+                   '--epochs', '2', '--no-augment', '--teacher',
+                   str(fp_out / 'best.pt')]
+    cached = main(argv + ['--out', str(tmp_path / 'cached')])
+    assert re.search(r'--teacher: logits of the 32 training clouds computed '
+                     r'once', capsys.readouterr().out)
+    # With augmentation the teacher runs at every step.
+    main(TINY + ['--model', 'pointnet', '--method', 'bipointnet', '--epochs',
+                 '1', '--teacher', str(fp_out / 'best.pt'), '--out',
+                 str(tmp_path / 'aug')])
+    assert '--teacher: runs at every step (random augmentation)' in \
+        capsys.readouterr().out
+    monkeypatch.setattr(Classification, 'cache_teacher', False)
+    live = main(argv + ['--out', str(tmp_path / 'live')])
+    assert 'computed once' not in capsys.readouterr().out
+    for a, b in zip(cached['history'], live['history']):
+        assert a['loss'] == pytest.approx(b['loss'], rel=1e-4)
+        assert a['train_acc'] == b['train_acc']
+
+
 @pytest.mark.parametrize('option,argv,message', [
     # The teacher was trained on 4 classes, this run has 5.
     ('--teacher', ['--synthetic-classes', '5'],

@@ -105,8 +105,8 @@ def test_fps_dims_dtypes(dim, dtype):
 
 @pytest.fixture(params=['best', 'avx2', 'scalar'])
 def graph_isa(request, monkeypatch):
-    r"""The vector kernels of float 3-d clouds (fps, kd-tree leaves): the
-    best the CPU has, or at most AVX2 or scalar
+    r"""The vector kernels of the graph searches (fps, kd-tree leaves,
+    Hamming k-NN): the best the CPU has, or at most AVX2 or scalar
     (TORCH_GEOMETRIC_BINARY_GRAPH_ISA)."""
     if request.param != 'best':
         monkeypatch.setenv('TORCH_GEOMETRIC_BINARY_GRAPH_ISA', request.param)
@@ -214,6 +214,21 @@ def test_knn_ties_3d(graph_isa):
     for x in (g, g.double()):  # Equal distances: kd-tree search order.
         for k in (1, 6, 20, 27):
             assert_same(knn_edges(x, x, k), ref_knn(x, x, k, None, None))
+
+
+@pytest.mark.parametrize('sizes', [[1024, 7, 2048], [2049, 300]])
+def test_knn_3d_large_clouds_nan_inf(graph_isa, sizes):
+    # As torch_cluster on clouds of DGCNN's size and larger, with a
+    # duplicate point, and with NaN and infinite coordinates.
+    need_cpp()
+    x, bx = clouds(sizes, seed=14)
+    x[5] = x[6]  # A duplicate point.
+    for k in (3, 20):
+        assert_same(knn_edges(x, x, k, bx, bx), ref_knn(x, x, k, bx, bx))
+    x[[10, 1030]] = float('nan')
+    x[11, 2] = float('inf')
+    y, by = x[::7].contiguous(), bx[::7].contiguous()
+    assert_same(knn_edges(x, y, 16, bx, by), ref_knn(x, y, 16, bx, by))
 
 
 @pytest.mark.parametrize('dim', [2, 8, 9, 64, 128])
@@ -392,20 +407,22 @@ def brute_hamming(signs_x, signs_y, k, bx, by):
     return torch.tensor([src, dst], dtype=torch.long).view(2, -1)
 
 
-@pytest.mark.parametrize('channels', [7, 64, 130])
+@pytest.mark.parametrize('channels', [7, 64, 130, 250])
 @pytest.mark.parametrize('sizes,k', [([40], 8), ([25, 3, 31], 5),
                                      ([12, 9], 20)])
-def test_knn_hamming_matches_definition(backend, channels, sizes, k):
+def test_knn_hamming_matches_definition(backend, graph_isa, channels, sizes,
+                                        k):
     bits, signs, batch = codes(sizes, channels, levels=6)
     out = neighbors.knn_hamming_edges(bits, bits, k, batch, batch)
     assert_same(out, brute_hamming(signs, signs, k, batch, batch))
 
 
-def test_knn_hamming_kernel_matches_reference():
+def test_knn_hamming_kernel_matches_reference(graph_isa):
+    # The byte kernel (AVX2, up to 3 words) and the histogram kernel.
     need_cpp()
     for seed, (sizes, channels, levels) in enumerate([
             ([300, 517], 64, None), ([200, 1, 150], 128, 40),
-            ([257], 192, 3)]):
+            ([257], 192, 3), ([100, 64], 256, 5), ([33], 64, 1)]):
         bits, _, batch = codes(sizes, channels, levels, seed)
         out = neighbors.knn_hamming_edges(bits, bits, 20, batch, batch)
         ref = neighbors._knn_hamming_torch(bits, bits, 20, batch, batch,
@@ -413,7 +430,7 @@ def test_knn_hamming_kernel_matches_reference():
         assert_same(out, ref)
 
 
-def test_knn_hamming_bipartite(backend):
+def test_knn_hamming_bipartite(backend, graph_isa):
     bx_bits, sx, bx = codes([10, 20], 64, seed=1)
     by_bits, sy, by = codes([4, 6], 64, seed=2)
     out = neighbors.knn_hamming_edges(bx_bits, by_bits, 3, bx, by)

@@ -1251,7 +1251,9 @@ static Tensor graph_knn_kdtree(const Tensor& x_, const Tensor& y_, int64_t k,
 // k-NN by Hamming distance between packed binary codes (int64 words, the
 // layout of torch_geometric_binary.utils.bits: padding bits 0, so they never
 // count). Nearest first, equal distances in index order: a counting sort
-// over the distances 0..64W, O(n + 64W) per query after the popcounts.
+// over the distances 0..64W, O(n + 64W) per query after the popcounts, or
+// with AVX2 for codes of up to 3 words a search over byte distances
+// (knn_hamming_avx2, about twice as fast).
 
 static Tensor words_arg(const Tensor& t, const char* op, const char* name) {
   TORCH_CHECK_VALUE(t.device().is_cpu(), op, ": '", name,
@@ -1355,6 +1357,108 @@ static void knn_hamming_generic(const uint64_t* x, const uint64_t* y,
   knn_hamming_queries(x, y, W, k, ptr_x, cloud_y, q0, q1, out);
 }
 
+#if TGB_X86
+// knn_hamming_queries for codes of at most kHammingByteWords words, with
+// AVX2: the distances as bytes (they fit), the k-th distance t by a binary
+// search over 0..64W on counts of the bytes <= t (32 per step), then the
+// points nearer than t sorted by distance (a counting sort of at most k
+// points) and the first ones at t, in index order: the same edges, without
+// a histogram update and a branch per point.
+constexpr int64_t kHammingByteWords = 3;
+
+// Bit l: byte l of *d is at most those of tv (unsigned).
+__attribute__((target("avx2"))) static inline uint32_t le_mask_avx2(
+    const __m256i* d, __m256i tv) {
+  const __m256i v = _mm256_loadu_si256(d);
+  return static_cast<uint32_t>(
+      _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(v, tv), v)));
+}
+
+// The bytes of d[0, nv) at most t.
+__attribute__((target("avx2,popcnt"))) static int64_t count_le_avx2(
+    const __m256i* d, int64_t nv, int64_t t) {
+  const __m256i tv = _mm256_set1_epi8(static_cast<char>(t));
+  int64_t c = 0;
+  for (int64_t v = 0; v < nv; v++) c += _mm_popcnt_u32(le_mask_avx2(d + v, tv));
+  return c;
+}
+
+__attribute__((target("avx2,popcnt"))) static void knn_hamming_avx2(
+    const uint64_t* x, const uint64_t* y, int64_t W, int64_t k,
+    const std::vector<int64_t>& ptr_x, const std::vector<int64_t>& cloud_y,
+    int64_t q0, int64_t q1, Edges& out) {
+  std::vector<uint8_t> dist;
+  std::vector<int64_t> near;
+  std::vector<int32_t> start(64 * W + 1);
+  for (int64_t q = q0; q < q1; q++) {
+    const int64_t b = cloud_y[q], s0 = ptr_x[b], n = ptr_x[b + 1] - s0;
+    const int64_t kk = std::min(k, n);
+    if (kk == 0) continue;
+    const int64_t nv = (n + 31) / 32;
+    dist.resize(32 * nv);
+    const uint64_t* yq = y + q * W;
+    const uint64_t* xs = x + s0 * W;
+    if (W == 1) {  // Four distances a store.
+      const uint64_t y0 = yq[0];
+      int64_t j = 0;
+      for (; j + 4 <= n; j += 4) {
+        const uint32_t d4 = static_cast<uint32_t>(
+            _mm_popcnt_u64(xs[j] ^ y0) | _mm_popcnt_u64(xs[j + 1] ^ y0) << 8 |
+            _mm_popcnt_u64(xs[j + 2] ^ y0) << 16 |
+            _mm_popcnt_u64(xs[j + 3] ^ y0) << 24);
+        std::memcpy(dist.data() + j, &d4, 4);
+      }
+      for (; j < n; j++)
+        dist[j] = static_cast<uint8_t>(_mm_popcnt_u64(xs[j] ^ y0));
+    } else {
+      for (int64_t j = 0; j < n; j++) {
+        int64_t d = 0;
+        for (int64_t w = 0; w < W; w++) d += _mm_popcnt_u64(xs[j * W + w] ^ yq[w]);
+        dist[j] = static_cast<uint8_t>(d);
+      }
+    }
+    std::fill(dist.begin() + n, dist.end(), uint8_t(255));  // Above 64W.
+    const __m256i* dv = reinterpret_cast<const __m256i*>(dist.data());
+    // t: the smallest distance with at least kk points at or below it;
+    // below: the points nearer than t.
+    int64_t lo = 0, hi = 64 * W, below = 0;
+    while (lo < hi) {
+      const int64_t mid = (lo + hi) / 2, c = count_le_avx2(dv, nv, mid);
+      if (c >= kk) {
+        hi = mid;
+      } else {
+        lo = mid + 1, below = c;
+      }
+    }
+    const int64_t t = lo;
+    const size_t base = out.src.size();
+    out.src.resize(base + kk);
+    int64_t* o = out.src.data() + base;
+    if (below > 0) {  // The points nearer than t, by (distance, index).
+      near.clear();
+      const __m256i tv = _mm256_set1_epi8(static_cast<char>(t - 1));
+      for (int64_t v = 0; v < nv; v++)
+        for (uint32_t m = le_mask_avx2(dv + v, tv); m; m &= m - 1)
+          near.push_back(32 * v + __builtin_ctz(m));
+      std::fill(start.begin(), start.begin() + t + 1, 0);
+      for (int64_t j : near) start[dist[j] + 1]++;
+      for (int64_t d = 1; d < t; d++) start[d] += start[d - 1];
+      for (int64_t j : near) o[start[dist[j]]++] = s0 + j;
+    }
+    int64_t need = kk - below;  // The first points at distance t.
+    const __m256i tv = _mm256_set1_epi8(static_cast<char>(t));
+    for (int64_t v = 0; v < nv && need > 0; v++) {
+      const __m256i d = _mm256_loadu_si256(dv + v);
+      for (uint32_t m = static_cast<uint32_t>(_mm256_movemask_epi8(
+               _mm256_cmpeq_epi8(d, tv)));
+           m && need > 0; m &= m - 1, need--)
+        o[kk - need] = s0 + 32 * v + __builtin_ctz(m);
+    }
+    out.dst.insert(out.dst.end(), kk, q);
+  }
+}
+#endif
+
 static Tensor graph_knn_hamming(const Tensor& x_, const Tensor& y_, int64_t k,
                                 const std::optional<Tensor>& batch_x,
                                 const std::optional<Tensor>& batch_y) {
@@ -1377,13 +1481,16 @@ static Tensor graph_knn_hamming(const Tensor& x_, const Tensor& y_, int64_t k,
 #else
   static const bool popcnt = false;
 #endif
+  auto* queries = popcnt ? knn_hamming_popcnt : knn_hamming_generic;
+#if TGB_X86
+  if (W <= kHammingByteWords && graph_isa() >= 1) queries = knn_hamming_avx2;
+#endif
   std::vector<Edges> chunks((Ny + kQueryChunk - 1) / kQueryChunk);
   at::parallel_for(0, chunks.size(), 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; c++) {
       const int64_t q0 = c * kQueryChunk;
       const int64_t q1 = std::min(Ny, q0 + kQueryChunk);
-      (popcnt ? knn_hamming_popcnt : knn_hamming_generic)(
-          xp, yp, W, k, a.ptr_x, a.cloud_y, q0, q1, chunks[c]);
+      queries(xp, yp, W, k, a.ptr_x, a.cloud_y, q0, q1, chunks[c]);
     }
   });
   return concat_edges(chunks, a.x.options());

@@ -1,7 +1,7 @@
 import math
 import os
 import random
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, Optional, Union
 
 import numpy as np
 import torch
@@ -157,7 +157,7 @@ def train_epoch(
     loader: Iterable,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
-    teacher: Optional[torch.nn.Module] = None,
+    teacher: Union[torch.nn.Module, Tensor, None] = None,
     kd_alpha: float = 0.5,
     kd_temp: float = 4.0,
     progress: Optional[Callable[[Iterable], Iterable]] = None,
@@ -167,7 +167,10 @@ def train_epoch(
 ) -> Dict[str, float]:
     r"""Trains :obj:`model` for one epoch over :obj:`loader` (batches of
     point clouds with :obj:`pos`, :obj:`batch` and :obj:`y`), with
-    cross-entropy, or :func:`kd_loss` against :obj:`teacher` if given, and
+    cross-entropy, or :func:`kd_loss` against :obj:`teacher` if given (a
+    model, or its logits on every training example, looked up by the
+    batch's :obj:`sample_id`: see :mod:`~torch_geometric_binary.train.
+    distill`), and
     updates :obj:`averaged` (see :func:`weight_average`) after every step.
     Forward passes run under :func:`autocast` of :obj:`precision`
     (:obj:`"fp32"`, :obj:`"bf16"` or :obj:`"fp16"`, the latter with a
@@ -182,7 +185,7 @@ def train_epoch(
     over processes under :obj:`torch.distributed`).
     """
     model.train()
-    if teacher is not None:
+    if isinstance(teacher, torch.nn.Module):
         teacher.eval()
     # [loss sum, correct, count], in float64 to sum exactly across batches.
     stats = torch.zeros(3, dtype=torch.float64, device=device)
@@ -198,9 +201,12 @@ def train_epoch(
             out = model(data.pos, data.batch) if forward is None \
                 else forward(model, data)
             if teacher is not None:
-                with torch.no_grad():
-                    t_out = teacher(data.pos, data.batch) \
-                        if forward is None else forward(teacher, data)
+                if isinstance(teacher, Tensor):  # Cached (train.distill).
+                    t_out = teacher[data.sample_id]
+                else:
+                    with torch.no_grad():
+                        t_out = teacher(data.pos, data.batch) \
+                            if forward is None else forward(teacher, data)
                 loss = kd_loss(out.float(), t_out.float(), y, kd_alpha,
                                kd_temp)
             else:

@@ -30,6 +30,7 @@ class Classification(Task):
     needs_root = NEEDS_ROOT
     root_example = ' (e.g. --root ../shared/data/ModelNet40)'
     default_batch_size = 32
+    cache_teacher = True
     data_options = ['dataset', 'root', 'num_points', 'limit_test',
                     'synthetic_classes', 'synthetic_points', 'batch_size']
     fixed = ['model', 'method', 'model_kwargs', 'dataset', 'num_points',

@@ -41,7 +41,9 @@ from torch_geometric_binary.train.distributed import (DistEnv,
                                                       broadcast_buffers,
                                                       cleanup_distributed,
                                                       setup_distributed)
-from torch_geometric_binary.train.loop import (cosine_lr_lambda, epoch_seed,
+from torch_geometric_binary.train.distill import precompute_teacher
+from torch_geometric_binary.train.loop import (autocast, cosine_lr_lambda,
+                                               epoch_seed,
                                                resolve_precision,
                                                seed_everything, train_epoch,
                                                weight_average)
@@ -77,6 +79,11 @@ class Task:
     fixed: Sequence[str] = ()
     #: What the first log line calls the model, after its name.
     title: str = ''
+    #: Whether a :obj:`--teacher`'s logits may be computed once where its
+    #: inputs do not change between epochs (:mod:`~torch_geometric_binary.
+    #: train.distill`): one output per cloud, which the points' order does
+    #: not change.
+    cache_teacher: bool = False
 
     def check_args(self, args: argparse.Namespace) -> None:
         r"""Raises :class:`UsageError` for task options out of range."""
@@ -381,7 +388,13 @@ def fit(task: Task, args: argparse.Namespace, env: DistEnv) -> Dict[str, Any]:
             else None)
 
     per_rank_bs = max(1, args.batch_size // env.world_size)
-    loader_train, sampler = train_loader(data.train, per_rank_bs,
+    train_set = data.train
+    if teacher is not None and task.cache_teacher:
+        with autocast(env.device, config['precision']):
+            teacher, train_set, note = precompute_teacher(
+                teacher, config, data.train, per_rank_bs, env.device)
+        log(env, note)
+    loader_train, sampler = train_loader(train_set, per_rank_bs,
                                          env.world_size, env.rank, args.seed,
                                          args.workers)
     loader = test_loader(data.test, per_rank_bs, env.world_size, env.rank,
