@@ -50,6 +50,7 @@ from torch_geometric_binary.train.loop import (autocast, cosine_lr_lambda,
 from torch_geometric_binary.train.run_folder import (RunFolder,
                                                      RunFolderError,
                                                      clone_state_dict)
+from torch_geometric_binary.utils.memory import reuse_freed_memory
 
 #: Config entries that :obj:`--resume` accepts changed only with
 #: :obj:`--allow-changes` (they are recorded in :obj:`config['changes']`).
@@ -301,6 +302,7 @@ def fit(task: Task, args: argparse.Namespace, env: DistEnv) -> Dict[str, Any]:
         log(env, f"--resume: no checkpoint at '{folder.last}', starting "
             f"from scratch")
 
+    reuse_freed_memory()  # Large tensors without page faults each step.
     seed_everything(args.seed)
     data = _load_data(task, env, config, config['augment'],
                       getattr(args, 'rebuild_cache', False))
