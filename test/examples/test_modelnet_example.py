@@ -336,13 +336,16 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_ddp_two_processes(tmp_path, main):
+def test_ddp_two_processes(tmp_path, main, fp_run):
     r"""``torchrun --nproc_per_node=2`` on CPU (gloo): one tiny epoch, with
-    a weight average (updated from the wrapped model on each rank)."""
+    a weight average (updated from the wrapped model on each rank) and a
+    teacher whose logits each rank computes once (each rank looks up those
+    of its own shard's clouds)."""
     out = tmp_path / 'ddp'
     proc = run_script(
         *TINY, '--model', 'pointnet', '--method', 'bipointnet', '--epochs',
         '1', '--out', out, '--device', 'cpu', '--weight-avg-decay', '0.5',
+        '--no-augment', '--teacher', fp_run[0] / 'best.pt',
         prefix=[
             '-m', 'torch.distributed.run', '--nnodes=1',
             '--nproc_per_node=2', '--master_addr=127.0.0.1',
@@ -358,6 +361,8 @@ def test_ddp_two_processes(tmp_path, main):
     summary = last_json(proc.stdout)
     assert summary['epochs_done'] == 1
     assert proc.stdout.count('Epoch 001/001') == 1  # Only rank 0 prints.
+    assert proc.stdout.count('logits of the 32 training clouds computed '
+                             'once') == 1
     # The saved model is the one that was evaluated (rank 0's buffers).
     result = main(['--eval', str(out / 'best.pt'), '--quiet'])
     assert result['num_test'] == 16

@@ -302,7 +302,6 @@ def fit(task: Task, args: argparse.Namespace, env: DistEnv) -> Dict[str, Any]:
         log(env, f"--resume: no checkpoint at '{folder.last}', starting "
             f"from scratch")
 
-    reuse_freed_memory()  # Large tensors without page faults each step.
     seed_everything(args.seed)
     data = _load_data(task, env, config, config['augment'],
                       getattr(args, 'rebuild_cache', False))
@@ -591,6 +590,7 @@ def run(parser: argparse.ArgumentParser, task: Task,
         parser.error(str(e))
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    reuse_freed_memory()  # Large tensors without page faults each batch.
     try:
         env = setup_distributed(args.device)
     except (RuntimeError, ValueError) as e:
