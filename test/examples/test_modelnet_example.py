@@ -286,7 +286,7 @@ def test_distillation_and_init_from(main, fp_run, tmp_path, capsys):
 
 
 def test_distillation_cached_teacher_logits(main, fp_run, tmp_path, capsys,
-                                           monkeypatch):
+                                            monkeypatch):
     # Without augmentation, the teacher's logits are computed once: the same
     # training as with the teacher run at every step, up to rounding (the
     # points come reordered each epoch).
