@@ -18,6 +18,9 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from torch_geometric_binary.train.cli import write_json  # noqa: E402
 
 STEPS = r'''
 import json, resource, sys, time, torch
@@ -102,9 +105,7 @@ def main():
               'load_average_1min': round(os.getloadavg()[0], 2),
               'results': rows}
     if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(result, f, indent=2)
-            f.write('\n')
+        write_json(args.out, result)
     print(json.dumps(result))
 
 
