@@ -222,6 +222,33 @@ __attribute__((target("avx512f"))) static uint32_t leaf_dists_avx512(
                                  _CMP_LT_OQ);
 }
 
+// leaf_dists_avx512 with AVX2: two vectors of 8 slots.
+__attribute__((target("avx2"))) static uint32_t leaf_dists_avx2(
+    const float* xs, const float* ys, const float* zs, int64_t count,
+    const float* vec, float bound, float* d) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256 b = _mm256_set1_ps(bound);
+  uint32_t hits = 0;
+  for (int64_t h = 0; h < count; h += 8) {
+    const __m256i live = _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(static_cast<int>(count - h)), lane);
+    const __m256 dx = _mm256_sub_ps(_mm256_set1_ps(vec[0]),
+                                    _mm256_maskload_ps(xs + h, live));
+    const __m256 dy = _mm256_sub_ps(_mm256_set1_ps(vec[1]),
+                                    _mm256_maskload_ps(ys + h, live));
+    const __m256 dz = _mm256_sub_ps(_mm256_set1_ps(vec[2]),
+                                    _mm256_maskload_ps(zs + h, live));
+    const __m256 dist = _mm256_add_ps(
+        _mm256_add_ps(_mm256_mul_ps(dx, dx), _mm256_mul_ps(dy, dy)),
+        _mm256_mul_ps(dz, dz));
+    _mm256_storeu_ps(d + h, dist);
+    const __m256 hit = _mm256_and_ps(_mm256_cmp_ps(dist, b, _CMP_LT_OQ),
+                                     _mm256_castsi256_ps(live));
+    hits |= static_cast<uint32_t>(_mm256_movemask_ps(hit)) << h;
+  }
+  return hits;
+}
+
 // A float 3-d cloud as three coordinate arrays and the running distances,
 // padded to a multiple of `step` points (padding: distance -1, never the
 // maximum).
@@ -438,15 +465,15 @@ struct KdTree {
   std::vector<int64_t> where;  // Inverse of vind: a point's slot.
   std::vector<T> slots;        // The points in slot order (leaves contiguous),
   std::vector<T> soa;          // or (simd_leaves) their x, y, z as 3 arrays.
-  bool simd_leaves = false;    // Leaves by leaf_dists_avx512.
+  int simd_leaves = 0;  // Leaves by leaf_dists_avx512 (2) or _avx2 (1).
   std::vector<Node> nodes;
   std::vector<T> root_low, root_high;
 
   T at(int64_t i, int64_t d) const { return pts[i * D + d]; }
 
-  // With vector_leaves (float 3-d points), searches measure each leaf in
-  // one AVX-512 step.
-  void build(const T* p, int64_t n_, int64_t D_, bool vector_leaves = false) {
+  // With vector_leaves (float 3-d points; graph_isa's 2 or 1), searches
+  // measure each leaf in one AVX-512 step or two AVX2 steps.
+  void build(const T* p, int64_t n_, int64_t D_, int vector_leaves = 0) {
     pts = p, n = n_, D = D_;
     vind.resize(n);
     std::iota(vind.begin(), vind.end(), 0);
@@ -466,7 +493,8 @@ struct KdTree {
     for (int64_t i = 0; i < n; i++) where[vind[i]] = i;
     // The leaves' points in slot order: as three coordinate arrays for the
     // vector leaves, else as rows.
-    simd_leaves = vector_leaves && std::is_same<T, float>::value && D == 3;
+    simd_leaves =
+        std::is_same<T, float>::value && D == 3 ? vector_leaves : 0;
     if (simd_leaves) {
       slots.clear();
       soa.resize(3 * n);
@@ -642,12 +670,13 @@ struct KdTree {
     const Node& node = nodes[id];
     if (node.child1 < 0) {
 #if TGB_X86
-      // The leaf's distances in one vector step, then the points under
-      // the bound offered in slot order, as below.
+      // The leaf's distances in one or two vector steps, then the points
+      // under the bound offered in slot order, as below.
       if constexpr (std::is_same<T, float>::value) {
         if (simd_leaves) {
           alignas(64) float d[16];
-          uint32_t hits = leaf_dists_avx512(
+          uint32_t hits = (simd_leaves == 2 ? leaf_dists_avx512
+                                            : leaf_dists_avx2)(
               soa.data() + node.left, soa.data() + n + node.left,
               soa.data() + 2 * n + node.left, node.right - node.left, vec,
               result.worst(), d);
@@ -807,7 +836,7 @@ template <typename T>
 static std::vector<KdTree<T>> build_trees(const Pairs& a) {
   std::vector<KdTree<T>> trees(a.B);
   const T* x = a.x.data_ptr<T>();
-  const bool vector_leaves = graph_isa() >= 2;
+  const int vector_leaves = graph_isa();
   at::parallel_for(0, a.B, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; b++) {
       const int64_t n = a.ptr_x[b + 1] - a.ptr_x[b];
