@@ -58,20 +58,24 @@ def extension_build():
     )
     # Graph construction (fps, radius, knn; torch_geometric_binary._graph).
     # No fused multiply-add: its results must round as torch_cluster's do.
-    graph_cflags = cflags if sys.platform == 'win32' else \
+    no_fma_cflags = cflags if sys.platform == 'win32' else \
         cflags + ['-ffp-contract=off']
     graph = CppExtension(
         'torch_geometric_binary._graph',
         ['torch_geometric_binary/csrc/graph.cpp'],
-        extra_compile_args=graph_cflags,
+        extra_compile_args=no_fma_cflags,
         extra_link_args=lflags,
     )
-    # Training kernels (sign, STE, fused layer-BatchNorm-max;
-    # torch_geometric_binary._fused).
+    # Training kernels (sign, STE, fused layer-BatchNorm-max, RPReLU;
+    # torch_geometric_binary._fused). No fused multiply-add either: its
+    # elementwise kernels must give the bits of the PyTorch forms. Without
+    # trapping math, GCC vectorizes their selects between two products.
+    fused_cflags = no_fma_cflags if sys.platform == 'win32' else \
+        no_fma_cflags + ['-fno-trapping-math']
     fused = CppExtension(
         'torch_geometric_binary._fused',
         ['torch_geometric_binary/csrc/fused.cpp'],
-        extra_compile_args=cflags,
+        extra_compile_args=fused_cflags,
         extra_link_args=lflags,
     )
     return [ext, graph, fused], {

@@ -3,9 +3,11 @@ import math
 import pytest
 import torch
 
-from torch_geometric_binary.nn.functional import (binarize, binarize_weight,
-                                                  ema_delta, scaled_linear,
-                                                  sign)
+from torch_geometric_binary import _ext
+from torch_geometric_binary.nn.functional import (binarize, binarize_shifted,
+                                                  binarize_weight, ema_delta,
+                                                  scaled_linear, sign)
+from torch_geometric_binary.nn.fused import use_fused
 
 
 def test_sign_of_zero_is_plus_one():
@@ -100,3 +102,63 @@ def test_scaled_linear_matches_autograd_and_gradcheck(shape):
     dots = torch.nn.functional.linear(x, w)
     assert torch.allclose(gs, dots.sum() if s.dim() == 0 else
                           dots.sum(dim=(0, 1)))
+
+
+@pytest.mark.skipif(_ext.fused is None, reason='C++ kernels not built')
+@pytest.mark.parametrize('estimator', ['ste', 'approx'])
+@pytest.mark.parametrize('shape', [(0, 4), (5, 3), (700, 64), (3, 90, 17)])
+@pytest.mark.parametrize('threads', [1, 2])
+def test_binarize_shifted_kernel_matches_the_pytorch_path(
+        estimator, shape, threads, monkeypatch):
+    r""":func:`binarize_shifted` in one C++ pass each way: the signs and the
+    input's gradient of :func:`binarize` of ``x - theta`` bit for bit, the
+    thresholds' gradient up to the order of summation."""
+    g = torch.Generator().manual_seed(len(shape) * 100 + shape[-1])
+    C = shape[-1]
+    theta = torch.randn(C, generator=g)
+    x = torch.randn(shape, generator=g) * 1.5
+    if x.numel():  # At the threshold, and at the estimators' edges.
+        rows = x.view(-1, C)
+        rows[0] = theta
+        rows[-1] = theta + torch.tensor([1.0, -1.0, 0.5, -0.5])[
+            torch.arange(C) % 4]
+    upstream = torch.randn(shape, generator=g)
+    calls = []
+    for name in ('shifted_sign', 'shifted_sign_backward'):
+        kernel = getattr(_ext.fused, name)
+        monkeypatch.setattr(_ext.fused, name, lambda *a, k=kernel, n=name:
+                            calls.append(n) or k(*a))
+    results = []
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for kernels in (True, False):
+            with use_fused(kernels):
+                xi = x.clone().requires_grad_()
+                ti = theta.clone().requires_grad_()
+                out = binarize_shifted(xi, ti, estimator)
+                results.append((out, *torch.autograd.grad(out, (xi, ti),
+                                                          upstream)))
+    finally:
+        torch.set_num_threads(old)
+    assert calls == ['shifted_sign', 'shifted_sign_backward']
+    (out, gx, gt), (out_ref, gx_ref, gt_ref) = results
+    assert torch.equal(out, out_ref) and torch.equal(gx, gx_ref)
+    assert torch.equal(out, sign(x - theta))
+    want = -gx_ref.double().reshape(-1, C).sum(0)
+    tol = 1e-6 * gx_ref.double().reshape(-1, C).abs().sum(0)
+    assert ((gt.double() - want).abs() <= tol).all()
+    torch.testing.assert_close(gt, gt_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_binarize_shifted_other_estimators_and_dtypes():
+    r"""EDE and float64 take the PyTorch path, with the same meaning."""
+    x = torch.tensor([[0.2, -0.3], [1.5, 0.1]], dtype=torch.float64,
+                     requires_grad=True)
+    theta = torch.tensor([0.5, 0.0], dtype=torch.float64, requires_grad=True)
+    out = binarize_shifted(x, theta, 'ede', (1.0, 1.0))
+    assert out.tolist() == [[-1.0, -1.0], [1.0, 1.0]]
+    out.sum().backward()
+    d = (x - theta).detach()
+    torch.testing.assert_close(x.grad, 1 - torch.tanh(d).square())
+    torch.testing.assert_close(theta.grad, -x.grad.sum(0))

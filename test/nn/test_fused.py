@@ -16,11 +16,23 @@ def _grads(module, *tensors):
     return out + [t.grad.clone() for t in tensors]
 
 
-@pytest.mark.parametrize('kernel', ['cpp', 'torch'])
+# The C++ scans of each instruction set (capped by the environment; a CPU
+# without one runs the next narrower), and the PyTorch path.
+KERNELS = ['avx512', 'avx2', 'scalar', 'torch']
+
+
+def _use_kernel(kernel, monkeypatch):
+    if kernel != 'torch':
+        if _ext.fused is None:
+            pytest.skip('C++ kernels not built')
+        monkeypatch.setenv('TORCH_GEOMETRIC_BINARY_FUSED_ISA', kernel)
+    return use_fused(kernel != 'torch')
+
+
+@pytest.mark.parametrize('kernel', KERNELS)
 @pytest.mark.parametrize('binary', [False, True])
-def test_group_max_product_matches_dense_max(binary, kernel):
-    if kernel == 'cpp' and _ext.fused is None:
-        pytest.skip('C++ kernels not built')
+def test_group_max_product_matches_dense_max(binary, kernel, monkeypatch):
+    fused = _use_kernel(kernel, monkeypatch)
     h = torch.randn(6, 40, 16)
     w = torch.randn(24, 16)
     if binary:  # Integer products: many ties, which share the gradient.
@@ -29,7 +41,7 @@ def test_group_max_product_matches_dense_max(binary, kernel):
     w.requires_grad_()
     upstream = torch.randn(6, 24)
     ptr = torch.arange(0, 241, 40)
-    with use_fused(kernel == 'cpp'):
+    with fused:
         out = GroupMaxProduct.apply(h.view(-1, 16), w, ptr, 40)
     out.backward(upstream)
     grads = h.grad.clone(), w.grad.clone()
@@ -43,6 +55,77 @@ def test_group_max_product_matches_dense_max(binary, kernel):
     if binary:
         assert ((h.detach() @ w.detach().t()) == out.unsqueeze(1)).sum() > \
             out.numel()
+
+
+@pytest.mark.parametrize('kernel', KERNELS[:3])
+def test_group_max_product_in_bfloat16(kernel, monkeypatch):
+    r"""bf16 tiles (the autocast path): +-1 products over 16 channels are
+    exact, so the maxima, their tied rows and the gradients are those of
+    float32."""
+    _use_kernel(kernel, monkeypatch)
+    h = torch.randn(200, 16).sign()
+    w = torch.randn(37, 16).sign()  # 37: vectors and a tail of channels.
+    ptr = torch.tensor([0, 50, 51, 130, 200])
+    upstream = torch.randn(4, 37)
+    results = []
+    for dtype in (torch.bfloat16, torch.float32):
+        hi = h.to(dtype).requires_grad_()
+        wi = w.to(dtype).requires_grad_()
+        out = GroupMaxProduct.apply(hi, wi, ptr, None)
+        out.backward(upstream)
+        results.append((out, hi.grad.float(), wi.grad.float()))
+    (out, gh, gw), (ref, gh_ref, gw_ref) = results
+    assert out.dtype == torch.float32 and torch.equal(out, ref)
+    torch.testing.assert_close(gh, gh_ref, atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(gw, gw_ref, atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.skipif(_ext.fused is None or _ext.xnor_ops() is None,
+                    reason='C++ kernels not built')
+def test_group_max_product_of_packed_signs(monkeypatch):
+    r"""With :obj:`signs`, the forward forms the product by XNOR-popcount
+    of the packed operands: the same maxima, ties and gradients as the
+    float product (+-1 products are exact integers either way)."""
+    calls = []
+    kernel = _ext.fused.group_max_forward
+    monkeypatch.setattr(_ext.fused, 'group_max_forward',
+                        lambda *a: calls.append(len(a)) or kernel(*a))
+    sizes = torch.tensor([1, 64, 3, 130, 65])
+    ptr = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
+    h = torch.randn(int(sizes.sum()), 70).sign()  # 70: two 64-bit words.
+    w = torch.randn(19, 70).sign()
+    upstream = torch.randn(5, 19)
+    results = []
+    for signs in (True, False):
+        hi, wi = h.clone().requires_grad_(), w.clone().requires_grad_()
+        out = GroupMaxProduct.apply(hi, wi, ptr, None, signs)
+        out.backward(upstream)
+        results.append((out, hi.grad, wi.grad))
+    assert calls == [6, 4]  # With the packed signs, then without.
+    for got, want in zip(*results):
+        assert torch.equal(got, want)
+    prod = h @ w.t()
+    ties = sum(int((prod[a:b] == m).sum()) for a, b, m in
+               zip(ptr[:-1], ptr[1:], results[0][0]))
+    assert ties > results[0][0].numel()  # Ties, which share gradients.
+
+
+def test_binary_mlp_pools_through_packed_signs(monkeypatch):
+    r"""A binary MLP's fused max pool uses the packed product where its
+    last layer's operands are signs (no activation scale), and not in full
+    precision or with XNOR-Net's activation scale."""
+    from torch_geometric_binary.nn import fused
+    seen = []
+    pack = fused._packed_signs
+    monkeypatch.setattr(fused, '_packed_signs',
+                        lambda *a: seen.append(True) or pack(*a))
+    batch = torch.arange(3).repeat_interleave(20)
+    for method, packed in (('bipointnet', True), ('react', True),
+                           ('fp', False), ('xnor', False)):
+        seen.clear()
+        BiMLP([4, 16, 32], method, norm_last=True).max_pool(
+            torch.randn(60, 4), batch, 3)
+        assert bool(seen) == (packed and _ext.fused is not None), method
 
 
 @pytest.mark.parametrize('method', ['fp', 'bipointnet', 'bnn', 'xnor', 'xnor++',
@@ -142,9 +225,11 @@ def test_linear_norm_group_max_under_autocast():
     assert torch.isfinite(h.grad).all() and scale.grad is not None
 
 
-@pytest.mark.skipif(_ext.fused is None, reason='C++ kernels not built')
+@pytest.mark.parametrize('kernel', KERNELS[:3])
 @pytest.mark.parametrize('binary', [False, True])
-def test_group_max_product_groups_of_different_sizes(binary):
+def test_group_max_product_groups_of_different_sizes(binary, kernel,
+                                                     monkeypatch):
+    _use_kernel(kernel, monkeypatch)
     sizes = torch.tensor([1, 7, 3, 12, 5])
     ptr = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
     h = torch.randn(int(sizes.sum()), 10)

@@ -13,16 +13,23 @@
 // of every (group, channel), a second lists the rows equal to it (ties
 // included) and counts them. Backward: each max's gradient, shared evenly by
 // its rows, goes to those rows only: dH[r] += s W[c], dW[c] += s H[r].
+//
+// shifted_sign / rprelu_forward and their backwards: ReActNet's learned
+// input thresholds (with the STE or ApproxSign gradient) and RPReLU in one
+// pass each, column sums included.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
 #include <ATen/OpMathType.h>
 
+#include <algorithm>
 #include <cmath>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <type_traits>
 #include <limits>
 #include <vector>
@@ -48,6 +55,17 @@ Tensor tile_product(const Tensor& h, const Tensor& w) {
     out = out.defined() ? out.add_(part) : part;
   }
   return out;
+}
+
+// The product of +-1 matrices from their packed signs (K channels), by the
+// XNOR-popcount GEMM of torch_geometric_binary.deploy._xnor (found through
+// the dispatcher: the library must be loaded), as exact float32 integers.
+Tensor packed_product(const Tensor& hp, const Tensor& wp, int64_t K) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("torch_geometric_binary::xnor_gemm", "")
+          .typed<Tensor(const Tensor&, const Tensor&, int64_t)>();
+  return op.call(hp, wp, K).to(at::kFloat);
 }
 
 // Element access: bf16 -> float by a shift, which compilers vectorize (the
@@ -199,11 +217,79 @@ __attribute__((target("avx512f"))) int64_t equal_avx512(
   return k;
 }
 
+// The same with AVX2: an 8-lane compare, then the few matching lanes one by
+// one (no compress-store).
+template <bool kBF16>
+__attribute__((target("avx2"))) int64_t equal_avx2(
+    const void* data, int64_t n, int64_t C, const float* mx, int32_t* count,
+    int32_t row0, int32_t* rows, int32_t* cols, int64_t k) {
+  for (int64_t c = 0; c < C; ++c) count[c] = 0;
+  const int64_t vec_end = C - C % 8;
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t row = row0 + static_cast<int32_t>(i);
+    for (int64_t c = 0; c < vec_end; c += 8) {
+      __m256 v;
+      if constexpr (kBF16) {
+        const uint16_t* p = static_cast<const uint16_t*>(data) + i * C + c;
+        const __m256i wide = _mm256_cvtepu16_epi32(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        v = _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+      } else {
+        v = _mm256_loadu_ps(static_cast<const float*>(data) + i * C + c);
+      }
+      unsigned eq = static_cast<unsigned>(_mm256_movemask_ps(
+          _mm256_cmp_ps(v, _mm256_loadu_ps(mx + c), _CMP_EQ_OQ)));
+      for (; eq; eq &= eq - 1) {
+        const int32_t col = static_cast<int32_t>(c) + __builtin_ctz(eq);
+        rows[k] = row;
+        cols[k++] = col;
+        ++count[col];
+      }
+    }
+    for (int64_t c = vec_end; c < C; ++c) {
+      float v;
+      if constexpr (kBF16) {
+        v = Load<c10::BFloat16>::at(
+            static_cast<const c10::BFloat16*>(data) + i * C, c);
+      } else {
+        v = static_cast<const float*>(data)[i * C + c];
+      }
+      const int32_t eq = v == mx[c];
+      count[c] += eq;
+      rows[k] = row;
+      cols[k] = static_cast<int32_t>(c);
+      k += eq;
+    }
+  }
+  return k;
+}
+
 bool has_avx512() {
   static const bool yes = __builtin_cpu_supports("avx512f");
   return yes;
 }
+
+bool has_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2");
+  return yes;
+}
 #endif
+
+// The widest scan the CPU has (2: AVX-512, 1: AVX2, 0: plain loops), capped
+// by TORCH_GEOMETRIC_BINARY_FUSED_ISA ("avx512", "avx2" or "scalar": tests
+// run each against the PyTorch path).
+int scan_isa() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  int isa = has_avx512() ? 2 : (has_avx2() ? 1 : 0);
+#else
+  int isa = 0;
+#endif
+  if (const char* env = std::getenv("TORCH_GEOMETRIC_BINARY_FUSED_ISA")) {
+    const std::string want(env);
+    isa = std::min(isa, want == "scalar" ? 0 : (want == "avx2" ? 1 : 2));
+  }
+  return isa;
+}
 
 template <typename T>
 int64_t scan_equal(const T* p, int64_t n, int64_t C,
@@ -212,8 +298,13 @@ int64_t scan_equal(const T* p, int64_t n, int64_t C,
 #if defined(__x86_64__) && defined(__GNUC__)
   if constexpr (std::is_same_v<T, float> ||
                 std::is_same_v<T, c10::BFloat16>) {
-    if (has_avx512()) {
+    const int isa = scan_isa();
+    if (isa == 2) {
       return equal_avx512<std::is_same_v<T, c10::BFloat16>>(
+          p, n, C, mx, count, row0, rows, cols, k);
+    }
+    if (isa == 1) {
+      return equal_avx2<std::is_same_v<T, c10::BFloat16>>(
           p, n, C, mx, count, row0, rows, cols, k);
     }
   }
@@ -258,9 +349,12 @@ void scan_group(const scalar_t* __restrict__ p, int64_t n, int64_t C,
 // G non-empty groups of consecutive rows. Returns the max [G, C] (float32, or
 // float64 for float64 inputs), the row, channel and group of every entry
 // equal to its max, and the number of such entries per (g, c). The product
-// is formed for tiles of whole groups of about tile_rows rows.
+// is formed for tiles of whole groups of about tile_rows rows; where h and w
+// hold +-1 only, from their packed signs h_bits, w_bits (pack_bits) if given.
 std::vector<Tensor> group_max_forward(Tensor h, Tensor w, Tensor ptr,
-                                      int64_t tile_rows) {
+                                      int64_t tile_rows,
+                                      c10::optional<Tensor> h_bits,
+                                      c10::optional<Tensor> w_bits) {
   TORCH_CHECK(h.dim() == 2 && w.dim() == 2 && h.size(1) == w.size(1),
               "group_max_forward: expected h [R, K] and w [C, K], got ",
               h.sizes(), " and ", w.sizes());
@@ -271,6 +365,16 @@ std::vector<Tensor> group_max_forward(Tensor h, Tensor w, Tensor ptr,
   TORCH_CHECK(ptr.dim() == 1 && ptr.size(0) >= 1 &&
                   ptr.scalar_type() == at::kLong,
               "group_max_forward: ptr must be int64 [G + 1]");
+  TORCH_CHECK(h_bits.has_value() == w_bits.has_value(),
+              "group_max_forward: give both packed operands or neither");
+  const bool packed = h_bits.has_value();
+  if (packed) {
+    TORCH_CHECK(h.scalar_type() == at::kFloat &&
+                    h_bits->size(0) == h.size(0) &&
+                    w_bits->size(0) == w.size(0),
+                "group_max_forward: the packed operands must be the float32 "
+                "h and w's packed rows");
+  }
   h = h.contiguous();
   w = w.contiguous();
   ptr = ptr.contiguous();
@@ -292,7 +396,9 @@ std::vector<Tensor> group_max_forward(Tensor h, Tensor w, Tensor ptr,
     int64_t b = a + 1;  // Whole groups, at least one.
     while (b < G && off[b + 1] - off[a] <= tile_rows) ++b;
     Tensor prod =
-        tile_product(h.slice(0, off[a], off[b]), w).contiguous();
+        packed ? packed_product(h_bits->slice(0, off[a], off[b]), *w_bits,
+                                h.size(1))
+               : tile_product(h.slice(0, off[a], off[b]), w).contiguous();
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kBFloat16, at::kHalf, prod.scalar_type(), "group_max_forward",
         [&] {
@@ -574,6 +680,240 @@ Tensor ste_backward(Tensor grad, Tensor x) {
   return out;
 }
 
+// Shifted signs and RPReLU (float32; other dtypes take the PyTorch path).
+// x [rows, C], per-channel vectors [C]. Each is one pass over the rows, and
+// computes what the PyTorch path computes, operation for operation, so that
+// both give the same bits where ATen's kernels are vectorized (AVX2 and
+// up): setup.py builds this file with -ffp-contract=off, and the one fused
+// multiply-add, where ATen's addcmul has one, is explicit. Column sums add
+// in double (ATen's, in float, may differ in the last bits).
+enum Estimator : int64_t { kSte = 0, kApprox = 1 };
+
+// out = sign(x - theta).
+TGB_CLONES void shifted_sign_rows(const float* __restrict__ x,
+                                  const float* __restrict__ theta,
+                                  float* __restrict__ out, int64_t r0,
+                                  int64_t r1, int64_t C) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* xr = x + r * C;
+    float* o = out + r * C;
+    for (int64_t c = 0; c < C; ++c) o[c] = xr[c] - theta[c] >= 0.f ? 1.f : -1.f;
+  }
+}
+
+// Column sums: float over blocks of kSumRows rows (vectorized), double
+// across blocks.
+constexpr int64_t kSumRows = 64;
+
+TGB_INLINE void add_block(const float* __restrict__ part,
+                          double* __restrict__ sums, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) sums[i] += part[i];
+}
+
+TGB_INLINE void add_block_d(const double* __restrict__ part,
+                            double* __restrict__ sums, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) sums[i] += part[i];
+}
+
+// grad_x = g * w(x - theta) with the estimator's weight w; part[c] += the
+// column sums of grad_x.
+TGB_CLONES void shifted_sign_grad_rows(const float* __restrict__ g,
+                                       const float* __restrict__ x,
+                                       const float* __restrict__ theta,
+                                       float* __restrict__ gx,
+                                       float* __restrict__ part, int64_t r0,
+                                       int64_t r1, int64_t C, int64_t est) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* gr = g + r * C;
+    const float* xr = x + r * C;
+    float* o = gx + r * C;
+    if (est == kSte) {
+      for (int64_t c = 0; c < C; ++c) {
+        const float d = xr[c] - theta[c];
+        const bool inside = (d >= -1.f) & (d <= 1.f);
+        const float v = inside ? gr[c] : 0.f;
+        o[c] = v;
+        part[c] += v;
+      }
+    } else {
+      for (int64_t c = 0; c < C; ++c) {
+        const float d = xr[c] - theta[c];
+        const float w = 2.f - 2.f * std::fabs(d);
+        // clamp_min(0) keeps NaN, as ATen's.
+        const float v = gr[c] * (w < 0.f ? 0.f : w);
+        o[c] = v;
+        part[c] += v;
+      }
+    }
+  }
+}
+
+// out = z + min(z, 0) (beta - 1) + zeta with z = x - gamma.
+TGB_CLONES void rprelu_rows(const float* __restrict__ x,
+                            const float* __restrict__ gamma,
+                            const float* __restrict__ bm1,
+                            const float* __restrict__ zeta,
+                            float* __restrict__ out, int64_t r0, int64_t r1,
+                            int64_t C) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* xr = x + r * C;
+    float* o = out + r * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const float z = xr[c] - gamma[c];
+      const float m = z < 0.f ? z : 0.f;
+      o[c] = std::fma(m, bm1[c], z) + zeta[c];  // As ATen's addcmul.
+    }
+  }
+}
+
+// grad_x = z > 0 ? g : g * beta; column sums of g (zeta), of grad_x (minus
+// gamma's) and of g * min(z, 0) (beta), added to part[0, 3C).
+TGB_CLONES void rprelu_grad_rows(const float* __restrict__ g,
+                                 const float* __restrict__ x,
+                                 const float* __restrict__ gamma,
+                                 const float* __restrict__ beta,
+                                 float* __restrict__ gx,
+                                 float* __restrict__ part, int64_t r0,
+                                 int64_t r1, int64_t C) {
+  float* __restrict__ s_g = part;
+  float* __restrict__ s_gx = part + C;
+  float* __restrict__ s_gm = part + 2 * C;
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* gr = g + r * C;
+    const float* xr = x + r * C;
+    float* o = gx + r * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const float z = xr[c] - gamma[c];
+      const float m = z < 0.f ? z : 0.f;
+      const float gb = gr[c] * beta[c];
+      const float v = z > 0.f ? gr[c] : gb;
+      o[c] = v;
+      s_g[c] += gr[c];
+      s_gx[c] += v;
+      s_gm[c] += gr[c] * m;
+    }
+  }
+}
+
+// Runs body(r0, r1, part) over blocks of at most kSumRows rows, part being
+// n_sums vectors of C floats that start at zero for each block, and returns
+// the column sums over all blocks (double; per-thread, then added).
+template <typename F>
+std::vector<double> rows_with_sums(int64_t rows, int64_t C, int64_t n_sums,
+                                   const F& body) {
+  const int64_t grain = std::max<int64_t>(kSumRows, (1 << 16) / std::max<int64_t>(C, 1));
+  const int64_t threads = at::get_num_threads(), n = n_sums * C;
+  std::vector<double> sums(threads * n, 0.0);
+  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+    double* mine = sums.data() + at::get_thread_num() * n;
+    std::vector<float> part(n);
+    for (int64_t b = r0; b < r1; b += kSumRows) {
+      std::fill(part.begin(), part.end(), 0.f);
+      body(b, std::min(b + kSumRows, r1), part.data());
+      add_block(part.data(), mine, n);
+    }
+  });
+  std::vector<double> total(n, 0.0);
+  for (int64_t t = 0; t < threads; ++t) add_block_d(sums.data() + t * n, total.data(), n);
+  return total;
+}
+
+void check_rows(const char* op, const Tensor& x, const Tensor& v) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && v.scalar_type() == at::kFloat,
+              op, ": float32 tensors only");
+  TORCH_CHECK(x.dim() >= 1 && v.dim() == 1 && v.size(0) == x.size(-1), op,
+              ": a per-channel vector must have x.size(-1) entries");
+}
+
+Tensor column_sums(const std::vector<double>& s, int64_t i, int64_t C,
+                   double sign = 1.0) {
+  Tensor out = torch::empty({C}, torch::kFloat);
+  float* o = out.data_ptr<float>();
+  for (int64_t c = 0; c < C; ++c) o[c] = static_cast<float>(sign * s[i * C + c]);
+  return out;
+}
+
+Tensor shifted_sign(Tensor x, Tensor theta) {
+  check_rows("shifted_sign", x, theta);
+  x = x.contiguous();
+  theta = theta.contiguous();
+  Tensor out = torch::empty_like(x);
+  const int64_t C = x.size(-1), rows = C ? x.numel() / C : 0;
+  const float *px = x.data_ptr<float>(), *pt = theta.data_ptr<float>();
+  float* po = out.data_ptr<float>();
+  at::parallel_for(0, rows, std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(C, 1)),
+                   [&](int64_t r0, int64_t r1) {
+                     shifted_sign_rows(px, pt, po, r0, r1, C);
+                   });
+  return out;
+}
+
+std::vector<Tensor> shifted_sign_backward(Tensor grad, Tensor x, Tensor theta,
+                                          int64_t estimator) {
+  check_rows("shifted_sign_backward", x, theta);
+  TORCH_CHECK(grad.sizes() == x.sizes() && grad.scalar_type() == at::kFloat,
+              "shifted_sign_backward: grad must match x");
+  TORCH_CHECK(estimator == kSte || estimator == kApprox,
+              "shifted_sign_backward: unknown estimator ", estimator);
+  grad = grad.contiguous();
+  x = x.contiguous();
+  theta = theta.contiguous();
+  Tensor gx = torch::empty_like(x);
+  const int64_t C = x.size(-1), rows = C ? x.numel() / C : 0;
+  const float *pg = grad.data_ptr<float>(), *px = x.data_ptr<float>(),
+              *pt = theta.data_ptr<float>();
+  float* po = gx.data_ptr<float>();
+  const auto s = rows_with_sums(rows, C, 1, [&](int64_t r0, int64_t r1,
+                                                float* part) {
+    shifted_sign_grad_rows(pg, px, pt, po, part, r0, r1, C, estimator);
+  });
+  return {gx, column_sums(s, 0, C, -1.0)};
+}
+
+Tensor rprelu_forward(Tensor x, Tensor gamma, Tensor bm1, Tensor zeta) {
+  check_rows("rprelu_forward", x, gamma);
+  check_rows("rprelu_forward", x, bm1);
+  check_rows("rprelu_forward", x, zeta);
+  x = x.contiguous();
+  gamma = gamma.contiguous();
+  bm1 = bm1.contiguous();
+  zeta = zeta.contiguous();
+  Tensor out = torch::empty_like(x);
+  const int64_t C = x.size(-1), rows = C ? x.numel() / C : 0;
+  const float *px = x.data_ptr<float>(), *pg = gamma.data_ptr<float>(),
+              *pb = bm1.data_ptr<float>(), *pz = zeta.data_ptr<float>();
+  float* po = out.data_ptr<float>();
+  at::parallel_for(0, rows, std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(C, 1)),
+                   [&](int64_t r0, int64_t r1) {
+                     rprelu_rows(px, pg, pb, pz, po, r0, r1, C);
+                   });
+  return out;
+}
+
+// grad_x, grad_gamma, grad_beta, grad_zeta.
+std::vector<Tensor> rprelu_backward(Tensor grad, Tensor x, Tensor gamma,
+                                    Tensor beta) {
+  check_rows("rprelu_backward", x, gamma);
+  check_rows("rprelu_backward", x, beta);
+  TORCH_CHECK(grad.sizes() == x.sizes() && grad.scalar_type() == at::kFloat,
+              "rprelu_backward: grad must match x");
+  grad = grad.contiguous();
+  x = x.contiguous();
+  gamma = gamma.contiguous();
+  beta = beta.contiguous();
+  Tensor gx = torch::empty_like(x);
+  const int64_t C = x.size(-1), rows = C ? x.numel() / C : 0;
+  const float *pg = grad.data_ptr<float>(), *px = x.data_ptr<float>(),
+              *pga = gamma.data_ptr<float>(), *pb = beta.data_ptr<float>();
+  float* po = gx.data_ptr<float>();
+  const auto s = rows_with_sums(rows, C, 3, [&](int64_t r0, int64_t r1,
+                                                float* part) {
+    rprelu_grad_rows(pg, px, pga, pb, po, part, r0, r1, C);
+  });
+  return {gx, column_sums(s, 1, C, -1.0), column_sums(s, 2, C),
+          column_sums(s, 0, C)};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -581,7 +921,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("ste_backward", &ste_backward,
         "grad where |x| <= 1, 0 elsewhere (NaN: 0)");
   m.def("group_max_forward", &group_max_forward,
-        "max over groups of rows of h @ w.T, with the rows of every max");
+        "max over groups of rows of h @ w.T, with the rows of every max",
+        py::arg("h"), py::arg("w"), py::arg("ptr"), py::arg("tile_rows"),
+        py::arg("h_bits") = py::none(), py::arg("w_bits") = py::none());
   m.def("group_max_backward", &group_max_backward,
         "gradients of group_max_forward");
+  m.def("shifted_sign", &shifted_sign, "sign(x - theta), float32");
+  m.def("shifted_sign_backward", &shifted_sign_backward,
+        "gradients of shifted_sign (estimator 0: clipped STE, 1: ApproxSign)");
+  m.def("rprelu_forward", &rprelu_forward,
+        "z + min(z, 0) (beta - 1) + zeta with z = x - gamma, float32");
+  m.def("rprelu_backward", &rprelu_backward,
+        "gradients of rprelu_forward: x, gamma, beta, zeta");
 }

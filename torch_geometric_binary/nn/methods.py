@@ -120,11 +120,13 @@ class BinaryMethod:
             layer.ede_progress.zero_()
 
     # The forward (training and inference) of the binarizers.
-    def _sign(self, x: Tensor, layer: Optional[torch.nn.Module]) -> Tensor:
-        ede = None
+    def _ede(self, layer: Optional[torch.nn.Module]) -> Optional[tuple]:
         if self.estimator == 'ede' and layer is not None:
-            ede = F.ede_schedule(float(layer.ede_progress))
-        return F.binarize(x, self.estimator, ede)
+            return F.ede_schedule(float(layer.ede_progress))
+        return None
+
+    def _sign(self, x: Tensor, layer: Optional[torch.nn.Module]) -> Tensor:
+        return F.binarize(x, self.estimator, self._ede(layer))
 
     def _centered(self, weight: Tensor) -> Tensor:
         if self.weight_center == 'layer':
@@ -140,7 +142,8 @@ class BinaryMethod:
         r""":math:`\mathrm{sign}(\mathbf{x} - \boldsymbol{\theta})` with the
         method's estimator."""
         if self.input_threshold and layer is not None:
-            x = x - layer.input_threshold.to(x.dtype)
+            return F.binarize_shifted(x, layer.input_threshold,
+                                      self.estimator, self._ede(layer))
         return self._sign(x, layer)
 
     def binarize_weight(self, weight: Tensor,

@@ -241,7 +241,8 @@ class BiMLP(MLP):
         parts = self._fusable_tail(h)
         if parts is not None and (group_size is not None
                                   or ext_available(h)):
-            out = linear_norm_group_max(*parts, ptr, group_size)
+            out = linear_norm_group_max(*parts[:4], ptr, group_size,
+                                        parts[4])
         else:
             out = self.output(h)
             if group_size is not None:
@@ -264,7 +265,8 @@ class BiMLP(MLP):
 
     def _fusable_tail(self, h: Tensor):
         r"""The last layer's (binarized) input, weight, LSR scale and
-        BatchNorm where :meth:`max_pool` can fuse them, else :obj:`None`."""
+        BatchNorm where :meth:`max_pool` can fuse them, and whether input
+        and weight hold :math:`\pm 1` only; else :obj:`None`."""
         if (not fused_enabled() or not self.plain_last
                 or self.last_norm is None
                 or (self.training and self.dropout[-1] > 0)):
@@ -278,9 +280,10 @@ class BiMLP(MLP):
             if self.training and not lin.scale_initialized:
                 lin.init_scale(h)
             return (lin.binary_input(h), lin.binary_weight(),
-                    lin.output_scale(), norm)
+                    lin.output_scale(), norm,
+                    lin.method.input_scale is None)
         if type(lin) is Linear:
-            return h, lin.weight, None, norm
+            return h, lin.weight, None, norm, False
         return None
 
     def __repr__(self) -> str:
