@@ -7,7 +7,10 @@ threads:
   :obj:`signs`), where a binary layer's operands are :math:`\pm 1`;
 * RPReLU and the learned input thresholds (RSign) in one C++ pass each way
   (:class:`~torch_geometric_binary.nn.RPReLU`,
-  :func:`~torch_geometric_binary.nn.functional.binarize_shifted`).
+  :func:`~torch_geometric_binary.nn.functional.binarize_shifted`);
+* the weight gradient of full-precision layers with few input channels in
+  the transposed order (:func:`~torch_geometric_binary.nn.fused.
+  narrow_linear`).
 
 "Without" turns these off and keeps everything else, including the AVX2
 scan of the fused max (which has no switch besides the CPU). For each
@@ -51,15 +54,16 @@ CASES = [('pointnet', 'react+ema', 1024, {'dropout': 0.0}),
 def without_new_kernels():
     r"""The PyTorch paths these kernels replaced (their private hooks)."""
     saved = (fused._packed_signs, rprelu._use_kernels,
-             functional._SHIFTED_ESTIMATORS)
+             functional._SHIFTED_ESTIMATORS, fused.NARROW_CHANNELS)
     fused._packed_signs = lambda *args: ()
     rprelu._use_kernels = lambda *args: False
     functional._SHIFTED_ESTIMATORS = {}
+    fused.NARROW_CHANNELS = 0
     try:
         yield
     finally:
         (fused._packed_signs, rprelu._use_kernels,
-         functional._SHIFTED_ESTIMATORS) = saved
+         functional._SHIFTED_ESTIMATORS, fused.NARROW_CHANNELS) = saved
 
 
 def time_case(model_name, method, points, kwargs, args):

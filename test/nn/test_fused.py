@@ -7,8 +7,9 @@ from torch_geometric_binary.nn import BiMLP, global_ema_max_pool
 from torch_geometric_binary.nn.aggr import global_max_pool
 from torch_geometric_binary.nn.functional import ema_delta
 from torch_geometric_binary import _ext
-from torch_geometric_binary.nn.fused import (GroupMaxProduct,
-                                             linear_norm_group_max, use_fused)
+from torch_geometric_binary.nn.fused import (GroupMaxProduct, NarrowLinear,
+                                             linear_norm_group_max,
+                                             narrow_linear, use_fused)
 
 
 def _grads(module, *tensors):
@@ -274,3 +275,39 @@ def test_mlp_group_max_of_ragged_groups_matches_unfused(method):
     expected.backward(upstream)
     for got, want in zip(_grads(mlp, x), _grads(ref, x_ref)):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
+
+
+def test_narrow_linear_gradients():
+    r"""The transposed weight gradient is the same sum: gradcheck, and
+    the gradients of :func:`torch.nn.functional.linear`."""
+    x = torch.randn(4, 5, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(NarrowLinear.apply, (x, w, b))
+    torch.autograd.gradcheck(NarrowLinear.apply, (x, w, None))
+    x, w, b = (t.detach().float().requires_grad_() for t in (x, w, b))
+    upstream = torch.randn(4, 5, 7)
+    got = torch.autograd.grad(narrow_linear(x, w, b), (x, w, b), upstream)
+    want = torch.autograd.grad(torch.nn.functional.linear(x, w, b),
+                               (x, w, b), upstream)
+    for g, r in zip(got, want):
+        torch.testing.assert_close(g, r)
+
+
+def test_mlp_first_layer_takes_narrow_linear(monkeypatch):
+    r"""An MLP's full-precision layers with few input channels use
+    :class:`NarrowLinear` (with the same gradients), wider ones do not."""
+    calls = []
+    apply = NarrowLinear.apply
+    monkeypatch.setattr(NarrowLinear, 'apply',
+                        lambda *a: calls.append(a[0].size(-1)) or apply(*a))
+    mlp = BiMLP([6, 32, 16], 'fp')
+    ref = copy.deepcopy(mlp)
+    x = torch.randn(50, 6)
+    mlp(x).square().sum().backward()
+    assert calls == [6]  # The first layer only (the second reads 32).
+    with use_fused(False):
+        ref(x).square().sum().backward()
+    assert calls == [6]
+    for (name, p), p_ref in zip(mlp.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, msg=name)

@@ -136,6 +136,52 @@ class GroupMaxProduct(torch.autograd.Function):
         return grad_h, grad_w, None, None, None
 
 
+# Input channels below which :func:`narrow_linear` forms the weight gradient
+# in the transposed order.
+NARROW_CHANNELS = 16
+
+
+class NarrowLinear(torch.autograd.Function):
+    r""":math:`\mathbf{x} \mathbf{W}^{\top} + \mathbf{b}` for inputs with
+    few channels (a first layer reading coordinates or edge vectors), whose
+    weight gradient is formed as :math:`(\mathbf{x}^{\top}
+    \mathbf{G})^{\top}`: the same sum as ATen's :math:`\mathbf{G}^{\top}
+    \mathbf{x}`, which its CPU matrix product runs at under 1 GMAC/s for
+    hundreds of thousands of rows and fewer than 16 columns (15x slower at
+    6 columns on an AVX2 CPU)."""
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor,
+                bias: Optional[Tensor]) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return torch.nn.functional.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, weight = ctx.saved_tensors
+        rows = grad_out.reshape(-1, grad_out.size(-1))
+        grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
+        grad_w = (x.reshape(-1, x.size(-1)).t() @ rows).t() \
+            if ctx.needs_input_grad[1] else None
+        grad_b = rows.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] \
+            else None
+        return grad_x, grad_w, grad_b
+
+
+def narrow_linear(x: Tensor, weight: Tensor,
+                  bias: Optional[Tensor] = None) -> Tensor:
+    r""":func:`torch.nn.functional.linear`, through :class:`NarrowLinear`
+    where it applies: fewer than :obj:`NARROW_CHANNELS` input channels,
+    float32 on the CPU outside autocast, fused paths on."""
+    if (x.size(-1) < NARROW_CHANNELS and x.dtype == torch.float32
+            and weight.dtype == torch.float32 and x.device.type == 'cpu'
+            and fused_enabled() and torch.is_grad_enabled()
+            and not torch.is_autocast_enabled('cpu')
+            and not torch.compiler.is_compiling()):
+        return NarrowLinear.apply(x, weight, bias)
+    return torch.nn.functional.linear(x, weight, bias)
+
+
 def ext_available(x: Tensor) -> bool:
     r"""Whether the C++ kernels serve :obj:`x` (built, on the CPU, fused
     paths on)."""

@@ -11,7 +11,7 @@ from torch_geometric_binary.nn.aggr import (DenseMax, equal_group_size,
                                             global_ema_max_pool,
                                             global_max_pool, segment_max)
 from torch_geometric_binary.nn.functional import ema_delta
-from torch_geometric_binary.nn.fused import (batch_norm_module,
+from torch_geometric_binary.nn.fused import (batch_norm_module, narrow_linear,
                                              ext_available, fused_enabled,
                                              linear_norm_group_max)
 from torch_geometric_binary.nn.linear import BiLinear
@@ -164,7 +164,10 @@ class BiMLP(MLP):
         outs = [x]
         for i, (lin, norm) in enumerate(zip(self.lins, self.norms)):
             act = self.act if self.acts is None else self.acts[i]
-            x = lin(x)
+            if type(lin) is Linear and lin.in_channels > 0:  # Not lazy.
+                x = narrow_linear(x, lin.weight, lin.bias)
+            else:
+                x = lin(x)
             if act is not None and self.act_first:
                 x = act(x)
             if self.supports_norm_batch:
