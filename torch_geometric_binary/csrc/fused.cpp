@@ -105,16 +105,17 @@ TGB_INLINE bool rows_max(const T* __restrict__ p, int64_t n, int64_t C,
   for (int64_t c = 0; c < C; ++c) {
     mx[c] = -std::numeric_limits<acc_t>::infinity();
   }
-  bool nan = false;
+  int32_t nan = 0;  // An int, not a bool: GCC vectorizes the loop then.
   for (int64_t i = 0; i < n; ++i) {
     const T* row = p + i * C;
     for (int64_t c = 0; c < C; ++c) {
       const acc_t v = Load<T>::at(row, c);
-      mx[c] = v > mx[c] ? v : mx[c];
-      nan |= v != v;
+      const acc_t m = mx[c];
+      mx[c] = v > m ? v : m;
+      nan |= static_cast<int32_t>(v != v);
     }
   }
-  return nan;
+  return nan != 0;
 }
 
 // Appends (row0 + i, c) for every p[i, c] == mx[c] to rows/cols (from index
