@@ -2,9 +2,11 @@ r"""Times binary training steps with and without the training kernels of
 2026-12-03 (late), alternating in one process, with the same inputs and
 threads:
 
-* the fused max's product from packed signs (XNOR-popcount,
-  :func:`torch_geometric_binary.nn.fused.GroupMaxProduct` with
-  :obj:`signs`), where a binary layer's operands are :math:`\pm 1`;
+* binary products from packed signs (XNOR-popcount) where a binary
+  layer's operands are :math:`\pm 1`: in the fused max
+  (:func:`torch_geometric_binary.nn.fused.GroupMaxProduct` with
+  :obj:`signs`) and in the other layers
+  (:func:`~torch_geometric_binary.nn.functional.sign_product`);
 * RPReLU and the learned input thresholds (RSign) in one C++ pass each way
   (:class:`~torch_geometric_binary.nn.RPReLU`,
   :func:`~torch_geometric_binary.nn.functional.binarize_shifted`);
@@ -54,16 +56,19 @@ CASES = [('pointnet', 'react+ema', 1024, {'dropout': 0.0}),
 def without_new_kernels():
     r"""The PyTorch paths these kernels replaced (their private hooks)."""
     saved = (fused._packed_signs, rprelu._use_kernels,
-             functional._SHIFTED_ESTIMATORS, fused.NARROW_CHANNELS)
+             functional._SHIFTED_ESTIMATORS, fused.NARROW_CHANNELS,
+             functional.PACKED_MIN_CHANNELS)
     fused._packed_signs = lambda *args: ()
     rprelu._use_kernels = lambda *args: False
     functional._SHIFTED_ESTIMATORS = {}
     fused.NARROW_CHANNELS = 0
+    functional.PACKED_MIN_CHANNELS = 2**62
     try:
         yield
     finally:
         (fused._packed_signs, rprelu._use_kernels,
-         functional._SHIFTED_ESTIMATORS, fused.NARROW_CHANNELS) = saved
+         functional._SHIFTED_ESTIMATORS, fused.NARROW_CHANNELS,
+         functional.PACKED_MIN_CHANNELS) = saved
 
 
 def time_case(model_name, method, points, kwargs, args):

@@ -6,7 +6,8 @@ import torch
 from torch_geometric_binary import _ext
 from torch_geometric_binary.nn.functional import (binarize, binarize_shifted,
                                                   binarize_weight, ema_delta,
-                                                  scaled_linear, sign)
+                                                  scaled_linear, sign,
+                                                  sign_product)
 from torch_geometric_binary.nn.fused import use_fused
 
 
@@ -162,3 +163,39 @@ def test_binarize_shifted_other_estimators_and_dtypes():
     d = (x - theta).detach()
     torch.testing.assert_close(x.grad, 1 - torch.tanh(d).square())
     torch.testing.assert_close(theta.grad, -x.grad.sum(0))
+
+
+@pytest.mark.skipif(_ext.fused is None or _ext.xnor_ops() is None,
+                    reason='C++ kernels not built')
+@pytest.mark.parametrize('shape', [(0, 64), (5, 32), (300, 70), (4, 9, 200)])
+def test_sign_product_of_packed_signs(shape, monkeypatch):
+    r"""With :obj:`signs`, float32 products of +-1 operands come from the
+    packed XNOR-popcount kernels: the exact integers of the float product,
+    through :func:`scaled_linear` and its gradients too."""
+    packed = []
+    gemm = _ext.xnor_ops().xnor_gemm
+    monkeypatch.setattr(_ext, 'xnor_ops', lambda: type(
+        'Ops', (), {'pack_bits': _ext._xnor.pack_bits,
+                    'xnor_gemm': staticmethod(
+                        lambda *a: packed.append(a[2]) or gemm(*a))}))
+    x = torch.randn(shape).sign()
+    w = torch.randn(48, shape[-1]).sign()
+    out = sign_product(x, w, signs=True)
+    assert packed == [shape[-1]]
+    assert out.dtype == torch.float32 and torch.equal(out, x @ w.t())
+    scale = torch.rand(48, requires_grad=True)
+    xi, wi = x.clone().requires_grad_(), w.clone().requires_grad_()
+    got = scaled_linear(xi, wi, scale, signs=True)
+    upstream = torch.randn_like(got)
+    grads = torch.autograd.grad(got, (xi, wi, scale), upstream)
+    want = scaled_linear(xi, wi, scale)
+    assert torch.equal(got, want)
+    for g, r in zip(grads, torch.autograd.grad(want, (xi, wi, scale),
+                                               upstream)):
+        assert torch.equal(g, r)
+    # Few channels, float64, or without signs: the float product.
+    packed.clear()
+    sign_product(x[..., :16], w[:, :16], signs=True)
+    sign_product(x.double(), w.double(), signs=True)
+    sign_product(x, w)
+    assert packed == []

@@ -299,3 +299,23 @@ def test_nan_initialization_batch_is_refused():
     assert not lin.scale_initialized
     lin(torch.randn(1, 4))  # one row: no spread to measure yet
     assert not lin.scale_initialized
+
+
+def test_operands_are_declared_signs_without_an_activation_scale(
+        monkeypatch):
+    r"""A binary layer lets its product come from packed signs exactly when
+    both operands are signs: not with XNOR-Net's activation scale."""
+    from torch_geometric_binary.nn import functional
+    seen = []
+    product = functional.sign_product
+    monkeypatch.setattr(functional, 'sign_product',
+                        lambda x, w, signs=False: seen.append(signs) or
+                        product(x, w, signs))
+    x = torch.randn(10, 40)
+    for method, signs in (('bipointnet', True), ('react', True),
+                          ('xnor', False)):
+        seen.clear()
+        layer = BiLinear(40, 8, method=method)
+        layer(x)
+        layer.binary_forward(x)
+        assert seen and all(s == signs for s in seen), method

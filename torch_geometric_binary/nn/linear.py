@@ -129,7 +129,8 @@ class BiLinear(NotScriptable, torch.nn.Module):
         exact integer product, also under :func:`torch.autocast`
         (:func:`~torch_geometric_binary.nn.functional.scaled_linear`)."""
         return scaled_linear(self.binary_input(x), self.binary_weight(),
-                             self.method.channel_scale(self))
+                             self.method.channel_scale(self),
+                             self.method.input_scale is None)
 
     @torch.no_grad()
     def init_scale(self, x: Tensor):
@@ -179,8 +180,10 @@ class BiLinear(NotScriptable, torch.nn.Module):
         self._check_input(x)
         if self.training and not self.scale_initialized:
             self.init_scale(x)
+        # Without an activation scale, both operands are signs.
         out = scaled_linear(self.binary_input(x), self.binary_weight(),
-                            self.output_scale())
+                            self.output_scale(),
+                            self.method.input_scale is None)
         if self.bias is not None:  # Keeps the autocast dtype.
             out = out + self.bias.to(out.dtype)
         return out
