@@ -55,20 +55,17 @@ CASES = [('pointnet', 'react+ema', 1024, {'dropout': 0.0}),
 @contextlib.contextmanager
 def without_new_kernels():
     r"""The PyTorch paths these kernels replaced (their private hooks)."""
-    saved = (fused._packed_signs, rprelu._use_kernels,
-             functional._SHIFTED_ESTIMATORS, fused.NARROW_CHANNELS,
-             functional.PACKED_MIN_CHANNELS)
-    fused._packed_signs = lambda *args: ()
+    saved = (functional.packed_signs, rprelu._use_kernels,
+             functional._SHIFTED_ESTIMATORS, fused.NARROW_CHANNELS)
+    functional.packed_signs = lambda *args: ()
     rprelu._use_kernels = lambda *args: False
     functional._SHIFTED_ESTIMATORS = {}
     fused.NARROW_CHANNELS = 0
-    functional.PACKED_MIN_CHANNELS = 2**62
     try:
         yield
     finally:
-        (fused._packed_signs, rprelu._use_kernels,
-         functional._SHIFTED_ESTIMATORS, fused.NARROW_CHANNELS,
-         functional.PACKED_MIN_CHANNELS) = saved
+        (functional.packed_signs, rprelu._use_kernels,
+         functional._SHIFTED_ESTIMATORS, fused.NARROW_CHANNELS) = saved
 
 
 def time_case(model_name, method, points, kwargs, args):

@@ -20,17 +20,16 @@ def _load():
 
 def test_times_every_case_with_and_without_and_restores_the_hooks():
     bench = _load()
-    hooks = (fused._packed_signs, rprelu._use_kernels,
-             functional._SHIFTED_ESTIMATORS, fused.NARROW_CHANNELS,
-             functional.PACKED_MIN_CHANNELS)
+    hooks = (functional.packed_signs, rprelu._use_kernels,
+             functional._SHIFTED_ESTIMATORS, fused.NARROW_CHANNELS)
     with bench.without_new_kernels():
         # The PyTorch paths: no packed operands, no RPReLU kernel.
-        assert fused._packed_signs(torch.ones(2, 2), torch.ones(2, 2)) == ()
+        assert functional.packed_signs(torch.ones(2, 2),
+                                       torch.ones(2, 2)) == ()
         assert not rprelu._use_kernels(torch.ones(2))
         assert fused.NARROW_CHANNELS == 0
-    assert (fused._packed_signs, rprelu._use_kernels,
-            functional._SHIFTED_ESTIMATORS, fused.NARROW_CHANNELS,
-            functional.PACKED_MIN_CHANNELS) == hooks
+    assert (functional.packed_signs, rprelu._use_kernels,
+            functional._SHIFTED_ESTIMATORS, fused.NARROW_CHANNELS) == hooks
     threads = torch.get_num_threads()
     try:
         result = bench.main(['--batch', '2', '--points', '40', '--reps', '1',

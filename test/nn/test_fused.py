@@ -115,10 +115,10 @@ def test_binary_mlp_pools_through_packed_signs(monkeypatch):
     r"""A binary MLP's fused max pool uses the packed product where its
     last layer's operands are signs (no activation scale), and not in full
     precision or with XNOR-Net's activation scale."""
-    from torch_geometric_binary.nn import fused
+    from torch_geometric_binary.nn import functional
     seen = []
-    pack = fused._packed_signs
-    monkeypatch.setattr(fused, '_packed_signs',
+    pack = functional.packed_signs
+    monkeypatch.setattr(functional, 'packed_signs',
                         lambda *a: seen.append(True) or pack(*a))
     batch = torch.arange(3).repeat_interleave(20)
     for method, packed in (('bipointnet', True), ('react', True),

@@ -190,6 +190,18 @@ def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
 EXACT_SIGN_CHANNELS = 256
 
 
+def packed_signs(x: Tensor, weight: Tensor) -> tuple:
+    r"""The packed signs (rows of bits) of the :math:`\pm 1` operands of
+    :math:`\mathbf{x} \mathbf{W}^{\top}`, for the XNOR-popcount kernels of
+    packed inference, or :obj:`()` where those do not apply: not float32,
+    or the kernels not built."""
+    ops = _ext.xnor_ops()
+    if ops is None or x.dtype != torch.float32 or \
+            weight.dtype != torch.float32:
+        return ()
+    return ops.pack_bits(x.reshape(-1, x.size(-1))), ops.pack_bits(weight)
+
+
 # Input channels from which :func:`sign_product` packs float32 signs.
 PACKED_MIN_CHANNELS = 32
 
@@ -207,12 +219,10 @@ def sign_product(x: Tensor, weight: Tensor, signs: bool = False) -> Tensor:
     a few times faster than a float32 product on CPUs without fast 16-bit
     products)."""
     k = x.size(-1)
-    if signs and k >= PACKED_MIN_CHANNELS and x.dtype == torch.float32 \
-            and weight.dtype == torch.float32 and _use_ext(x) \
-            and _ext.xnor_ops() is not None:
-        ops = _ext.xnor_ops()
-        rows = ops.xnor_gemm(ops.pack_bits(x.reshape(-1, k)),
-                             ops.pack_bits(weight), k)
+    bits = packed_signs(x, weight) \
+        if signs and k >= PACKED_MIN_CHANNELS and _use_ext(x) else ()
+    if bits:
+        rows = _ext.xnor_ops().xnor_gemm(*bits, k)
         return rows.to(x.dtype).view(*x.shape[:-1], weight.size(0))
     if x.element_size() > 2 or k <= EXACT_SIGN_CHANNELS:
         return F.linear(x, weight)

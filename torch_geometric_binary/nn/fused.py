@@ -39,6 +39,7 @@ from torch_geometric_binary.nn.functional import (EXACT_SIGN_CHANNELS,
                                                   autocast_dtype,
                                                   sign_product)
 from torch_geometric_binary import _ext
+from torch_geometric_binary.nn import functional
 
 # Elements of one tile of the product: about 4 MB in float32, so that the
 # tile stays in cache between the product and its reductions.
@@ -100,7 +101,7 @@ class GroupMaxProduct(torch.autograd.Function):
                 h, weight = h.to(dtype), weight.to(dtype)
             C = weight.size(0)
             if ext_available(h):
-                bits = _packed_signs(h, weight) if signs else ()
+                bits = functional.packed_signs(h, weight) if signs else ()
                 out, rows, cols, groups, count = \
                     _ext.fused.group_max_forward(h, weight, ptr,
                                                  max(1, TILE_ELEMENTS // C),
@@ -187,19 +188,6 @@ def ext_available(x: Tensor) -> bool:
     paths on)."""
     return (_ext.fused is not None and x.device.type == 'cpu'
             and fused_enabled())
-
-
-def _packed_signs(h: Tensor, weight: Tensor) -> tuple:
-    r"""The packed signs of the :math:`\pm 1` operands :obj:`h` and
-    :obj:`weight`, with which the forward forms the product by XNOR and
-    popcount (exact, and a few times faster than a float32 product on a CPU
-    without fast 16-bit products), or :obj:`()` where that does not apply:
-    not float32, or the packed kernels not built."""
-    ops = _ext.xnor_ops()
-    if ops is None or h.dtype != torch.float32 or \
-            weight.dtype != torch.float32:
-        return ()
-    return ops.pack_bits(h), ops.pack_bits(weight)
 
 
 def _recomputed_backward(ctx, grad_out: Tensor):
