@@ -110,7 +110,7 @@ def test_scaled_linear_matches_autograd_and_gradcheck(shape):
 @pytest.mark.parametrize('shape', [(0, 4), (5, 3), (700, 64), (3, 90, 17)])
 @pytest.mark.parametrize('threads', [1, 2])
 def test_binarize_shifted_kernel_matches_the_pytorch_path(
-        estimator, shape, threads, monkeypatch):
+        estimator, shape, threads, fused_spy, num_threads):
     r""":func:`binarize_shifted` in one C++ pass each way: the signs and the
     input's gradient of :func:`binarize` of ``x - theta`` bit for bit, the
     thresholds' gradient up to the order of summation."""
@@ -124,24 +124,16 @@ def test_binarize_shifted_kernel_matches_the_pytorch_path(
         rows[-1] = theta + torch.tensor([1.0, -1.0, 0.5, -0.5])[
             torch.arange(C) % 4]
     upstream = torch.randn(shape, generator=g)
-    calls = []
-    for name in ('shifted_sign', 'shifted_sign_backward'):
-        kernel = getattr(_ext.fused, name)
-        monkeypatch.setattr(_ext.fused, name, lambda *a, k=kernel, n=name:
-                            calls.append(n) or k(*a))
+    calls = fused_spy('shifted_sign', 'shifted_sign_backward')
+    num_threads(threads)
     results = []
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for kernels in (True, False):
-            with use_fused(kernels):
-                xi = x.clone().requires_grad_()
-                ti = theta.clone().requires_grad_()
-                out = binarize_shifted(xi, ti, estimator)
-                results.append((out, *torch.autograd.grad(out, (xi, ti),
-                                                          upstream)))
-    finally:
-        torch.set_num_threads(old)
+    for kernels in (True, False):
+        with use_fused(kernels):
+            xi = x.clone().requires_grad_()
+            ti = theta.clone().requires_grad_()
+            out = binarize_shifted(xi, ti, estimator)
+            results.append((out, *torch.autograd.grad(out, (xi, ti),
+                                                      upstream)))
     assert calls == ['shifted_sign', 'shifted_sign_backward']
     (out, gx, gt), (out_ref, gx_ref, gt_ref) = results
     assert torch.equal(out, out_ref) and torch.equal(gx, gx_ref)

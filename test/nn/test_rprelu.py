@@ -171,7 +171,8 @@ def test_sign_threshold_of_trained_parameters():
 @pytest.mark.skipif(_ext.fused is None, reason='C++ kernels not built')
 @pytest.mark.parametrize('shape', [(0, 5), (3, 7), (1000, 64), (9, 70, 33)])
 @pytest.mark.parametrize('threads', [1, 2])
-def test_kernels_match_the_pytorch_path(shape, threads, monkeypatch):
+def test_kernels_match_the_pytorch_path(shape, threads, fused_spy,
+                                        num_threads):
     r"""The float32 C++ kernels give the PyTorch path's output and input
     gradient bit for bit (ATen vectorized, as on every x86-64-v3 CPU), and
     its parameter gradients up to the order of summation: closer to the
@@ -189,24 +190,16 @@ def test_kernels_match_the_pytorch_path(shape, threads, monkeypatch):
     if x.numel():
         x.view(-1, C)[0] = act.gamma.detach()  # z = 0: the slope branch.
     upstream = torch.randn(shape, generator=g)
-    calls = []
-    for name in ('rprelu_forward', 'rprelu_backward'):
-        kernel = getattr(_ext.fused, name)
-        monkeypatch.setattr(_ext.fused, name, lambda *a, k=kernel, n=name:
-                            calls.append(n) or k(*a))
+    calls = fused_spy('rprelu_forward', 'rprelu_backward')
+    num_threads(threads)
     results = []
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for kernels in (True, False):
-            with use_fused(kernels):
-                xi = x.clone().requires_grad_()
-                out = act(xi)
-                grads = torch.autograd.grad(out, (xi, *act.parameters()),
-                                            upstream)
-            results.append((out, *grads))
-    finally:
-        torch.set_num_threads(old)
+    for kernels in (True, False):
+        with use_fused(kernels):
+            xi = x.clone().requires_grad_()
+            out = act(xi)
+            grads = torch.autograd.grad(out, (xi, *act.parameters()),
+                                        upstream)
+        results.append((out, *grads))
     assert calls == ['rprelu_forward', 'rprelu_backward']
     (out, gx, *gp), (out_ref, gx_ref, *gp_ref) = results
     assert torch.equal(out, out_ref) and torch.equal(gx, gx_ref)

@@ -29,6 +29,8 @@
 #endif
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <limits>
@@ -796,13 +798,18 @@ TGB_CLONES void rprelu_grad_rows(const float* __restrict__ g,
   }
 }
 
+// The grain of the row loops: about 64K floats a task.
+int64_t row_grain(int64_t C) {
+  return std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(C, 1));
+}
+
 // Runs body(r0, r1, part) over blocks of at most kSumRows rows, part being
 // n_sums vectors of C floats that start at zero for each block, and returns
 // the column sums over all blocks (double; per-thread, then added).
 template <typename F>
 std::vector<double> rows_with_sums(int64_t rows, int64_t C, int64_t n_sums,
                                    const F& body) {
-  const int64_t grain = std::max<int64_t>(kSumRows, (1 << 16) / std::max<int64_t>(C, 1));
+  const int64_t grain = std::max<int64_t>(kSumRows, row_grain(C));
   const int64_t threads = at::get_num_threads(), n = n_sums * C;
   std::vector<double> sums(threads * n, 0.0);
   at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
@@ -819,11 +826,33 @@ std::vector<double> rows_with_sums(int64_t rows, int64_t C, int64_t n_sums,
   return total;
 }
 
-void check_rows(const char* op, const Tensor& x, const Tensor& v) {
-  TORCH_CHECK(x.scalar_type() == at::kFloat && v.scalar_type() == at::kFloat,
-              op, ": float32 tensors only");
-  TORCH_CHECK(x.dim() >= 1 && v.dim() == 1 && v.size(0) == x.size(-1), op,
-              ": a per-channel vector must have x.size(-1) entries");
+// Rows of x [..., C]: C channels and numel / C rows.
+int64_t num_rows(const Tensor& x) {
+  const int64_t C = x.size(-1);
+  return C ? x.numel() / C : 0;
+}
+
+// The float32 operands of a row kernel, checked and contiguous: x [..., C],
+// then the per-channel vectors [C], then grad (shaped as x) if given.
+std::vector<Tensor> row_operands(const char* op, const Tensor& x,
+                                 std::initializer_list<Tensor> vectors,
+                                 const std::optional<Tensor>& grad = {}) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() >= 1, op,
+              ": float32 tensors only");
+  std::vector<Tensor> out{x.contiguous()};
+  for (const Tensor& v : vectors) {
+    TORCH_CHECK(v.scalar_type() == at::kFloat, op, ": float32 tensors only");
+    TORCH_CHECK(v.dim() == 1 && v.size(0) == x.size(-1), op,
+                ": a per-channel vector must have x.size(-1) entries");
+    out.push_back(v.contiguous());
+  }
+  if (grad.has_value()) {
+    TORCH_CHECK(grad->sizes() == x.sizes() &&
+                    grad->scalar_type() == at::kFloat,
+                op, ": grad must match x");
+    out.push_back(grad->contiguous());
+  }
+  return out;
 }
 
 Tensor column_sums(const std::vector<double>& s, int64_t i, int64_t C,
@@ -834,81 +863,67 @@ Tensor column_sums(const std::vector<double>& s, int64_t i, int64_t C,
   return out;
 }
 
-Tensor shifted_sign(Tensor x, Tensor theta) {
-  check_rows("shifted_sign", x, theta);
-  x = x.contiguous();
-  theta = theta.contiguous();
+Tensor shifted_sign(const Tensor& x_, const Tensor& theta_) {
+  const auto t = row_operands("shifted_sign", x_, {theta_});
+  const Tensor &x = t[0], &theta = t[1];
   Tensor out = torch::empty_like(x);
-  const int64_t C = x.size(-1), rows = C ? x.numel() / C : 0;
+  const int64_t C = x.size(-1);
   const float *px = x.data_ptr<float>(), *pt = theta.data_ptr<float>();
   float* po = out.data_ptr<float>();
-  at::parallel_for(0, rows, std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(C, 1)),
-                   [&](int64_t r0, int64_t r1) {
-                     shifted_sign_rows(px, pt, po, r0, r1, C);
-                   });
+  at::parallel_for(0, num_rows(x), row_grain(C), [&](int64_t r0, int64_t r1) {
+    shifted_sign_rows(px, pt, po, r0, r1, C);
+  });
   return out;
 }
 
-std::vector<Tensor> shifted_sign_backward(Tensor grad, Tensor x, Tensor theta,
+std::vector<Tensor> shifted_sign_backward(const Tensor& grad_,
+                                          const Tensor& x_,
+                                          const Tensor& theta_,
                                           int64_t estimator) {
-  check_rows("shifted_sign_backward", x, theta);
-  TORCH_CHECK(grad.sizes() == x.sizes() && grad.scalar_type() == at::kFloat,
-              "shifted_sign_backward: grad must match x");
   TORCH_CHECK(estimator == kSte || estimator == kApprox,
               "shifted_sign_backward: unknown estimator ", estimator);
-  grad = grad.contiguous();
-  x = x.contiguous();
-  theta = theta.contiguous();
+  const auto t = row_operands("shifted_sign_backward", x_, {theta_}, grad_);
+  const Tensor &x = t[0], &theta = t[1], &grad = t[2];
   Tensor gx = torch::empty_like(x);
-  const int64_t C = x.size(-1), rows = C ? x.numel() / C : 0;
+  const int64_t C = x.size(-1);
   const float *pg = grad.data_ptr<float>(), *px = x.data_ptr<float>(),
               *pt = theta.data_ptr<float>();
   float* po = gx.data_ptr<float>();
-  const auto s = rows_with_sums(rows, C, 1, [&](int64_t r0, int64_t r1,
-                                                float* part) {
+  const auto s = rows_with_sums(num_rows(x), C, 1,
+                                [&](int64_t r0, int64_t r1, float* part) {
     shifted_sign_grad_rows(pg, px, pt, po, part, r0, r1, C, estimator);
   });
   return {gx, column_sums(s, 0, C, -1.0)};
 }
 
-Tensor rprelu_forward(Tensor x, Tensor gamma, Tensor bm1, Tensor zeta) {
-  check_rows("rprelu_forward", x, gamma);
-  check_rows("rprelu_forward", x, bm1);
-  check_rows("rprelu_forward", x, zeta);
-  x = x.contiguous();
-  gamma = gamma.contiguous();
-  bm1 = bm1.contiguous();
-  zeta = zeta.contiguous();
+Tensor rprelu_forward(const Tensor& x_, const Tensor& gamma_,
+                      const Tensor& bm1_, const Tensor& zeta_) {
+  const auto t = row_operands("rprelu_forward", x_, {gamma_, bm1_, zeta_});
+  const Tensor& x = t[0];
   Tensor out = torch::empty_like(x);
-  const int64_t C = x.size(-1), rows = C ? x.numel() / C : 0;
-  const float *px = x.data_ptr<float>(), *pg = gamma.data_ptr<float>(),
-              *pb = bm1.data_ptr<float>(), *pz = zeta.data_ptr<float>();
+  const int64_t C = x.size(-1);
+  const float *px = x.data_ptr<float>(), *pg = t[1].data_ptr<float>(),
+              *pb = t[2].data_ptr<float>(), *pz = t[3].data_ptr<float>();
   float* po = out.data_ptr<float>();
-  at::parallel_for(0, rows, std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(C, 1)),
-                   [&](int64_t r0, int64_t r1) {
-                     rprelu_rows(px, pg, pb, pz, po, r0, r1, C);
-                   });
+  at::parallel_for(0, num_rows(x), row_grain(C), [&](int64_t r0, int64_t r1) {
+    rprelu_rows(px, pg, pb, pz, po, r0, r1, C);
+  });
   return out;
 }
 
 // grad_x, grad_gamma, grad_beta, grad_zeta.
-std::vector<Tensor> rprelu_backward(Tensor grad, Tensor x, Tensor gamma,
-                                    Tensor beta) {
-  check_rows("rprelu_backward", x, gamma);
-  check_rows("rprelu_backward", x, beta);
-  TORCH_CHECK(grad.sizes() == x.sizes() && grad.scalar_type() == at::kFloat,
-              "rprelu_backward: grad must match x");
-  grad = grad.contiguous();
-  x = x.contiguous();
-  gamma = gamma.contiguous();
-  beta = beta.contiguous();
+std::vector<Tensor> rprelu_backward(const Tensor& grad_, const Tensor& x_,
+                                    const Tensor& gamma_,
+                                    const Tensor& beta_) {
+  const auto t = row_operands("rprelu_backward", x_, {gamma_, beta_}, grad_);
+  const Tensor& x = t[0];
   Tensor gx = torch::empty_like(x);
-  const int64_t C = x.size(-1), rows = C ? x.numel() / C : 0;
-  const float *pg = grad.data_ptr<float>(), *px = x.data_ptr<float>(),
-              *pga = gamma.data_ptr<float>(), *pb = beta.data_ptr<float>();
+  const int64_t C = x.size(-1);
+  const float *pg = t[3].data_ptr<float>(), *px = x.data_ptr<float>(),
+              *pga = t[1].data_ptr<float>(), *pb = t[2].data_ptr<float>();
   float* po = gx.data_ptr<float>();
-  const auto s = rows_with_sums(rows, C, 3, [&](int64_t r0, int64_t r1,
-                                                float* part) {
+  const auto s = rows_with_sums(num_rows(x), C, 3,
+                                [&](int64_t r0, int64_t r1, float* part) {
     rprelu_grad_rows(pg, px, pga, pb, po, part, r0, r1, C);
   });
   return {gx, column_sums(s, 1, C, -1.0), column_sums(s, 2, C),
