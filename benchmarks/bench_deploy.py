@@ -383,11 +383,10 @@ def graph_fn(packed, pos, batch) -> Callable[[], None]:
         def run():
             p, bb = pos, b
             for sa in (model.sa1, model.sa2):
-                idx, j, i, _ = grouped_edges(p, bb, sa.ratio, sa.r,
-                                             sa.max_num_neighbors)
-                pd = p[idx]
-                p[j] - pd[i]
-                p, bb = pd, bb[idx]
+                j, i, _, pd, bd = grouped_edges(p, bb, sa.ratio, sa.r,
+                                                sa.max_num_neighbors)
+                p.index_select(0, j) - pd.index_select(0, i)
+                p, bb = pd, bd
     else:  # A DGCNN.
         # k-NN on the points, and on the 64-d features of conv1 (same size
         # as the model's; random values), and the edge inputs.

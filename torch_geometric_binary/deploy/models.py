@@ -219,9 +219,8 @@ class PackedSetAbstraction(torch.nn.Module):
         before (then straight from their chain), else as floats; the centre
         of each edge, the group sizes, and the centres' positions and batch
         vector."""
-        idx, j, i, counts = grouped_edges(pos, batch, self.ratio, self.r,
-                                          self.max_num_neighbors)
-        pos_dst = pos[idx]
+        j, i, counts, pos_dst, batch_dst = grouped_edges(
+            pos, batch, self.ratio, self.r, self.max_num_neighbors)
         C, theta = 0, None
         if x is not None:
             nn = self.conv.local_nn
@@ -230,7 +229,7 @@ class PackedSetAbstraction(torch.nn.Module):
                 x = value_bits(nn, 0, x, theta_of(nn, 0, C))
             theta = theta_of(nn, C, nn.in_channels)
         msg = edge_messages(x, C, pos, pos_dst, j, i, theta)
-        return msg, i, counts, pos_dst, batch[idx]
+        return msg, i, counts, pos_dst, batch_dst
 
     def forward(self, x: Optional[Tensor], pos: Tensor,
                 batch: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -247,19 +246,23 @@ class PackedSetAbstraction(torch.nn.Module):
 @recorded
 def grouped_edges(pos: Tensor, batch: Tensor, ratio: float, r: float,
                   max_num_neighbors: int
-                  ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    r"""A set abstraction's groups: the centres :obj:`idx` (farthest point
-    sampling from the first point, as in evaluation), the edges :obj:`(j,
-    i)` from the points within :obj:`r` of each centre, sorted by centre
-    :math:`i`, and the edges of each centre, :obj:`counts`. One step of a
-    recorded forward (the number of edges depends on the points)."""
+                  ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    r"""A set abstraction's groups: the edges :obj:`(j, i)` from the points
+    within :obj:`r` of each centre (farthest point sampling from the first
+    point, as in evaluation), sorted by centre :math:`i`, the edges of each
+    centre, :obj:`counts`, and the centres' positions and batch vector. One
+    step of a recorded forward (the number of edges depends on the
+    points)."""
     idx = fps(pos, batch, ratio, random_start=False)
-    edge_index = radius_edges(pos, pos[idx], r, batch, batch[idx],
+    # index_select: ATen's advanced indexing costs twice as much on these
+    # small tensors, and batch-1 inference is made of them.
+    pos_dst, batch_dst = pos.index_select(0, idx), batch.index_select(0, idx)
+    edge_index = radius_edges(pos, pos_dst, r, batch, batch_dst,
                               max_num_neighbors)
     perm, counts = _sorted_groups(edge_index[1], idx.numel())
     if perm is not None:
-        edge_index = edge_index[:, perm]
-    return idx, edge_index[0], edge_index[1], counts
+        edge_index = edge_index.index_select(1, perm)
+    return edge_index[0], edge_index[1], counts, pos_dst, batch_dst
 
 
 @recorded
@@ -271,12 +274,13 @@ def edge_messages(x: Optional[Tensor], channels: int, pos: Tensor,
     :obj:`x` holds the packed signs of :obj:`channels` channels (the
     offsets' signs then against :obj:`theta`). One step of a recorded
     forward."""
-    msg = pos[j] - pos_dst[i]
+    msg = pos.index_select(0, j) - pos_dst.index_select(0, i)
     if x is None:
         return msg
+    x_j = x.index_select(0, j)
     if x.is_floating_point():
-        return torch.cat([x[j], msg], dim=1)
-    return cat_bits([(x[j], channels),
+        return torch.cat([x_j, msg], dim=1)
+    return cat_bits([(x_j, channels),
                      (binarize_floats(msg, theta), msg.size(1))])
 
 
@@ -342,7 +346,7 @@ class PackedEdgeConv(EdgeConv):
                                    self.num_workers)
         perm, counts = _sorted_groups(edge_index[1], x.size(0))
         if perm is not None:
-            edge_index = edge_index[:, perm]
+            edge_index = edge_index.index_select(1, perm)
         uniform = edge_index.size(1) == self.k * x.size(0)
         return edge_index[0], edge_index[1], counts, uniform
 
@@ -351,12 +355,13 @@ class PackedEdgeConv(EdgeConv):
         r"""EdgeConv's messages :math:`[\mathbf{x}_i, \mathbf{x}_j -
         \mathbf{x}_i]` (the float inputs of a full-precision first
         layer)."""
+        x_j = x.index_select(0, j)
         if not uniform:
-            x_i = x[i]
-            return torch.cat([x_i, x[j] - x_i], dim=-1)
+            x_i = x.index_select(0, i)
+            return torch.cat([x_i, x_j - x_i], dim=-1)
         n, C = x.shape
         x_i = x.unsqueeze(1).expand(n, j.numel() // n, C)
-        return torch.cat([x_i, x[j].view_as(x_i) - x_i],
+        return torch.cat([x_i, x_j.view_as(x_i) - x_i],
                          dim=-1).view(j.numel(), 2 * C)
 
     def edge_bits(self, x: Tensor, j: Tensor, i: Tensor, uniform: bool,
@@ -371,9 +376,10 @@ class PackedEdgeConv(EdgeConv):
             diff_bits = edge_diff_bits(x, j, j.numel() // n,
                                        theta_of(self.nn, C, 2 * C))
         else:
-            diff_bits = _binarize(x[j] - x[i], self.nn, C)
+            diff_bits = _binarize(x.index_select(0, j) - x.index_select(0, i),
+                                  self.nn, C)
         codes = self.codes(x) if codes is None else codes
-        return cat_bits([(codes[i], C), (diff_bits, C)])
+        return cat_bits([(codes.index_select(0, i), C), (diff_bits, C)])
 
     def edge_inputs(self, x: Tensor, batch: Tensor
                     ) -> Tuple[Tensor, Tensor, Tensor]:
