@@ -10,6 +10,13 @@ and a folder another job holds, so nothing restarts from scratch silently.
     python3 benchmarks/campaign.py status           # where every run stands
     python3 benchmarks/campaign.py start --max 2    # continue/start runs
     python3 benchmarks/campaign.py save             # ledger + weights
+    nohup python3 benchmarks/campaign.py watch A B C > watch.log 2>&1 &
+
+``watch`` keeps the cores busy through a session: it starts the named runs,
+in that order, into free cores, checks again every ``--interval`` seconds,
+and returns once none of them runs and none can start. A run that it
+started and that stopped unfinished is started again at most ``--retries``
+times (a crash does not loop).
 
 ``save`` writes the ledger (``benchmarks/results/campaign.{md,json}``,
 through ``benchmarks/accuracy_table.py``), the best weights of every run
@@ -336,6 +343,29 @@ def cmd_start(args) -> List[str]:
     return started
 
 
+def cmd_watch(args) -> List[str]:
+    names = args.runs or list(RUNS)
+    launched: Dict[str, int] = {}
+    given_up: List[str] = []
+    while True:
+        queue = [n for n in names if launched.get(n, 0) <= args.retries]
+        for n in set(names) - set(queue) - set(given_up):
+            s = state(n, args.runs_dir)
+            if not s['running'] and not s['state'].startswith('finished'):
+                given_up.append(n)
+                print(f"{n}: started {launched[n]} times by this watch and "
+                      f"stopped unfinished each time; not started again",
+                      file=sys.stderr, flush=True)
+        start_args = argparse.Namespace(**{**vars(args), 'runs': queue,
+                                           'max': None})
+        for n in cmd_start(start_args) if queue else []:
+            launched[n] = launched.get(n, 0) + 1
+        sys.stdout.flush()
+        if not any(state(n, args.runs_dir)['running'] for n in names):
+            return sorted(launched)
+        time.sleep(args.interval)
+
+
 def cmd_save(args):
     sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
     import accuracy_table
@@ -401,13 +431,23 @@ def main(argv=None):
     start.add_argument('--from-best', action='store_true',
                        help='continue runs trained elsewhere whose last.pt '
                        'was not committed from their best weights')
+    watch = sub.add_parser('watch', help='start the runs into free cores '
+                           'whenever one frees, until none is left')
+    watch.add_argument('runs', nargs='*',
+                       help='which runs, by priority (default: all)')
+    watch.add_argument('--interval', type=float, default=300.0,
+                       help='seconds between checks (default 300)')
+    watch.add_argument('--retries', type=int, default=2,
+                       help='restarts of a run that stopped unfinished '
+                       '(default 2)')
+    watch.add_argument('--from-best', action='store_true')
     sub.add_parser('save')
     args = p.parse_args(argv)
     unknown = [r for r in getattr(args, 'runs', None) or [] if r not in RUNS]
     if unknown:
         p.error(f"unknown run(s) {', '.join(unknown)} (known: "
                 f"{', '.join(RUNS)})")
-    return {'status': cmd_status, 'start': cmd_start,
+    return {'status': cmd_status, 'start': cmd_start, 'watch': cmd_watch,
             'save': cmd_save}[args.cmd](args)
 
 

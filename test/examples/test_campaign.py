@@ -165,3 +165,63 @@ def test_save_commits_last_pt_and_keeps_rows_of_runs_elsewhere(
     assert back['optimizer'] == last['optimizer']  # No tensors in it yet.
     assert back['scheduler'] == last['scheduler']
     assert back['epoch'] == last['epoch'] and back['best'] == last['best']
+
+
+class _Machine:
+    r"""Runs that take a number of checks to stop, as ``watch`` sees them
+    through :func:`state`, and the launches it makes."""
+    def __init__(self, campaign, monkeypatch, runs):
+        self.runs = runs  # name: [running, state, checks left, end state]
+        self.launched = []
+        monkeypatch.setattr(campaign.os, 'cpu_count', lambda: 1)
+        monkeypatch.setattr(campaign, 'state', self.state)
+        monkeypatch.setattr(campaign.subprocess, 'Popen', self.popen)
+        monkeypatch.setattr(campaign.time, 'sleep', self.tick)
+        self.lifetimes = {}
+
+    def state(self, name, runs_dir, results_dir=None):
+        running, st = self.runs.get(name, (False, 'finished'))[:2]
+        return {'run': name, 'running': running, 'state': st}
+
+    def popen(self, cmd, **kwargs):
+        name = cmd[cmd.index('--out') + 1].rsplit('/', 1)[-1]
+        assert not self.runs[name][0], f'{name} started twice'
+        self.launched.append(name)
+        self.runs[name][0] = True
+        self.runs[name][2] = self.lifetimes[name]
+
+    def tick(self, seconds):
+        for run in self.runs.values():
+            if run[0]:
+                run[2] -= 1
+                if run[2] == 0:
+                    run[0], run[1] = False, run[3]
+
+
+def test_watch_fills_a_freed_core_in_order(campaign, tmp_path,
+                                           monkeypatch, capsys):
+    a, b, c = 'pn1024_fp_e200', 'pn1024_bip_e200', 'pn2_p512_fp_e60'
+    m = _Machine(campaign, monkeypatch, {
+        a: [True, 'resumable', 2, 'finished'],
+        b: [False, 'not started', 0, 'finished'],
+        c: [False, 'resumable', 0, 'finished']})
+    m.lifetimes = {b: 3, c: 1}
+    base = ['--runs-dir', str(tmp_path), '--results-dir', str(tmp_path)]
+    # One core, held by a: b starts once a has finished, then c after b.
+    assert campaign.main(base + ['watch', '--interval', '0', a, b, c]) == \
+        [b, c]
+    assert m.launched == [b, c]
+    assert all(run[1] == 'finished' for run in m.runs.values())
+
+
+def test_watch_stops_restarting_a_run_that_keeps_stopping(
+        campaign, tmp_path, monkeypatch, capsys):
+    b = 'pn1024_bip_e200'
+    m = _Machine(campaign, monkeypatch,
+                 {b: [False, 'resumable', 0, 'resumable']})
+    m.lifetimes = {b: 1}
+    base = ['--runs-dir', str(tmp_path), '--results-dir', str(tmp_path)]
+    assert campaign.main(base + ['watch', '--interval', '0', '--retries',
+                                 '1', b]) == [b]
+    assert m.launched == [b, b]  # The first start and one retry.
+    assert 'started 2 times by this watch' in capsys.readouterr().err
