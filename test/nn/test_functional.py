@@ -191,3 +191,33 @@ def test_sign_product_of_packed_signs(shape, monkeypatch):
     sign_product(x.double(), w.double(), signs=True)
     sign_product(x, w)
     assert packed == []
+
+
+@pytest.mark.skipif(_ext.fused is None, reason='C++ kernels not built')
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize('estimator', ['ste', 'approx'])
+def test_binarize_shifted_16_bit_inputs_take_the_kernels(
+        dtype, estimator, fused_spy):
+    r"""A bf16 or fp16 input (autocast) is binarized against the float32
+    thresholds by the float32 kernels: exact signs, and the input gradient
+    of the float32 path rounded once to the input's dtype."""
+    g = torch.Generator().manual_seed(3)
+    C = 20
+    theta = torch.randn(C, generator=g)
+    x = (torch.randn(400, C, generator=g) * 1.5).to(dtype)
+    x[0] = theta.to(dtype)  # Rounded: just above or below the threshold.
+    upstream = torch.randn(400, C, generator=g).to(dtype)
+    calls = fused_spy('shifted_sign', 'shifted_sign_backward')
+    results = []
+    for inp, up in ((x, upstream), (x.float(), upstream.float())):
+        xi = inp.clone().requires_grad_()
+        ti = theta.clone().requires_grad_()
+        out = binarize_shifted(xi, ti, estimator)
+        results.append((out, *torch.autograd.grad(out, (xi, ti), up)))
+    assert calls == ['shifted_sign', 'shifted_sign_backward'] * 2
+    (out, gx, gt), (out32, gx32, gt32) = results
+    assert out.dtype == gx.dtype == dtype and gt.dtype == torch.float32
+    # The signs against the float32 thresholds, not thresholds rounded to
+    # the input's dtype.
+    assert torch.equal(out.float(), sign(x.float() - theta))
+    assert torch.equal(gx, gx32.to(dtype)) and torch.equal(gt, gt32)

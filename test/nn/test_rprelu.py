@@ -212,3 +212,40 @@ def test_kernels_match_the_pytorch_path(shape, threads, fused_spy,
         tol = 1e-6 * exact[name].abs().sum(0) + 1e-30
         assert ((got.double() - want).abs() <= tol).all(), name
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(_ext.fused is None, reason='C++ kernels not built')
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_16_bit_inputs_take_the_kernels_in_float32(dtype, fused_spy):
+    r"""Under autocast the activation sees bf16 or fp16: the float32
+    kernels compute it, and the output and input gradient are the float32
+    results rounded once to the input's dtype (the parameters' gradients
+    are the float32 ones)."""
+    g = torch.Generator().manual_seed(7)
+    C = 24
+    act = RPReLU(C)
+    with torch.no_grad():
+        act.gamma.copy_(torch.randn(C, generator=g))
+        act.beta.copy_(torch.randn(C, generator=g) * 0.5 + 0.25)
+        act.zeta.copy_(torch.randn(C, generator=g))
+    x = (torch.randn(300, C, generator=g) * 2).to(dtype)
+    upstream = torch.randn(300, C, generator=g).to(dtype)
+    calls = fused_spy('rprelu_forward', 'rprelu_backward')
+    results = []
+    for inp, up in ((x, upstream), (x.float(), upstream.float())):
+        xi = inp.clone().requires_grad_()
+        out = act(xi)
+        results.append((out, *torch.autograd.grad(
+            out, (xi, *act.parameters()), up)))
+    assert calls == ['rprelu_forward', 'rprelu_backward'] * 2
+    (out, gx, *gp), (out32, gx32, *gp32) = results
+    assert out.dtype == gx.dtype == dtype
+    assert torch.equal(out, out32.to(dtype))
+    assert torch.equal(gx, gx32.to(dtype))
+    for got, ref in zip(gp, gp32):
+        assert got.dtype == torch.float32 and torch.equal(got, ref)
+    # And the float32 result is RPReLU's value of the 16-bit input.
+    z = x.double() - act.gamma.detach().double()
+    want = torch.where(z > 0, z, z * act.beta.detach().double()) + \
+        act.zeta.detach().double()
+    torch.testing.assert_close(out32.double(), want, rtol=1e-6, atol=1e-6)

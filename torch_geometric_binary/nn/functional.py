@@ -131,26 +131,31 @@ def binarize(x: Tensor, estimator: str = 'ste',
                      f"{', '.join(ESTIMATORS)})")
 
 
+# Inputs the float32 C++ kernels of the elementwise steps take: a 16-bit
+# float (autocast) is computed in float32 and rounded once to its dtype.
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
 class ShiftedSign(torch.autograd.Function):
     r""":math:`\mathrm{sign}(\mathbf{x} - \boldsymbol{\theta})` with the
     clipped STE (:obj:`estimator` 0) or ApproxSign's gradient (1), in one
-    pass each way (C++, float32), the thresholds' gradient
-    :math:`-\sum_{rows} \partial \mathcal{L} / \partial \mathbf{x}`
-    included. The same results as :func:`binarize` of
-    :math:`\mathbf{x} - \boldsymbol{\theta}`, without the difference
-    and the estimator's weights as tensors."""
+    pass each way (C++, float32; a 16-bit input computed in float32), the
+    thresholds' gradient :math:`-\sum_{rows} \partial \mathcal{L} /
+    \partial \mathbf{x}` included. The same results as :func:`binarize` of
+    :math:`\mathbf{x} - \boldsymbol{\theta}` in float32, without the
+    difference and the estimator's weights as tensors."""
     @staticmethod
     def forward(ctx, x: Tensor, theta: Tensor, estimator: int) -> Tensor:
         ctx.save_for_backward(x, theta)
         ctx.estimator = estimator
-        return _ext.fused.shifted_sign(x, theta)
+        return _ext.fused.shifted_sign(x.float(), theta).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x, theta = ctx.saved_tensors
         grad_x, grad_theta = _ext.fused.shifted_sign_backward(
-            grad_out, x, theta, ctx.estimator)
-        return grad_x, grad_theta, None
+            grad_out.float(), x.float(), theta, ctx.estimator)
+        return grad_x.to(x.dtype), grad_theta, None
 
 
 _SHIFTED_ESTIMATORS = {'ste': 0, 'approx': 1}
@@ -160,13 +165,13 @@ def binarize_shifted(x: Tensor, theta: Tensor, estimator: str = 'ste',
                      ede: Optional[tuple] = None) -> Tensor:
     r""":func:`binarize` of :math:`\mathbf{x} - \boldsymbol{\theta}`, with
     one threshold per channel of the last dimension (ReActNet's RSign): one
-    pass each way where the kernels apply (float32, STE or ApproxSign)."""
-    theta = theta.to(x.dtype)
-    if estimator in _SHIFTED_ESTIMATORS and x.dtype == torch.float32 and \
-            theta.dim() == 1 and x.dim() >= 1 and \
-            theta.size(0) == x.size(-1) and _use_ext(x):
+    pass each way where the kernels apply (STE or ApproxSign; float32, or a
+    16-bit input computed in float32 against float32 thresholds)."""
+    if estimator in _SHIFTED_ESTIMATORS and x.dtype in KERNEL_DTYPES and \
+            theta.dtype == torch.float32 and theta.dim() == 1 and \
+            x.dim() >= 1 and theta.size(0) == x.size(-1) and _use_ext(x):
         return ShiftedSign.apply(x, theta, _SHIFTED_ESTIMATORS[estimator])
-    return binarize(x - theta, estimator, ede)
+    return binarize(x - theta.to(x.dtype), estimator, ede)
 
 
 def binarize_weight(weight: Tensor) -> Tensor:

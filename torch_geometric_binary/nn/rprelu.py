@@ -5,11 +5,11 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from torch_geometric_binary import _ext
-from torch_geometric_binary.nn.functional import _use_ext
+from torch_geometric_binary.nn.functional import KERNEL_DTYPES, _use_ext
 
 
 def _use_kernels(x: Tensor, *params: Tensor) -> bool:
-    return x.dtype == torch.float32 and all(
+    return x.dtype in KERNEL_DTYPES and all(
         p.dtype == torch.float32 for p in params) and _use_ext(x)
 
 
@@ -18,16 +18,19 @@ class RPReLUFunction(torch.autograd.Function):
     autograd of the elementwise form makes several times more, and the
     activation follows every normalized layer): the forward is
     :math:`z + (\beta - 1) \min(z, 0) + \zeta` with :math:`z = x - \gamma`.
-    In float32 on the CPU each way is one pass of a C++ kernel that keeps
-    the input only (the same bits); otherwise the backward keeps
-    :math:`z`."""
+    On the CPU each way is one pass of a float32 C++ kernel that keeps the
+    input only (the same bits as the elementwise form in float32). A
+    bfloat16 or float16 input (autocast) is computed in float32 and its
+    output and gradient rounded once to its dtype; otherwise the backward
+    keeps :math:`z`."""
     @staticmethod
     def forward(ctx, x: Tensor, gamma: Tensor, beta: Tensor,
                 zeta: Tensor) -> Tensor:
         ctx.kernels = _use_kernels(x, gamma, beta, zeta)
         if ctx.kernels:
             ctx.save_for_backward(x, gamma, beta)
-            return _ext.fused.rprelu_forward(x, gamma, beta - 1, zeta)
+            return _ext.fused.rprelu_forward(x.float(), gamma, beta - 1,
+                                             zeta).to(x.dtype)
         z = x - gamma.to(x.dtype)
         out = torch.addcmul(z, z.clamp_max(0), (beta - 1).to(x.dtype))
         out += zeta.to(x.dtype)
@@ -38,8 +41,9 @@ class RPReLUFunction(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         if ctx.kernels:
             x, gamma, beta = ctx.saved_tensors
-            return tuple(_ext.fused.rprelu_backward(grad_out, x, gamma,
-                                                    beta))
+            grad_x, *grads = _ext.fused.rprelu_backward(
+                grad_out.float(), x.float(), gamma, beta)
+            return (grad_x.to(x.dtype), *grads)
         z, beta = ctx.saved_tensors
         # The slope branch includes z = 0, as in PReLU.
         grad_x = torch.where(z > 0, grad_out, grad_out * beta.to(z.dtype))
