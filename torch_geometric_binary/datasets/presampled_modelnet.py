@@ -226,6 +226,7 @@ class PreSampledModelNet(LocalDataset):
     """
     NAME = 'pre-sampled ModelNet'
     LAYOUTS = LAYOUTS
+
     def __init__(
         self,
         root: str,
@@ -336,7 +337,6 @@ class PreSampledModelNet(LocalDataset):
                         if glob.glob(osp.join(entry.path, split, '*.npy')):
                             return 'npy'
         return None
-
 
     # Processing ##############################################################
 

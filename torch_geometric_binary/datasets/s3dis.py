@@ -224,7 +224,6 @@ class S3DISRooms(LocalDataset):
             return 'npy'
         return None
 
-
     # Processing ##############################################################
 
     def process(self) -> None:

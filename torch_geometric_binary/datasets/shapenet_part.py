@@ -211,7 +211,6 @@ class ShapeNetPart(LocalDataset):
                 return 'h5'
         return None
 
-
     # Processing ##############################################################
 
     def process(self) -> None:

@@ -249,8 +249,8 @@ def sign_thresholds(f, channels: int) -> Tensor:
     # The search assumes monotony: check it on the edge and around it.
     near = [_key_float(torch.maximum(torch.minimum(edge + d, hi), lo))
             for d in (-1, 0, 1)]
-    probe = torch.stack(near + [torch.zeros(C),
-                         torch.full((C, ), -1.0), torch.full((C, ), 1.0)])
+    probe = torch.stack(near + [torch.zeros(C), torch.full((C, ), -1.0),
+                                torch.full((C, ), 1.0)])
     expected = f(probe) >= 0
     got = probe * out[0] >= out[1]
     if not torch.equal(expected, got):

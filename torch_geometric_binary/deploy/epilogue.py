@@ -211,4 +211,3 @@ def batch_norm_is_fma() -> bool:
     ref = F.batch_norm(x, m, v, w, b, False, 0.0, 1e-5)
     alpha = torch.rsqrt(v + 1e-5) * w
     return torch.equal(fma32(x, alpha, fma32(-m, alpha, b)), ref)
-

@@ -121,8 +121,8 @@ def _import(node: Optional[dict], tensors: List[Tensor]
 # --------------------------------------------------------------------------
 # Public API.
 
-def _serialize(packed: torch.nn.Module) -> Tuple[dict, List[Tensor],
-                                                  List[str]]:
+def _serialize(packed: torch.nn.Module
+               ) -> Tuple[dict, List[Tensor], List[str]]:
     w = _Writer()
     root = _export(packed, w)
     return root, w.tensors, w.kinds

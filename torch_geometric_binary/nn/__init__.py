@@ -27,4 +27,4 @@ __all__ = [
     'BiDynamicEdgeConv',
     'init_lsr_scales',
 ]
-from . import models  # noqa: E402
+from . import models  # noqa: E402,F401

@@ -44,7 +44,7 @@ class DenseMax(torch.autograd.Function):
 
 
 def equal_group_size(batch: Optional[Tensor], size: int,
-                      num_rows: int) -> Optional[int]:
+                     num_rows: int) -> Optional[int]:
     r"""The common size of :obj:`size` contiguous, non-empty clouds given by
     :obj:`batch`, or :obj:`None` where they differ (or the batch vector is
     malformed: the unfused path then names the problem)."""

@@ -237,8 +237,8 @@ class MeanCovariance(torch.autograd.Function):
         else:
             rows = n - n % EXACT_SIGN_CHANNELS
             chunks = h[:rows].view(-1, EXACT_SIGN_CHANNELS, k)
-            gram = torch.bmm(chunks.transpose(1, 2), chunks).sum(0,
-                                                                dtype=acc)
+            gram = torch.bmm(chunks.transpose(1, 2), chunks).sum(
+                0, dtype=acc)
             if rows < n:
                 tail = h[rows:]
                 gram += (tail.t() @ tail).to(acc)

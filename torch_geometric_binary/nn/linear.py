@@ -22,9 +22,10 @@ class BiLinear(NotScriptable, torch.nn.Module):
         \right) + \mathbf{b},
 
     where the signs use the clipped straight-through estimator
-    (:mod:`torch_geometric_binary.nn.functional`), :math:`\overline{\mathbf{W}}`
-    is the mean over the whole weight matrix, and :math:`\alpha > 0` is a
-    single learnable scalar (LSR) per layer. :math:`\alpha` is initialized
+    (:mod:`torch_geometric_binary.nn.functional`),
+    :math:`\overline{\mathbf{W}}` is the mean over the whole weight
+    matrix, and :math:`\alpha > 0` is a single learnable scalar (LSR) per
+    layer. :math:`\alpha` is initialized
     from data as :math:`\sigma(\mathbf{x}\mathbf{W}^{\top}) / \sigma(
     \mathrm{sign}(\mathbf{x})\,\mathrm{sign}(\mathbf{W} -
     \overline{\mathbf{W}})^{\top})` on the first batch the layer sees in

@@ -322,14 +322,15 @@ def _op_knn(x: Tensor, y: Tensor, ptr_x: Optional[Tensor],
         raise NotImplementedError("knn(..., cosine=True) needs pyg-lib")
     # pyg-lib's rows: [y index, x index].
     return knn_edges(x, y, k, _batch(ptr_x, x.size(0)),
-               _batch(ptr_y, y.size(0))).flip([0])
+                     _batch(ptr_y, y.size(0))).flip([0])
 
 
 def _op_radius(x: Tensor, y: Tensor, ptr_x: Optional[Tensor],
                ptr_y: Optional[Tensor], r: float, max_num_neighbors: int,
                num_workers: int, ignore_same_index: bool) -> Tensor:
-    edges = radius_edges(x, y, r, _batch(ptr_x, x.size(0)), _batch(ptr_y, y.size(0)),
-                   max_num_neighbors + int(ignore_same_index)).flip([0])
+    edges = radius_edges(x, y, r, _batch(ptr_x, x.size(0)),
+                         _batch(ptr_y, y.size(0)),
+                         max_num_neighbors + int(ignore_same_index)).flip([0])
     if ignore_same_index:  # As torch_cluster's radius_graph.
         edges = edges[:, edges[0] != edges[1]]
     return edges

@@ -63,25 +63,24 @@ def build_model(config: Dict[str, Any]) -> torch.nn.Module:
     a classifier, or a segmentation network where :obj:`config['task']` is
     :obj:`"segmentation"` (:obj:`examples/segmentation.py`)."""
     from torch_geometric_binary.nn.models import MODELS, SEG_MODELS
-    if config.get('task') == 'segmentation':
-        MODELS = SEG_MODELS  # noqa: N806
+    models = SEG_MODELS if config.get('task') == 'segmentation' else MODELS
     name = config['model']
-    if name not in MODELS:
+    if name not in models:
         raise ValueError(f"Unknown model '{name}' (available: "
-                         f"{', '.join(sorted(MODELS))})")
+                         f"{', '.join(sorted(models))})")
     kwargs = dict(config.get('model_kwargs') or {})
-    options = inspect.signature(MODELS[name].__init__).parameters
+    options = inspect.signature(models[name].__init__).parameters
     unknown = sorted(set(kwargs) - set(options) - {'self'})
     if unknown:
         known = sorted(set(options) - {'self', 'num_classes', 'method'})
-        raise ValueError(f"{MODELS[name].__name__} has no option(s) "
+        raise ValueError(f"{models[name].__name__} has no option(s) "
                          f"{', '.join(map(repr, unknown))} (its options: "
                          f"{', '.join(known)})")
     try:
-        return MODELS[name](num_classes=int(config['num_classes']),
+        return models[name](num_classes=int(config['num_classes']),
                             method=config['method'], **kwargs)
     except TypeError as e:  # A value of the wrong type.
-        raise ValueError(f"{MODELS[name].__name__}({kwargs}): {e}") from e
+        raise ValueError(f"{models[name].__name__}({kwargs}): {e}") from e
 
 
 def model_from_checkpoint(state: Dict[str, Any],

@@ -37,8 +37,8 @@ class BiPointConv(OwnPropagate, PointNetConv):
         local_nn (torch.nn.Module, optional): :math:`h_{\mathbf{\Theta}}`,
             mapping :obj:`[-1, in_channels + num_dimensions]` to
             :obj:`[-1, out_channels]`. (default: :obj:`None`)
-        global_nn (torch.nn.Module, optional): :math:`\gamma_{\mathbf{\Theta}}`.
-            (default: :obj:`None`)
+        global_nn (torch.nn.Module, optional):
+            :math:`\gamma_{\mathbf{\Theta}}`. (default: :obj:`None`)
         add_self_loops (bool, optional): If set to :obj:`False`, will not add
             self-loops to the input graph. (default: :obj:`True`)
         **kwargs (optional): Additional arguments of

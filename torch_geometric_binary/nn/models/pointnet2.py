@@ -33,7 +33,7 @@ class SetAbstraction(torch.nn.Module):
                 batch: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         idx = fps(pos, batch, self.ratio, random_start=self.training)
         edge_index = radius_edges(pos, pos[idx], self.r, batch, batch[idx],
-                            self.max_num_neighbors)
+                                  self.max_num_neighbors)
         x_dst = None if x is None else x[idx]
         x = self.conv((x, x_dst), (pos, pos[idx]), edge_index)
         return x, pos[idx], batch[idx]
