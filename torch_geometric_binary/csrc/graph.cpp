@@ -1281,8 +1281,9 @@ static Tensor graph_knn_kdtree(const Tensor& x_, const Tensor& y_, int64_t k,
 // layout of torch_geometric_binary.utils.bits: padding bits 0, so they never
 // count). Nearest first, equal distances in index order: a counting sort
 // over the distances 0..64W, O(n + 64W) per query after the popcounts, or
-// with AVX2 for codes of up to 3 words a search over byte distances
-// (knn_hamming_avx2, about twice as fast).
+// for codes of up to 3 words a search over byte distances with AVX2
+// (knn_hamming_avx2, about twice as fast; for one-word codes
+// knn_hamming_avx512).
 
 static Tensor words_arg(const Tensor& t, const char* op, const char* name) {
   TORCH_CHECK_VALUE(t.device().is_cpu(), op, ": '", name,
@@ -1486,6 +1487,96 @@ __attribute__((target("avx2,popcnt"))) static void knn_hamming_avx2(
     out.dst.insert(out.dst.end(), kk, q);
   }
 }
+
+// knn_hamming_avx2 with AVX-512 (BW for the byte compares, VPOPCNTDQ for
+// the distances): 64 distances a compare, and for one-word codes 8
+// popcounts a vector narrowed to bytes; the same steps, the same edges.
+// 2.2-3.3x faster than knn_hamming_avx2 for 1,024 one-word codes, k = 20.
+static bool cpu_has_hamming_avx512() {
+  static const bool yes = __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vpopcntdq");
+  return yes;
+}
+
+__attribute__((target("avx512f,avx512bw,popcnt"))) static inline uint64_t
+le_mask_avx512(const uint8_t* d, __m512i tv) {
+  return _mm512_cmple_epu8_mask(_mm512_loadu_si512(d), tv);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vpopcntdq,popcnt"))) static void
+knn_hamming_avx512(const uint64_t* x, const uint64_t* y, int64_t W, int64_t k,
+                   const std::vector<int64_t>& ptr_x,
+                   const std::vector<int64_t>& cloud_y, int64_t q0, int64_t q1,
+                   Edges& out) {
+  std::vector<uint8_t> dist;
+  std::vector<int64_t> near;
+  std::vector<int32_t> start(64 * W + 1);
+  for (int64_t q = q0; q < q1; q++) {
+    const int64_t b = cloud_y[q], s0 = ptr_x[b], n = ptr_x[b + 1] - s0;
+    const int64_t kk = std::min(k, n);
+    if (kk == 0) continue;
+    const int64_t nv = (n + 63) / 64;
+    dist.resize(64 * nv);
+    const uint64_t* yq = y + q * W;
+    const uint64_t* xs = x + s0 * W;
+    int64_t j = 0;
+    if (W == 1) {
+      const __m512i y0 = _mm512_set1_epi64(static_cast<long long>(yq[0]));
+      for (; j + 8 <= n; j += 8)
+        _mm_storel_epi64(
+            reinterpret_cast<__m128i*>(dist.data() + j),
+            _mm512_cvtepi64_epi8(_mm512_popcnt_epi64(
+                _mm512_xor_si512(_mm512_loadu_si512(xs + j), y0))));
+    }
+    for (; j < n; j++) {
+      int64_t d = 0;
+      for (int64_t w = 0; w < W; w++)
+        d += _mm_popcnt_u64(xs[j * W + w] ^ yq[w]);
+      dist[j] = static_cast<uint8_t>(d);
+    }
+    std::fill(dist.begin() + n, dist.end(), uint8_t(255));  // Above 64W.
+    // t: the smallest distance with at least kk points at or below it;
+    // below: the points nearer than t.
+    int64_t lo = 0, hi = 64 * W, below = 0;
+    while (lo < hi) {
+      const int64_t mid = (lo + hi) / 2;
+      const __m512i tv = _mm512_set1_epi8(static_cast<char>(mid));
+      int64_t c = 0;
+      for (int64_t v = 0; v < nv; v++)
+        c += _mm_popcnt_u64(le_mask_avx512(dist.data() + 64 * v, tv));
+      if (c >= kk) {
+        hi = mid;
+      } else {
+        lo = mid + 1, below = c;
+      }
+    }
+    const int64_t t = lo;
+    const size_t base = out.src.size();
+    out.src.resize(base + kk);
+    int64_t* o = out.src.data() + base;
+    if (below > 0) {  // The points nearer than t, by (distance, index).
+      near.clear();
+      const __m512i tv = _mm512_set1_epi8(static_cast<char>(t - 1));
+      for (int64_t v = 0; v < nv; v++)
+        for (uint64_t m = le_mask_avx512(dist.data() + 64 * v, tv); m;
+             m &= m - 1)
+          near.push_back(64 * v + __builtin_ctzll(m));
+      std::fill(start.begin(), start.begin() + t + 1, 0);
+      for (int64_t i : near) start[dist[i] + 1]++;
+      for (int64_t d = 1; d < t; d++) start[d] += start[d - 1];
+      for (int64_t i : near) o[start[dist[i]]++] = s0 + i;
+    }
+    int64_t need = kk - below;  // The first points at distance t.
+    const __m512i tv = _mm512_set1_epi8(static_cast<char>(t));
+    for (int64_t v = 0; v < nv && need > 0; v++) {
+      for (uint64_t m = _mm512_cmpeq_epu8_mask(
+               _mm512_loadu_si512(dist.data() + 64 * v), tv);
+           m && need > 0; m &= m - 1, need--)
+        o[kk - need] = s0 + 64 * v + __builtin_ctzll(m);
+    }
+    out.dst.insert(out.dst.end(), kk, q);
+  }
+}
 #endif
 
 static Tensor graph_knn_hamming(const Tensor& x_, const Tensor& y_, int64_t k,
@@ -1513,6 +1604,10 @@ static Tensor graph_knn_hamming(const Tensor& x_, const Tensor& y_, int64_t k,
   auto* queries = popcnt ? knn_hamming_popcnt : knn_hamming_generic;
 #if TGB_X86
   if (W <= kHammingByteWords && graph_isa() >= 1) queries = knn_hamming_avx2;
+  // One-word codes (DGCNN's 64 channels) only: at two words the AVX2
+  // search was as fast (1.8 against 1.9-2.2 ms at 1,024 codes on Zen 4).
+  if (W == 1 && graph_isa() >= 2 && cpu_has_hamming_avx512())
+    queries = knn_hamming_avx512;
 #endif
   std::vector<Edges> chunks((Ny + kQueryChunk - 1) / kQueryChunk);
   at::parallel_for(0, chunks.size(), 1, [&](int64_t c0, int64_t c1) {
